@@ -1,0 +1,328 @@
+"""Structured (dataclass) configs: the schema every Hydra config is validated against.
+
+Each config group in ``conf/`` (``method``, ``backbone``, ``data``, ``trainer``, ``optim``,
+``index``, ``logger``, ``task``) starts from one of these dataclasses, so an unknown key or a
+value of the wrong type fails at composition time with the key's name. Method configs live
+beside their method (``methods/nnclr.py`` holds ``NNCLRConfig``) and subclass
+:class:`MethodConfig`; :func:`register_configs` puts every schema in Hydra's ConfigStore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ViewConfig:
+    """One augmentation pipeline that produces one view of an image.
+
+    The same fields drive the CPU pipeline (``data/views.py``) and the GPU pipeline
+    (``data/gpu_views.py``), so both sample from the same distributions.
+
+    Attributes:
+        size: Output side length in pixels.
+        crop: ``"rrc"`` random-resized crop, ``"pad"`` pad-and-random-crop (CIFAR
+            supervised recipe), or ``"none"`` (plain resize).
+        crop_scale: Area fraction range of the random-resized crop.
+        crop_ratio: Aspect-ratio range of the random-resized crop.
+        pad: Padding in pixels for ``crop="pad"``.
+        flip_p: Probability of a horizontal flip.
+        jitter_p: Probability of applying colour jitter.
+        brightness: Brightness jitter strength.
+        contrast: Contrast jitter strength.
+        saturation: Saturation jitter strength.
+        hue: Hue jitter strength (at most 0.5).
+        grayscale_p: Probability of converting to grayscale.
+        blur_p: Probability of a Gaussian blur.
+        blur_sigma: Range of the blur's standard deviation in pixels (drawn uniformly).
+        solarize_p: Probability of solarisation.
+        solarize_threshold: Solarisation threshold in [0, 1].
+    """
+
+    size: int = 32
+    crop: str = "rrc"
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    pad: int = 4
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    solarize_p: float = 0.0
+    solarize_threshold: float = 0.5
+
+
+@dataclass
+class DataConfig:
+    """Dataset, views and loader settings.
+
+    Attributes:
+        name: Source kind: ``cifar10_mini`` (ships with the package), ``cifar10``,
+            ``cifar100``, ``stl10``, ``imagefolder`` or ``npz``.
+        root: Dataset folder (torchvision datasets, image folders).
+        train_path: Training ``.npz`` file (``name=npz``).
+        test_path: Test ``.npz`` file (``name=npz``).
+        class_list: Optional text file with one class folder name per line, restricting an
+            image folder to those classes (e.g. ImageNet-100).
+        download: Let torchvision download the dataset when it is missing.
+        num_classes: Number of classes (for probes and classifiers).
+        image_size: Side length of evaluation images.
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation standard deviation.
+        batch_size: Per-device training batch size.
+        eval_batch_size: Per-device batch size for validation and feature extraction.
+        num_workers: Data loader worker processes.
+        pipeline: ``cpu`` (per-sample transforms in loader workers), ``gpu`` (uint8 images
+            augmented in batches on the device) or ``auto`` (GPU when training on a GPU).
+        views: One pipeline per view.
+        on_corrupt: ``fail`` or ``skip`` images that cannot be decoded.
+    """
+
+    name: str = "cifar10_mini"
+    root: str | None = None
+    train_path: str | None = None
+    test_path: str | None = None
+    class_list: str | None = None
+    download: bool = False
+    num_classes: int = 10
+    image_size: int = 32
+    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
+    std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
+    batch_size: int = 256
+    eval_batch_size: int = 512
+    num_workers: int = 2
+    pipeline: str = "auto"
+    views: list[ViewConfig] = field(default_factory=lambda: [ViewConfig(), ViewConfig()])
+    on_corrupt: str = "fail"
+
+
+@dataclass
+class BackboneConfig:
+    """Backbone network.
+
+    Attributes:
+        name: ``resnet18``, ``resnet34``, ``resnet50``, ``vit_tiny`` or ``vit_small``.
+        small_stem: Use the 3x3 stride-1 stem without max-pool. ``None`` picks it for
+            inputs of 64 px or less.
+        patch_size: ViT patch size.
+        zero_init_residual: Zero-initialise the last BN of each residual block.
+    """
+
+    name: str = "resnet18"
+    small_stem: bool | None = None
+    patch_size: int = 4
+    zero_init_residual: bool = False
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    The learning rate is ``lr * global_batch / 256`` where the global batch counts every
+    device on every node and gradient accumulation.
+
+    Attributes:
+        name: ``sgd``, ``lars`` or ``adamw``.
+        lr: Base learning rate for a batch of 256.
+        scale_lr: Scale ``lr`` linearly with the global batch.
+        weight_decay: Weight decay.
+        momentum: SGD/LARS momentum.
+        betas: AdamW betas.
+        eta: LARS trust coefficient.
+        exclude_bias_and_norm: Exempt biases and norm weights from weight decay and LARS
+            adaptation.
+        warmup_epochs: Linear warm-up length (fractional epochs allowed).
+        min_lr_ratio: Final learning rate as a fraction of the peak.
+        probe_lr: Learning rate of the online linear probe (no weight decay).
+    """
+
+    name: str = "lars"
+    lr: float = 0.4
+    scale_lr: bool = True
+    weight_decay: float = 1e-5
+    momentum: float = 0.9
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eta: float = 0.02
+    exclude_bias_and_norm: bool = True
+    warmup_epochs: float = 10.0
+    min_lr_ratio: float = 0.0
+    probe_lr: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings plus the fast-path switches.
+
+    Attributes:
+        accelerator: ``auto``, ``cpu`` or ``gpu``.
+        devices: Device count or ``auto``.
+        num_nodes: Number of nodes.
+        strategy: ``auto``, ``ddp``, ``ddp_spawn``, ...
+        precision: Lightning precision string (``32-true``, ``bf16-mixed``, ...).
+        max_epochs: Training epochs.
+        max_steps: Stop after this many optimiser steps (-1: no limit).
+        limit_train_batches: Fraction or count of training batches per epoch.
+        limit_val_batches: Fraction or count of validation batches.
+        check_val_every_n_epoch: Validation period in epochs.
+        log_every_n_steps: Logging period in steps.
+        accumulate_grad_batches: Gradient accumulation.
+        gradient_clip_val: Gradient norm clip (None: off).
+        sync_batchnorm: Convert BatchNorm to SyncBatchNorm under DDP.
+        deterministic: Ask torch for deterministic kernels.
+        channels_last: Use channels-last memory format.
+        compile: ``torch.compile`` the backbone and heads.
+        enable_progress_bar: Show the rich progress bar.
+        checkpoint_every_n_steps: Also write ``last.ckpt`` every N steps (0: epoch end only).
+    """
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_epochs: int = 100
+    max_steps: int = -1
+    limit_train_batches: Any = 1.0
+    limit_val_batches: Any = 1.0
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 10
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    sync_batchnorm: bool = False
+    deterministic: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    enable_progress_bar: bool = True
+    checkpoint_every_n_steps: int = 0
+
+
+@dataclass
+class IndexConfig:
+    """Neighbour search settings shared by every bank and dataset index.
+
+    Attributes:
+        backend: ``auto`` (FAISS when installed, else torch), ``torch`` or ``faiss``.
+        chunk_size: Bank rows scored per chunk by the torch backend (bounds memory).
+        half: Score in fp16/bf16 on GPU (exact ranking up to rounding).
+        ivf_threshold: FAISS uses an IVF index for dataset indices larger than this.
+        ivf_nprobe: IVF cells visited per query.
+        kmeans_iters: Iterations of spherical k-means.
+    """
+
+    backend: str = "auto"
+    chunk_size: int = 262144
+    half: bool = False
+    ivf_threshold: int = 2_000_000
+    ivf_nprobe: int = 64
+    kmeans_iters: int = 20
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment loggers. CSV and TensorBoard are on by default; W&B is optional.
+
+    Attributes:
+        csv: Write ``metrics.csv``.
+        tensorboard: Write TensorBoard event files.
+        wandb: Log to Weights & Biases (needs the ``wandb`` package).
+        project: W&B project name.
+    """
+
+    csv: bool = True
+    tensorboard: bool = True
+    wandb: bool = False
+    project: str = "nbr_contrast"
+
+
+@dataclass
+class MethodConfig:
+    """Fields every method has; each method subclasses this with its own hyper-parameters.
+
+    Attributes:
+        _target_: The LightningModule class that implements the method.
+        name: Method name as used on the command line.
+        knn_k: Neighbours of the online kNN monitor.
+        knn_temperature: Temperature of the online kNN monitor.
+        knn_max_train: Most training features the kNN monitor keeps per epoch.
+    """
+
+    _target_: str = MISSING
+    name: str = MISSING
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_max_train: int = 50000
+
+
+@dataclass
+class TaskConfig:
+    """What ``python -m nbr_contrast`` does: ``fit``, ``linear``, ``knn`` or ``export``.
+
+    Attributes:
+        name: Task name.
+        epochs: Linear-evaluation epochs.
+        lr: Linear-evaluation base learning rate.
+        batch_size: Linear-evaluation batch size.
+        k: kNN neighbour counts (several at once).
+        temperature: kNN temperature.
+    """
+
+    name: str = "fit"
+    epochs: int = 100
+    lr: float = 0.1
+    batch_size: int = 256
+    k: list[int] = field(default_factory=lambda: [20, 200])
+    temperature: float = 0.1
+
+
+@dataclass
+class RunConfig:
+    """The whole run: one node per config group plus run-level settings.
+
+    Attributes:
+        seed: Global seed (model init, data order, augmentations).
+        ckpt: Checkpoint to evaluate or export, or ``last`` to resume the newest run.
+        resume: Resume from the run directory's ``last.ckpt``.
+        output_dir: Run directory (Hydra's, set at run time).
+        plots: Write neighbour grid, curves and embedding map at the end of a fit.
+    """
+
+    method: Any = MISSING
+    backbone: BackboneConfig = MISSING
+    data: DataConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    optim: OptimConfig = MISSING
+    index: IndexConfig = MISSING
+    logger: LoggerConfig = MISSING
+    task: TaskConfig = MISSING
+    seed: int = 42
+    ckpt: str | None = None
+    resume: bool = False
+    output_dir: str = "."
+    plots: bool = True
+
+
+def register_configs() -> None:
+    """Register every schema with Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    from nbr_contrast.methods import METHOD_CONFIGS
+
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(group="backbone", name="backbone_schema", node=BackboneConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="optim", name="optim_schema", node=OptimConfig)
+    cs.store(group="index", name="index_schema", node=IndexConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(group="task", name="task_schema", node=TaskConfig)
+    for name, schema in METHOD_CONFIGS.items():
+        cs.store(group="method", name=f"{name}_schema", node=schema)
