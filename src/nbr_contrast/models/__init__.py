@@ -1,1 +1,1 @@
-"""models package."""
+"""Networks: backbones and heads."""

@@ -1,1 +1,1 @@
-"""utils package."""
+"""Shared utilities: distributed helpers, schedules, optimisers."""

@@ -1,0 +1,38 @@
+"""Projection and prediction heads: MLPs with batch norm, as the papers specify them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+
+class MLPHead(nn.Sequential):
+    """``Linear → BN → ReLU`` blocks ending in a linear layer (optionally followed by BN).
+
+    Args:
+        in_dim: Input size.
+        hidden_dims: Sizes of the hidden layers (each followed by BN and ReLU).
+        out_dim: Output size.
+        last_bn: Put a BatchNorm after the output layer (NNCLR, SimCLR v2 style).
+        last_bn_affine: Whether that last BN has a learnable affine (MoCo v3 uses none).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dims: Sequence[int],
+        out_dim: int,
+        last_bn: bool = False,
+        last_bn_affine: bool = True,
+    ) -> None:
+        layers: list[nn.Module] = []
+        dim = in_dim
+        for hidden in hidden_dims:
+            layers += [nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU()]
+            dim = hidden
+        layers.append(nn.Linear(dim, out_dim, bias=not last_bn))
+        if last_bn:
+            layers.append(nn.BatchNorm1d(out_dim, affine=last_bn_affine))
+        super().__init__(*layers)
+        self.out_dim = out_dim
