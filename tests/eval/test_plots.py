@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nbr_contrast.eval.plots import (
+    log_figure_to_tensorboard,
+    plot_curves,
+    plot_embedding_map,
+    plot_neighbour_grid,
+)
+
+CLASSES = ["cat", "dog", "ship"]
+
+
+def check_png(path: Path, aspect: float) -> tuple[int, int]:
+    assert path.is_file() and path.stat().st_size > 1024
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+    assert width / height == pytest.approx(aspect, rel=0.02)
+    return width, height
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_neighbour_grid(tmp_path: Path, dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(0)
+    queries = torch.rand(3, 3, 16, 16, generator=gen)
+    neighbours = torch.rand(3, 4, 3, 16, 16, generator=gen)
+    if dtype == torch.uint8:
+        queries, neighbours = (queries * 255).to(dtype), (neighbours * 255).to(dtype)
+    out = plot_neighbour_grid(
+        queries,
+        torch.tensor([0, 1, 2]),
+        neighbours,
+        torch.tensor([[0, 0, 1, 2], [1, 1, 1, 1], [0, 1, 2, 0]]),
+        CLASSES,
+        tmp_path / "grid" / "neighbours.png",
+    )
+    assert out == tmp_path / "grid" / "neighbours.png"
+    check_png(out, (1.3 * 5) / (1.45 * 3))
+
+
+def test_neighbour_grid_rejects_bad_shapes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="neighbour_images"):
+        plot_neighbour_grid(
+            torch.rand(2, 3, 8, 8),
+            torch.tensor([0, 1]),
+            torch.rand(3, 4, 3, 8, 8),
+            torch.zeros(2, 4, dtype=torch.long),
+            CLASSES,
+            tmp_path / "x.png",
+        )
+
+
+METRICS_CSV = """epoch,step,lr-SGD,train/loss_step,train/loss_epoch,val/knn_acc,val/probe_acc1
+0,0,0.1,2.30,,,
+0,1,0.1,2.10,,,
+0,1,,,2.20,31.5,28.0
+1,2,0.09,1.90,,,
+1,3,0.09,1.70,,,
+1,3,,,1.80,45.0,40.5
+2,4,0.05,1.50,,,
+2,5,,,1.55,52.25,
+"""
+
+
+def test_curves_from_metrics_csv(tmp_path: Path) -> None:
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text(METRICS_CSV)
+    check_png(plot_curves(csv_path, tmp_path / "curves.png"), 11.0 / 4.0)
+    out = plot_curves(csv_path, tmp_path / "some.png", keys=["val/knn_acc", "missing/acc"])
+    check_png(out, 11.0 / 4.0)
+
+
+def test_curves_without_usable_metric(tmp_path: Path) -> None:
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("epoch,step,lr-SGD,val/knn_acc\n0,0,0.1,\n1,1,0.1,\n")
+    with pytest.raises(ValueError, match="no usable metric"):
+        plot_curves(csv_path, tmp_path / "curves.png")
+    with pytest.raises(ValueError, match="no usable metric"):
+        plot_curves(csv_path, tmp_path / "curves.png", keys=["train/loss"])
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne", "auto"])
+def test_embedding_map(tmp_path: Path, method: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (120,), generator=gen)
+    feats = torch.randn(3, 16, generator=gen)[labels] * 4 + torch.randn(120, 16, generator=gen)
+    out = plot_embedding_map(feats, labels, CLASSES, tmp_path / f"{method}.png", method=method)
+    check_png(out, 8.0 / 6.0)
+
+
+def test_embedding_map_rejects_unknown_method(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="umap"):
+        plot_embedding_map(torch.randn(10, 4), torch.zeros(10), CLASSES, tmp_path / "m.png", "umap")
+
+
+class FakeExperiment:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def add_image(self, tag: str, image: np.ndarray, global_step: int, dataformats: str) -> None:
+        self.calls.append((tag, image, global_step, dataformats))
+
+
+def test_log_figure_to_tensorboard(tmp_path: Path) -> None:
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text(METRICS_CSV)
+    png = plot_curves(csv_path, tmp_path / "curves.png")
+    experiment = FakeExperiment()
+    assert log_figure_to_tensorboard(experiment, "plots/curves", png, 7)
+    ((tag, image, step, dataformats),) = experiment.calls
+    assert (tag, step, dataformats) == ("plots/curves", 7, "HWC")
+    assert image.shape == (400, 1100, 3) and image.dtype == np.uint8
+    assert not log_figure_to_tensorboard(object(), "plots/curves", png, 7)
