@@ -1,0 +1,334 @@
+"""A streaming FIFO bank of past embeddings with per-entry payloads, and its search.
+
+The bank is the "support set" of NNCLR, the queue of MoCo-style methods (CO2, CLIM), the
+candidate set of SNCLR and the labelled queue of CoNe. It is a plain object, not an
+``nn.Module``: the neighbour index holds it outside the model so DDP never broadcasts it, and
+the callback that owns it gathers entries across ranks before :meth:`NeighbourBank.enqueue`
+and checkpoints it through :meth:`NeighbourBank.state_dict`.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from nbr_contrast.neighbours.search import SearchBackend, TorchSearch, check_k
+
+INITS = ("random", "zeros")
+RESERVED = ("embeddings", "ptr", "num_seen")
+
+
+@dataclass(frozen=True)
+class PayloadSpec:
+    """One extra per-entry field stored beside each embedding.
+
+    Attributes:
+        shape: Per-entry shape (``()`` for a scalar such as a label or dataset index,
+            ``(C,)`` for class probabilities).
+        dtype: Storage dtype.
+        fill: Initial value of every entry (``-1`` marks "no label/index yet"; ``1/C`` gives
+            uniform probabilities).
+    """
+
+    shape: tuple[int, ...] = ()
+    dtype: torch.dtype = torch.long
+    fill: float = -1
+
+
+@dataclass
+class Neighbours:
+    """The result of a bank search.
+
+    Attributes:
+        sims: ``[B, k]`` float32 cosine similarities, decreasing along each row.
+        ids: ``[B, k]`` int64 bank rows.
+        embeddings: ``[B, k, D]`` the neighbours' stored embeddings.
+        payloads: Every payload of the neighbours, ``[B, k, *shape]`` each.
+    """
+
+    sims: Tensor
+    ids: Tensor
+    embeddings: Tensor
+    payloads: dict[str, Tensor] = field(default_factory=dict)
+
+
+class NeighbourBank:
+    """Fixed-size FIFO of L2-normalised embeddings plus payloads.
+
+    Entries are written at ``ptr`` and wrap around, so the bank always holds the ``size``
+    most recent entries. Until ``size`` entries have been written, the filled rows are
+    exactly ``[0, num_valid)``.
+
+    Args:
+        name: Name used in error messages (the method's key for this bank).
+        size: Number of entries ``K``.
+        dim: Embedding size ``D``.
+        payloads: Extra fields per entry, by name.
+        init: ``random``: L2-normalised Gaussian vectors, as the NNCLR paper and solo-learn
+            (drawn from a generator seeded by ``torch.initial_seed()`` and the bank's name,
+            so ranks seeded alike start with identical banks); ``zeros``: zero vectors.
+        backend: Search backend (default: :class:`TorchSearch` in fp32).
+        device: Where the tensors live.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        dim: int,
+        payloads: dict[str, PayloadSpec] | None = None,
+        init: str = "random",
+        backend: SearchBackend | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if size < 1 or dim < 1:
+            raise ValueError(f"Bank {name!r}: size={size} and dim={dim} must be positive.")
+        if init not in INITS:
+            raise ValueError(f"Bank {name!r}: init={init!r} is unknown; valid: {list(INITS)}.")
+        self.name = name
+        self.size = size
+        self.dim = dim
+        self.specs = dict(payloads or {})
+        clashes = sorted(set(self.specs) & set(RESERVED))
+        if clashes:
+            raise ValueError(f"Bank {name!r}: payload names {clashes} are reserved.")
+        self.backend = backend if backend is not None else TorchSearch()
+        if init == "random":
+            seed = (torch.initial_seed() + zlib.crc32(name.encode())) % (2**63)
+            gen = torch.Generator().manual_seed(seed)
+            emb = torch.nn.functional.normalize(torch.randn(size, dim, generator=gen), dim=1)
+        else:
+            emb = torch.zeros(size, dim)
+        self.embeddings: Tensor = emb.to(device)
+        self.payloads: dict[str, Tensor] = {
+            key: torch.full((size, *spec.shape), spec.fill, dtype=spec.dtype, device=device)
+            for key, spec in self.specs.items()
+        }
+        self.ptr = 0
+        self.num_seen = 0
+        self.search_ms_total = 0.0
+        self.search_calls = 0
+
+    @property
+    def device(self) -> torch.device:
+        """The device the bank's tensors live on."""
+        return self.embeddings.device
+
+    @property
+    def is_full(self) -> bool:
+        """Whether every entry has been written at least once."""
+        return self.num_seen >= self.size
+
+    @property
+    def num_valid(self) -> int:
+        """Number of entries written so far, at most ``size``."""
+        return min(self.num_seen, self.size)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def enqueue(self, embeddings: Tensor, **payloads: Tensor) -> None:
+        """Append a batch (FIFO, wrapping around); the oldest entries are overwritten.
+
+        A batch larger than the bank keeps only its last ``size`` rows, placed where
+        writing the whole batch row by row would have left them. Entries are stored detached,
+        in the bank's dtype and on its device. Gathering across ranks is the caller's job.
+
+        Args:
+            embeddings: ``[N, D]`` L2-normalised embeddings.
+            **payloads: Every declared payload, ``[N, *shape]`` each.
+
+        Raises:
+            ValueError: A shape does not match, or a payload is missing or undeclared.
+        """
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(
+                f"Bank {self.name!r}: embeddings must be [N, {self.dim}], "
+                f"got {list(embeddings.shape)}."
+            )
+        n = embeddings.shape[0]
+        self.check_payloads(n, payloads)
+        if n == 0:
+            return
+        m = min(n, self.size)
+        start = (self.ptr + n - m) % self.size
+        self.write(self.embeddings, embeddings[n - m :], start)
+        for key, value in payloads.items():
+            self.write(self.payloads[key], value[n - m :], start)
+        self.ptr = (self.ptr + n) % self.size
+        self.num_seen += n
+
+    def check_payloads(self, n: int, payloads: dict[str, Tensor]) -> None:
+        """Raise unless ``payloads`` holds exactly the declared fields, ``n`` rows each."""
+        missing = sorted(set(self.specs) - set(payloads))
+        if missing:
+            raise ValueError(f"Bank {self.name!r}: payload {missing[0]!r} is missing from enqueue.")
+        unknown = sorted(set(payloads) - set(self.specs))
+        if unknown:
+            raise ValueError(
+                f"Bank {self.name!r}: payload {unknown[0]!r} is not declared; declared: "
+                f"{sorted(self.specs)}."
+            )
+        for key, value in payloads.items():
+            expected = (n, *self.specs[key].shape)
+            if tuple(value.shape) != expected:
+                raise ValueError(
+                    f"Bank {self.name!r}: payload {key!r} must have shape {list(expected)} "
+                    f"(one row per embedding), got {list(value.shape)}."
+                )
+
+    def write(self, store: Tensor, rows: Tensor, start: int) -> None:
+        """Copy ``rows`` (at most ``size``) into ``store`` from ``start``, wrapping around."""
+        rows = rows.detach().to(device=store.device, dtype=store.dtype)
+        first = min(rows.shape[0], self.size - start)
+        store[start : start + first] = rows[:first]
+        store[: rows.shape[0] - first] = rows[first:]
+
+    @torch.no_grad()
+    def search(
+        self,
+        queries: Tensor,
+        k: int,
+        exclude_index: Tensor | None = None,
+        only_filled: bool = False,
+    ) -> Neighbours:
+        """The ``k`` entries most similar to each query, with their embeddings and payloads.
+
+        Args:
+            queries: ``[B, D]`` L2-normalised queries (any device; results land there).
+            k: Neighbours per query.
+            exclude_index: ``[B]`` dataset indices; entries whose ``index`` payload equals
+                the query's own index are never returned (exact, however many old copies of
+                the sample the bank holds).
+            only_filled: Search only the entries written so far (not the initial fill).
+
+        Returns:
+            The neighbours, sorted by decreasing similarity.
+
+        Raises:
+            ValueError: ``k`` exceeds the searchable entries, or ``exclude_index`` is given
+                for a bank without an ``index`` payload.
+        """
+        sync = self.device.type == "cuda" or queries.is_cuda
+        if sync:
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        valid = self.num_valid if only_filled else self.size
+        if exclude_index is None:
+            sims, ids = self.backend.topk(queries, self.embeddings, k, valid=valid)
+        else:
+            sims, ids = self.search_excluding(queries, k, exclude_index, valid)
+        bank_ids = ids.to(self.device)
+        found = Neighbours(
+            sims=sims,
+            ids=ids,
+            embeddings=self.embeddings[bank_ids].to(queries.device),
+            payloads={key: t[bank_ids].to(queries.device) for key, t in self.payloads.items()},
+        )
+        if sync:
+            torch.cuda.synchronize()
+        self.search_ms_total += (time.perf_counter() - began) * 1000.0
+        self.search_calls += 1
+        return found
+
+    def search_excluding(
+        self, queries: Tensor, k: int, exclude_index: Tensor, valid: int
+    ) -> tuple[Tensor, Tensor]:
+        """Top-``k`` without entries sharing the query's dataset index.
+
+        Searches ``k + extra`` candidates, where ``extra`` is the largest number of entries any
+        query must skip (counted exactly on the sorted ``index`` payload), masks the skipped
+        ones and keeps the best ``k`` of the rest.
+        """
+        if "index" not in self.payloads:
+            raise ValueError(
+                f"Bank {self.name!r}: exclude_index needs an 'index' payload; declared: "
+                f"{sorted(self.payloads)}."
+            )
+        stored = self.payloads["index"][:valid]
+        if exclude_index.shape != (queries.shape[0],):
+            raise ValueError(
+                f"Bank {self.name!r}: exclude_index must be [{queries.shape[0]}] (one dataset "
+                f"index per query), got {list(exclude_index.shape)}."
+            )
+        own = exclude_index.to(device=stored.device, dtype=stored.dtype)
+        ordered = stored.sort().values
+        counts = torch.searchsorted(ordered, own, right=True) - torch.searchsorted(ordered, own)
+        extra = int(counts.max()) if counts.numel() else 0
+        check_k(k, valid - extra)
+        wanted = k + extra
+        sims, ids = self.backend.topk(queries, self.embeddings, wanted, valid=valid)
+        own_on_q = own.to(ids.device)
+        skip = self.payloads["index"][ids.to(self.device)].to(ids.device) == own_on_q[:, None]
+        sims, order = sims.masked_fill(skip, float("-inf")).topk(k, dim=1)
+        return sims, ids.gather(1, order)
+
+    def similarities(self, queries: Tensor) -> Tensor:
+        """Similarity of every query to every entry, ``[B, size]`` on the queries' device.
+
+        Not wrapped in ``no_grad``: gradients flow to ``queries`` (entries are detached), as
+        CoNe's losses over the whole bank need.
+        """
+        q = queries.to(device=self.device, dtype=self.embeddings.dtype)
+        return (q @ self.embeddings.T).to(queries.device)
+
+    def to(self, device: str | torch.device) -> NeighbourBank:
+        """Move every tensor to ``device``; returns the bank."""
+        self.embeddings = self.embeddings.to(device)
+        self.payloads = {key: t.to(device) for key, t in self.payloads.items()}
+        return self
+
+    def state_dict(self) -> dict[str, Tensor | int]:
+        """CPU copies of the entries and payloads, plus ``ptr`` and ``num_seen``."""
+        state: dict[str, Tensor | int] = {"embeddings": self.embeddings.detach().cpu().clone()}
+        for key, t in self.payloads.items():
+            state[key] = t.detach().cpu().clone()
+        state["ptr"] = self.ptr
+        state["num_seen"] = self.num_seen
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
+        """Restore a :meth:`state_dict`, onto the bank's current device.
+
+        Raises:
+            ValueError: The saved bank has another size, dimension or payload layout.
+        """
+        emb = state.get("embeddings")
+        if not isinstance(emb, Tensor) or emb.ndim != 2:
+            raise ValueError(f"Bank {self.name!r}: the saved state has no embeddings.")
+        if emb.shape[0] != self.size:
+            raise ValueError(
+                f"Bank {self.name!r}: the checkpoint holds {emb.shape[0]} entries but this bank "
+                f"has {self.size}; the queue size changed since it was saved."
+            )
+        if emb.shape[1] != self.dim:
+            raise ValueError(
+                f"Bank {self.name!r}: the checkpoint holds {emb.shape[1]}-d embeddings but this "
+                f"bank is {self.dim}-d; the embedding dimension changed since it was saved."
+            )
+        saved_payloads: dict[str, Tensor] = {}
+        for key, current in self.payloads.items():
+            saved = state.get(key)
+            if not isinstance(saved, Tensor):
+                raise ValueError(
+                    f"Bank {self.name!r}: the checkpoint has no payload {key!r}; the payload "
+                    "fields changed since it was saved."
+                )
+            if saved.shape != current.shape:
+                raise ValueError(
+                    f"Bank {self.name!r}: payload {key!r} was saved as {list(saved.shape)}, "
+                    f"this bank expects {list(current.shape)}; its shape setting changed."
+                )
+            saved_payloads[key] = saved
+        ptr, num_seen = int(state["ptr"]), int(state["num_seen"])
+        if not 0 <= ptr < self.size or num_seen < 0:
+            raise ValueError(f"Bank {self.name!r}: invalid ptr={ptr} or num_seen={num_seen}.")
+        self.embeddings.copy_(emb)
+        for key, saved in saved_payloads.items():
+            self.payloads[key].copy_(saved)
+        self.ptr = ptr
+        self.num_seen = num_seen
