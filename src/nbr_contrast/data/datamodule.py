@@ -1,0 +1,260 @@
+"""The LightningDataModule: sources, per-sample datasets and loaders.
+
+Every dataset item is a dict that carries the sample's true dataset index (its position in
+the source), so neighbour banks and dataset indices can refer back to images:
+
+* training, ``pipeline=cpu``: ``{"views": [float [3, s, s], ...], "label", "index"}``;
+* training, ``pipeline=gpu``: ``{"image": uint8 [3, H, W], "label", "index"}``, turned into
+  ``"views"`` on the device by :attr:`NbrDataModule.gpu_views` after the batch is moved;
+* evaluation (validation, whole-train-set passes): ``{"image": float [3, S, S], "label",
+  "index"}`` with ``S = data.image_size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from nbr_contrast.config import DataConfig, ViewConfig
+from nbr_contrast.data.sources import ImageSource, build_sources
+from nbr_contrast.data.views import build_eval_transform, build_multiview, build_view_transform
+
+PIPELINES = ("auto", "cpu", "gpu")
+LINEAR_VIEW = ViewConfig(crop="rrc", flip_p=0.5, jitter_p=0.0, grayscale_p=0.0)
+
+
+class SourceDataset(Dataset[dict[str, Any]]):
+    """Items ``{key: transform(image), "label", "index"}`` of an :class:`ImageSource`.
+
+    The transform receives a ``uint8`` ``[3, H, W]`` tensor; in-memory sources skip PIL.
+
+    Args:
+        source: The images and labels.
+        transform: Applied to each image.
+        key: Dict key of the transformed image (``"views"`` or ``"image"``).
+    """
+
+    def __init__(self, source: ImageSource, transform: Callable[[Tensor], Any], key: str) -> None:
+        self.source = source
+        self.transform = transform
+        self.key = key
+        self._array = source.as_uint8()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self._array is not None:
+            image = torch.from_numpy(np.ascontiguousarray(self._array[i])).permute(2, 0, 1)
+        else:
+            image = v2.functional.pil_to_tensor(self.source.get_image(i))
+        return {
+            self.key: self.transform(image),
+            "label": torch.tensor(int(self.source.labels[i]), dtype=torch.int64),
+            "index": torch.tensor(i, dtype=torch.int64),
+        }
+
+
+def _uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tensor]:
+    """Images for the GPU pipeline: as stored, or resized and centre-cropped if lazy."""
+    if source.as_uint8() is not None:
+        return v2.ToPureTensor()
+    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.ToPureTensor()])
+
+
+class NbrDataModule(L.LightningDataModule):
+    """Training, validation and whole-train-set loaders for one :class:`DataConfig`.
+
+    Attributes:
+        cfg: The data config.
+        seed: Seed of the training order.
+        use_gpu: Set by the builder when training runs on a GPU; makes ``pipeline=auto``
+            resolve to ``gpu``.
+        gpu_views: Batched view generator (``uint8 [B, 3, H, W] -> list of views``) applied
+            in :meth:`on_after_batch_transfer` to ``pipeline=gpu`` batches; set from outside.
+
+    Args:
+        cfg: The data config (dataclass or DictConfig).
+        seed: Seed of the training order.
+
+    Raises:
+        ValueError: If ``data.views`` is empty or ``data.pipeline`` is unknown.
+    """
+
+    def __init__(self, cfg: DataConfig | DictConfig, seed: int = 0) -> None:
+        super().__init__()
+        if not cfg.views:
+            raise ValueError("data.views is empty; configure at least one view.")
+        if cfg.pipeline not in PIPELINES:
+            raise ValueError(f"data.pipeline={cfg.pipeline!r} is unknown; valid: {PIPELINES}.")
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.use_gpu = False
+        self.gpu_views: Callable[[Tensor], list[Tensor]] | None = None
+        self._sources: tuple[ImageSource, ImageSource] | None = None
+        self._train_eval: SourceDataset | None = None
+
+    # ------------------------------------------------------------------ sources
+    def setup(self, stage: str | None = None) -> None:
+        """Build the train and test sources (once; later calls do nothing).
+
+        Raises:
+            ValueError: If the source has more classes than ``data.num_classes``.
+        """
+        if self._sources is not None:
+            return
+        train, test = build_sources(self.cfg)
+        if len(train.classes) > int(self.cfg.num_classes):
+            raise ValueError(
+                f"data.num_classes={self.cfg.num_classes} but the dataset has "
+                f"{len(train.classes)} classes; set data.num_classes={len(train.classes)}."
+            )
+        self._sources = (train, test)
+
+    @property
+    def train_source(self) -> ImageSource:
+        """The training images (built on first use)."""
+        self.setup()
+        assert self._sources is not None
+        return self._sources[0]
+
+    @property
+    def test_source(self) -> ImageSource:
+        """The test images (built on first use)."""
+        self.setup()
+        assert self._sources is not None
+        return self._sources[1]
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names of the training source."""
+        return self.train_source.classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the training source."""
+        return len(self.classes)
+
+    @property
+    def num_train(self) -> int:
+        """Number of training images."""
+        return len(self.train_source)
+
+    @property
+    def resolved_pipeline(self) -> str:
+        """``"cpu"`` or ``"gpu"``: ``data.pipeline`` with ``auto`` resolved by :attr:`use_gpu`.
+
+        Raises:
+            ValueError: If ``data.pipeline`` is unknown.
+        """
+        pipeline = str(self.cfg.pipeline)
+        if pipeline not in PIPELINES:
+            raise ValueError(f"data.pipeline={pipeline!r} is unknown; valid: {PIPELINES}.")
+        if pipeline == "auto":
+            return "gpu" if self.use_gpu else "cpu"
+        return pipeline
+
+    # ----------------------------------------------------------------- datasets
+    def train_dataset(self) -> SourceDataset:
+        """The training dataset of the resolved pipeline (augmented views or raw uint8)."""
+        if self.resolved_pipeline == "gpu":
+            size = max(int(v.size) for v in self.cfg.views)
+            return SourceDataset(
+                self.train_source, _uint8_transform(self.train_source, size), "image"
+            )
+        transform = build_multiview(list(self.cfg.views), self.cfg.mean, self.cfg.std)
+        return SourceDataset(self.train_source, transform, "views")
+
+    def _eval_dataset(self, source: ImageSource) -> SourceDataset:
+        transform = build_eval_transform(int(self.cfg.image_size), self.cfg.mean, self.cfg.std)
+        return SourceDataset(source, transform, "image")
+
+    def train_eval_dataset(self) -> SourceDataset:
+        """The training images, un-augmented with the evaluation transform (kNN banks etc.)."""
+        if self._train_eval is None:
+            self._train_eval = self._eval_dataset(self.train_source)
+        return self._train_eval
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(
+        self, dataset: SourceDataset, batch_size: int, shuffle: bool, train: bool = False
+    ) -> DataLoader[dict[str, Any]]:
+        workers = int(self.cfg.num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=train,
+            num_workers=workers,
+            persistent_workers=workers > 0 and train,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """Shuffled (seeded), ``drop_last`` training batches.
+
+        Raises:
+            ValueError: If the training set is smaller than one batch.
+        """
+        dataset = self.train_dataset()
+        batch_size = int(self.cfg.batch_size)
+        if len(dataset) < batch_size:
+            raise ValueError(
+                f"data.batch_size={batch_size} is larger than the {len(dataset)} training "
+                "images; lower data.batch_size."
+            )
+        return self._loader(dataset, batch_size, shuffle=True, train=True)
+
+    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """Test images with the evaluation transform, in order."""
+        return self._loader(
+            self._eval_dataset(self.test_source), int(self.cfg.eval_batch_size), shuffle=False
+        )
+
+    def index_dataloader(self, shuffle: bool = False) -> DataLoader[dict[str, Any]]:
+        """Training images with the evaluation transform (for kNN banks and dataset indices).
+
+        Args:
+            shuffle: Visit the images in a seeded random order.
+
+        Returns:
+            The loader.
+        """
+        return self._loader(self.train_eval_dataset(), int(self.cfg.eval_batch_size), shuffle)
+
+    def linear_train_dataloader(self, batch_size: int) -> DataLoader[dict[str, Any]]:
+        """Shuffled training images for linear evaluation: random-resized crop and flip only.
+
+        Items are ``{"image": float [3, S, S], "label", "index"}`` with ``S = data.image_size``.
+
+        Args:
+            batch_size: Images per batch.
+
+        Returns:
+            The loader (seeded order, ``drop_last`` off).
+        """
+        view = replace(LINEAR_VIEW, size=int(self.cfg.image_size))
+        transform = build_view_transform(view, self.cfg.mean, self.cfg.std)
+        return self._loader(SourceDataset(self.train_source, transform, "image"), batch_size, True)
+
+    # ------------------------------------------------------------------- device
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Turn a ``pipeline=gpu`` batch's ``uint8`` images into views on the device."""
+        if (
+            self.gpu_views is not None
+            and isinstance(batch, dict)
+            and "image" in batch
+            and batch["image"].dtype == torch.uint8
+        ):
+            batch["views"] = self.gpu_views(batch.pop("image"))
+        return batch
