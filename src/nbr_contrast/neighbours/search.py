@@ -241,12 +241,16 @@ def missing_faiss_message() -> str:
     )
 
 
-def make_backend(cfg: IndexConfig) -> SearchBackend:
+def make_backend(cfg: IndexConfig, device: torch.device | str = "cpu") -> SearchBackend:
     """Build the search backend the ``index`` config names.
 
+    ``auto`` searches where the bank lives: FAISS for CPU banks when it is installed, FAISS
+    GPU for CUDA banks when a working faiss-gpu is installed, and torch otherwise (a CUDA
+    bank is never copied to the CPU to be searched).
+
     Args:
-        cfg: ``index`` config; ``backend`` is ``auto`` (FAISS when importable, else torch),
-            ``torch`` or ``faiss``.
+        cfg: ``index`` config; ``backend`` is ``auto``, ``torch`` or ``faiss``.
+        device: Where the banks will live.
 
     Returns:
         The backend.
@@ -260,6 +264,8 @@ def make_backend(cfg: IndexConfig) -> SearchBackend:
         raise ValueError(f"index.backend={name!r} is unknown; valid values: {list(BACKENDS)}.")
     if name == "faiss" and not faiss_available():
         raise ImportError(missing_faiss_message())
-    if name == "faiss" or (name == "auto" and faiss_available()):
+    on_cuda = torch.device(device).type == "cuda"
+    faiss_fits = faiss_gpu_available() if on_cuda else faiss_available()
+    if name == "faiss" or (name == "auto" and faiss_fits):
         return FaissSearch(ivf_threshold=cfg.ivf_threshold, nprobe=cfg.ivf_nprobe)
     return TorchSearch(chunk_size=cfg.chunk_size, half=cfg.half)
