@@ -16,6 +16,7 @@ class MLPHead(nn.Sequential):
         out_dim: Output size.
         last_bn: Put a BatchNorm after the output layer (NNCLR, SimCLR v2 style).
         last_bn_affine: Whether that last BN has a learnable affine (MoCo v3 uses none).
+        hidden_bn: Put BatchNorm after the hidden layers (MoCo v2's head has none).
     """
 
     def __init__(
@@ -25,11 +26,16 @@ class MLPHead(nn.Sequential):
         out_dim: int,
         last_bn: bool = False,
         last_bn_affine: bool = True,
+        hidden_bn: bool = True,
     ) -> None:
         layers: list[nn.Module] = []
         dim = in_dim
         for hidden in hidden_dims:
-            layers += [nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU()]
+            if hidden_bn:
+                layers += [nn.Linear(dim, hidden, bias=False), nn.BatchNorm1d(hidden)]
+            else:
+                layers.append(nn.Linear(dim, hidden))
+            layers.append(nn.ReLU())
             dim = hidden
         layers.append(nn.Linear(dim, out_dim, bias=not last_bn))
         if last_bn:

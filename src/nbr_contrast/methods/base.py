@@ -1,0 +1,358 @@
+"""The base class every method extends: what two methods would otherwise both write.
+
+It holds the backbone, the online linear probe (on detached features, own learning rate,
+no weight decay), the online kNN monitor, the optimiser and per-step schedule (learning
+rate scaled by the *global* batch), the momentum-encoder bookkeeping, the NaN guard and
+the read handle on the neighbour index. A method implements :meth:`BaseMethod.step`
+(its heads and loss wiring) and, if it uses neighbours, :meth:`BaseMethod.neighbour_specs`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from nbr_contrast.eval.knn import knn_predict
+from nbr_contrast.methods.momentum import ema_update
+from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_features
+from nbr_contrast.neighbours.bank import NeighbourBank
+from nbr_contrast.neighbours.index import BankSpec, DatasetIndexSpec, NeighbourIndex
+from nbr_contrast.utils.dist import gather_no_grad
+from nbr_contrast.utils.lars import LARS
+from nbr_contrast.utils.schedules import cosine_momentum, warmup_cosine
+
+
+@dataclass
+class StepOutput:
+    """What :meth:`BaseMethod.step` returns.
+
+    Attributes:
+        loss: The method's loss (the probe's loss is added by the base class).
+        features: Backbone features of the first view ``[B, F]`` (probe and kNN monitor).
+        logs: Scalars to log under ``train/``.
+        enqueue: For each bank name, the entries this step adds: ``{"embeddings": [B, D],
+            <payload>: [B, ...]}``. The neighbour-index callback enqueues them (gathered
+            across ranks for global banks) after the optimiser step.
+    """
+
+    loss: Tensor
+    features: Tensor
+    logs: dict[str, Tensor | float] = field(default_factory=dict)
+    enqueue: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+
+
+@dataclass
+class TrainBatch:
+    """One training batch as a method sees it.
+
+    Attributes:
+        views: One tensor per configured view ``[B, 3, s, s]``.
+        labels: Class labels ``[B]`` (only for monitoring, except in supervised methods).
+        indices: True dataset indices ``[B]``.
+        neighbour_views: Views of one served neighbour image per sample (CLIM), if any.
+        neighbour_indices: Dataset indices of those neighbours.
+    """
+
+    views: list[Tensor]
+    labels: Tensor
+    indices: Tensor
+    neighbour_views: list[Tensor] | None = None
+    neighbour_indices: Tensor | None = None
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss term is NaN or infinite."""
+
+
+class BaseMethod(L.LightningModule):
+    """Backbone, probe, kNN monitor, optimiser, EMA helper and neighbour-index handle.
+
+    Args:
+        cfg: The whole run config (``method``, ``backbone``, ``data``, ``optim``, ...).
+    """
+
+    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
+        super().__init__()
+        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
+        self.cfg = cfg
+        self.num_classes = int(cfg.data.num_classes)
+        self.image_size = max(int(v.size) for v in cfg.data.views)
+        self.backbone = build_backbone(cfg.backbone, self.image_size)
+        self.feature_dim = feature_dim(self.backbone)
+        self.probe = nn.Linear(self.feature_dim, self.num_classes)
+        self.val_probe_top1 = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
+        self.val_probe_top5 = MulticlassAccuracy(
+            self.num_classes, top_k=min(5, self.num_classes), average="micro"
+        )
+        self.register_buffer("ema_last_step", torch.tensor(-1, dtype=torch.long))
+        self.neighbours: NeighbourIndex | None = None
+        self._knn_train: list[tuple[Tensor, Tensor]] = []
+        self._knn_val: list[tuple[Tensor, Tensor]] = []
+
+    # ---------------------------------------------------------------- method interface
+    def step(self, batch: TrainBatch) -> StepOutput:
+        """Compute the method's loss for one batch (implemented by each method)."""
+        raise NotImplementedError
+
+    def neighbour_specs(self) -> list[BankSpec]:
+        """The banks this method needs (none by default)."""
+        return []
+
+    def dataset_index_spec(self) -> DatasetIndexSpec | None:
+        """The whole-dataset index this method needs (none by default)."""
+        return None
+
+    def index_encoder(self) -> nn.Module:
+        """Encoder that embeds un-augmented images for the whole-dataset index."""
+        return self.backbone
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, momentum copy) pairs updated by EMA before each forward."""
+        return []
+
+    def momentum_range(self) -> tuple[float, float]:
+        """Base and final EMA momentum of the cosine schedule."""
+        return 0.99, 1.0
+
+    def compile_targets(self) -> list[nn.Module]:
+        """Modules compiled by ``trainer.compile=true``: the backbone and the heads."""
+        return [
+            m for m in self.children() if m is not self.probe and any(True for _ in m.parameters())
+        ]
+
+    # ---------------------------------------------------------------- helpers
+    def bank(self, name: str) -> NeighbourBank:
+        """The bank ``name`` of the neighbour index (built by ``NeighbourIndexCallback``)."""
+        if self.neighbours is None:
+            raise RuntimeError(
+                f"{type(self).__name__} needs the neighbour index but none is attached: add "
+                "nbr_contrast.neighbours.callback.NeighbourIndexCallback to the Trainer's "
+                "callbacks (nbr_contrast.build does this for you)."
+            )
+        return self.neighbours.bank(name)
+
+    def features(self, images: Tensor) -> Tensor:
+        """Backbone features ``[B, F]``."""
+        return forward_features(self.backbone, images)
+
+    @staticmethod
+    def gather(x: Tensor) -> Tensor:
+        """Concatenate ``x`` from all ranks without gradient (a no-op on one process)."""
+        return gather_no_grad(x)
+
+    @staticmethod
+    def neighbour_agreement(labels: Tensor, neighbour_labels: Tensor) -> Tensor:
+        """Fraction of neighbours whose stored label equals the sample's (never a loss)."""
+        valid = neighbour_labels >= 0
+        agree = neighbour_labels == labels.view(-1, *([1] * (neighbour_labels.dim() - 1)))
+        return (agree & valid).float().mean()
+
+    # ---------------------------------------------------------------- momentum bookkeeping
+    def _momentum_step(self) -> None:
+        """EMA-update every momentum pair once per optimiser step, before the forward.
+
+        Counting ``trainer.global_step`` (optimiser steps) makes the schedule independent
+        of gradient accumulation; the last step seen is a buffer, so resume is exact.
+        """
+        pairs = self.momentum_pairs()
+        step = int(self.trainer.global_step) if self._trainer is not None else 0
+        if not pairs or step <= int(self.ema_last_step):
+            return
+        if int(self.ema_last_step) >= 0:
+            base, final = self.momentum_range()
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            m = cosine_momentum(step, total, base, final)
+            for online, target in pairs:
+                ema_update(online, target, m)
+            self.log("train/momentum", m, on_step=True, on_epoch=False)
+        self.ema_last_step.fill_(step)
+
+    # ---------------------------------------------------------------- training
+    def on_train_epoch_start(self) -> None:
+        """Reset the kNN monitor's training features for the new epoch."""
+        self._knn_train = []
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Run the method's step, add the probe loss, guard against NaN, log."""
+        self._momentum_step()
+        nb_views = batch.get("neighbour_views")
+        train_batch = TrainBatch(
+            views=[self._to_memory_format(v) for v in batch["views"]],
+            labels=batch["label"],
+            indices=batch["index"],
+            neighbour_views=(
+                None if nb_views is None else [self._to_memory_format(v) for v in nb_views]
+            ),
+            neighbour_indices=batch.get("neighbour_index"),
+        )
+        labels = train_batch.labels
+        out = self.step(train_batch)
+        feats = out.features.detach()
+        probe_loss = F.cross_entropy(self.probe(feats), labels)
+        loss = out.loss + probe_loss
+        self._check_finite(loss, {"loss": out.loss, "probe_loss": probe_loss, **out.logs})
+        logs = {f"train/{k}": v for k, v in out.logs.items()}
+        logs.update({"train/loss": out.loss, "train/probe_loss": probe_loss})
+        self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, sync_dist=False)
+        self.log("loss", out.loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        self._remember_train_features(feats, labels)
+        enqueue = {
+            bank: {key: t.detach() for key, t in entries.items()}
+            for bank, entries in out.enqueue.items()
+        }
+        return {"loss": loss, "enqueue": enqueue}
+
+    def _to_memory_format(self, x: Tensor) -> Tensor:
+        if self.cfg.trainer.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _check_finite(self, loss: Tensor, terms: dict[str, Any]) -> None:
+        if torch.isfinite(loss).all():
+            return
+        values = {
+            k: (float(v.detach().float().mean()) if isinstance(v, Tensor) else float(v))
+            for k, v in terms.items()
+        }
+        parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        raise NonFiniteLossError(
+            f"Non-finite loss at global step {self.trainer.global_step} "
+            f"(epoch {self.current_epoch}): {parts}. Lower optim.lr, check the data, or "
+            "use trainer.precision=32-true; the last good checkpoint is kept."
+        )
+
+    def _remember_train_features(self, feats: Tensor, labels: Tensor) -> None:
+        kept = sum(f.shape[0] for f, _ in self._knn_train)
+        room = int(self.cfg.method.knn_max_train) - kept
+        if room > 0:
+            f = F.normalize(feats[:room].float(), dim=1)
+            self._knn_train.append((f, labels[:room]))
+
+    # ---------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        """Start collecting validation features."""
+        self._knn_val = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Probe accuracy and features for the kNN monitor."""
+        images = self._to_memory_format(batch["image"])
+        self.validate_features(self.features(images), batch["label"])
+
+    def validate_features(self, feats: Tensor, labels: Tensor) -> None:
+        """Update the probe metrics and keep the features for the kNN monitor."""
+        logits = self.probe(feats)
+        self.val_probe_top1.update(logits, labels)
+        self.val_probe_top5.update(logits, labels)
+        self._knn_val.append((F.normalize(feats.float(), dim=1), labels))
+
+    def log_accuracy(self, name: str, metric: MulticlassAccuracy, prog_bar: bool = False) -> None:
+        """Log a torchmetrics accuracy in percent (synced across ranks) and reset it."""
+        self.log(name, metric.compute() * 100.0, prog_bar=prog_bar)
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """Probe accuracy, and kNN accuracy against this epoch's training features (percent)."""
+        self.log_accuracy("val/probe_acc1", self.val_probe_top1, prog_bar=True)
+        self.log_accuracy("val/probe_acc5", self.val_probe_top5)
+        if not self._knn_train or not self._knn_val:
+            return
+        train_f = self.gather(torch.cat([f for f, _ in self._knn_train]))
+        train_y = self.gather(torch.cat([y for _, y in self._knn_train]))
+        val_f = torch.cat([f for f, _ in self._knn_val])
+        val_y = torch.cat([y for _, y in self._knn_val])
+        k = min(int(self.cfg.method.knn_k), train_f.shape[0])
+        scores = knn_predict(
+            train_f, train_y, val_f, k, float(self.cfg.method.knn_temperature), self.num_classes
+        )
+        acc = (scores.argmax(dim=1) == val_y).float().mean() * 100.0
+        self.log("val/knn_acc", acc, prog_bar=True, sync_dist=True)
+
+    # ---------------------------------------------------------------- optimisation
+    def global_batch_size(self) -> int:
+        """Samples per optimiser step over every device and node (with accumulation)."""
+        trainer = self.trainer
+        return (
+            int(self.cfg.data.batch_size)
+            * int(trainer.world_size)
+            * int(trainer.accumulate_grad_batches)
+        )
+
+    def learning_rate(self) -> float:
+        """Peak learning rate: ``optim.lr × global batch / 256`` when ``optim.scale_lr``."""
+        o = self.cfg.optim
+        return float(o.lr) * (self.global_batch_size() / 256.0 if o.scale_lr else 1.0)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        o = self.cfg.optim
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad or name.startswith("probe."):
+                continue
+            if o.exclude_bias_and_norm and p.ndim <= 1:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        groups = [{"params": decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})
+        groups.append(
+            {
+                "params": list(self.probe.parameters()),
+                "lr": float(o.probe_lr),
+                "weight_decay": 0.0,
+                "lars_exclude": True,
+            }
+        )
+        return groups
+
+    def _steps_per_epoch(self, total_steps: int) -> float:
+        trainer = self.trainer
+        if trainer.max_steps < 0 and trainer.max_epochs:
+            return total_steps / trainer.max_epochs
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            return float(total_steps)
+        return batches / trainer.accumulate_grad_batches
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Optimiser (SGD, LARS or AdamW) and the per-step warm-up + cosine schedule."""
+        o = self.cfg.optim
+        lr = self.learning_rate()
+        groups = self._param_groups()
+        if o.name == "lars":
+            opt: torch.optim.Optimizer = LARS(
+                groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, eta=o.eta
+            )
+        else:
+            for g in groups:
+                g.pop("lars_exclude", None)
+            if o.name == "sgd":
+                opt = torch.optim.SGD(
+                    groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay
+                )
+            elif o.name == "adamw":
+                opt = torch.optim.AdamW(
+                    groups, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay
+                )
+            else:
+                raise ValueError(f"Unknown optim.name={o.name!r}. Valid: sgd, lars, adamw.")
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = self._steps_per_epoch(total)
+        warmup = round(float(o.warmup_epochs) * steps_per_epoch)
+        min_ratio = float(o.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, total, warmup, min_ratio)
+        )
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
