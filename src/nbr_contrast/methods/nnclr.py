@@ -1,0 +1,129 @@
+"""NNCLR: nearest-neighbour contrastive learning.
+
+Dwibedi, Aytar, Tompson, Sermanet, Zisserman. "With a Little Help from My Friends:
+Nearest-Neighbor Contrastive Learning of Visual Representations", ICCV 2021
+(arXiv 2104.14548).
+
+Each view is projected (``z = g(f(x))``) and predicted (``p = h(z)``). The positive for
+``p2_i`` is the support-set entry nearest to ``z1_i``::
+
+    L_i = -log exp(NN(z1_i)·p2_i/τ) / Σ_k exp(NN(z1_i)·p2_k/τ),   L = ½(L(z1,p2) + L(z2,p1))
+
+The support set is a global FIFO bank of ``norm(z1)`` (gathered from every rank, so all
+ranks agree), filled *after* the loss so a batch never retrieves itself. Negatives
+``p_k`` are gathered from all ranks with a gradient-carrying all-gather.
+
+Deviations and options:
+    * ``use_nn=false`` replaces ``NN(z)`` by ``norm(z)`` itself (the paper's ablation,
+      a SimCLR-style baseline with a predictor).
+    * ``nn_warmup_steps`` (default 0, the paper's behaviour) uses ``z`` instead of ``NN(z)``
+      for the first steps, while the bank still holds its random initial entries.
+    * The bank is initialised with random unit vectors, as in the released
+      re-implementations; it is sized ``queue_size`` (paper 98,304).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor
+
+from nbr_contrast.config import MethodConfig
+from nbr_contrast.losses import nnclr_loss
+from nbr_contrast.methods.base import BaseMethod, StepOutput, TrainBatch
+from nbr_contrast.models.heads import MLPHead
+from nbr_contrast.neighbours.bank import PayloadSpec
+from nbr_contrast.neighbours.index import BankSpec
+from nbr_contrast.utils.dist import gather_with_grad, rank
+
+
+@dataclass
+class NNCLRConfig(MethodConfig):
+    """NNCLR hyper-parameters (paper values unless noted).
+
+    Attributes:
+        proj_hidden_dim: Projector hidden width (paper 2048).
+        proj_output_dim: Embedding size ``d`` (paper 256).
+        pred_hidden_dim: Predictor hidden width (paper 4096).
+        temperature: ``τ`` (paper 0.1; solo-learn uses 0.2 on CIFAR).
+        queue_size: Support-set size (paper 98,304; keep at most the dataset size).
+        use_nn: Use the nearest neighbour as the positive (``false``: ablation baseline).
+        nn_warmup_steps: Steps during which ``z`` itself is used instead of ``NN(z)``.
+    """
+
+    _target_: str = "nbr_contrast.methods.nnclr.NNCLR"
+    name: str = "nnclr"
+    proj_hidden_dim: int = 2048
+    proj_output_dim: int = 256
+    pred_hidden_dim: int = 4096
+    temperature: float = 0.1
+    queue_size: int = 98304
+    use_nn: bool = True
+    nn_warmup_steps: int = 0
+
+
+class NNCLR(BaseMethod):
+    """NNCLR as a LightningModule (see the module docstring for the method)."""
+
+    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
+        super().__init__(cfg)
+        m = self.cfg.method
+        self.projector = MLPHead(
+            self.feature_dim,
+            [m.proj_hidden_dim, m.proj_hidden_dim],
+            m.proj_output_dim,
+            last_bn=True,
+        )
+        self.predictor = MLPHead(m.proj_output_dim, [m.pred_hidden_dim], m.proj_output_dim)
+
+    def neighbour_specs(self) -> list[BankSpec]:
+        """The support set: ``norm(z1)`` with labels (for ``nn_acc``) and dataset indices."""
+        m = self.cfg.method
+        return [
+            BankSpec(
+                name="support",
+                size=int(m.queue_size),
+                dim=int(m.proj_output_dim),
+                payloads={"label": PayloadSpec(), "index": PayloadSpec()},
+                scope="global",
+                k=1,
+            )
+        ]
+
+    def positives(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``NN(z)`` from the support set (or ``z`` itself), and the neighbours' labels."""
+        z = F.normalize(z, dim=1)
+        use_nn = self.cfg.method.use_nn and self.global_step >= self.cfg.method.nn_warmup_steps
+        if not use_nn:
+            return z.detach(), None
+        found = self.bank("support").search(z.detach(), k=1)
+        return found.embeddings[:, 0], found.payloads["label"][:, 0]
+
+    def step(self, batch: TrainBatch) -> StepOutput:
+        """Two views → projections, predictions, symmetric NN-positive InfoNCE."""
+        labels, indices = batch.labels, batch.indices
+        x1, x2 = batch.views[0], batch.views[1]
+        f1, f2 = self.features(x1), self.features(x2)
+        z1, z2 = self.projector(f1), self.projector(f2)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        nn1, nn_labels1 = self.positives(z1, labels)
+        nn2, _ = self.positives(z2, labels)
+        offset = rank() * x1.shape[0]
+        tau = float(self.cfg.method.temperature)
+        loss = 0.5 * (
+            nnclr_loss(nn1, gather_with_grad(p2), tau, positive_offset=offset)
+            + nnclr_loss(nn2, gather_with_grad(p1), tau, positive_offset=offset)
+        )
+        logs: dict[str, Tensor | float] = {}
+        if nn_labels1 is not None:
+            logs["nn_acc"] = self.neighbour_agreement(labels, nn_labels1)
+        z1n = F.normalize(z1.detach(), dim=1)
+        return StepOutput(
+            loss=loss,
+            features=f1,
+            logs=logs,
+            enqueue={"support": {"embeddings": z1n, "label": labels, "index": indices}},
+        )
