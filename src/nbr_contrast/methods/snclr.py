@@ -1,0 +1,222 @@
+"""SNCLR: soft neighbours are positive supporters, on a MoCo v3 frame.
+
+Ge, Wang, Tong, Chen, Song, Luo. "Soft Neighbors are Positive Supporters in Contrastive
+Visual Representation Learning", ICLR 2023 (arXiv 2303.17142). MoCo v3: Chen, Xie, He,
+ICCV 2021 (arXiv 2104.02057).
+
+Online ``f``, projector ``g`` (3 layers, 4096 hidden, 256 out, last BN without affine),
+predictor ``h`` (2 layers); momentum copies of ``f`` and ``g`` (m 0.99 → 1, cosine per
+step). For every momentum key ``k_i`` the bank of past view-2 keys gives the top-K
+neighbours ``NN_1..K(k_i)``; the columns are every key and its neighbours from all ranks.
+Row ``i``'s target is 1 on its own key and ``w_ij = softmax_j(norm(y_i)·norm(NN_j(k_i)))``
+on its own neighbours (``y`` = projector output of the query view)::
+
+    L(q1, k2) = 2τ · mean_i[-ℓ_i(k2_i) - Σ_j w_ij ℓ_i(NN_j(k2_i))],  total L(q1,k2) + L(q2,k1)
+
+``num_neighbours=0`` (also ``method=mocov3``) is MoCo v3: in-batch keys only, no bank.
+
+Deviations and options:
+    * ``attention: cosine`` (default) is the official code's parameter-free weighting, not
+      detached (``detach_weights`` to change). ``attention: learned`` is the paper's
+      single-head cross-attention: ``softmax((W_q y)·(W_k NN)/√d)`` with learned
+      projections.
+    * The bank is global across ranks by default (the official code keeps one per GPU:
+      ``bank_scope: rank``) and is checkpointed (the official one is not).
+    * ``exclude_self`` drops bank entries carrying the sample's own dataset index, so a
+      sample never retrieves its own older key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from nbr_contrast.config import MethodConfig
+from nbr_contrast.losses import snclr_loss, snclr_weights
+from nbr_contrast.methods.base import BaseMethod, StepOutput, TrainBatch
+from nbr_contrast.methods.momentum import momentum_copy
+from nbr_contrast.models.heads import MLPHead
+from nbr_contrast.neighbours.bank import PayloadSpec
+from nbr_contrast.neighbours.index import BankSpec
+from nbr_contrast.utils.dist import gather_no_grad, rank
+
+ATTENTIONS = ("cosine", "learned")
+
+
+@dataclass
+class SNCLRConfig(MethodConfig):
+    """SNCLR / MoCo v3 hyper-parameters (official code values unless noted).
+
+    Attributes:
+        proj_hidden_dim: Projector hidden width (4096).
+        proj_output_dim: Embedding size (256).
+        pred_hidden_dim: Predictor hidden width (4096).
+        temperature: ``τ`` (0.2).
+        num_neighbours: ``K`` neighbours per key (30; 5-10 on CIFAR; 0 = MoCo v3).
+        queue_size: Bank size (128,000 in the official code).
+        bank_scope: ``global`` (default) or ``rank`` (per-GPU, as the official code).
+        attention: ``cosine`` (official, parameter-free) or ``learned``.
+        detach_weights: Stop gradients through the positiveness weights.
+        exclude_self: Never return bank entries of the sample's own dataset index.
+        momentum: Base momentum (0.99).
+        final_momentum: Final momentum (1.0).
+    """
+
+    _target_: str = "nbr_contrast.methods.snclr.SNCLR"
+    name: str = "snclr"
+    proj_hidden_dim: int = 4096
+    proj_output_dim: int = 256
+    pred_hidden_dim: int = 4096
+    temperature: float = 0.2
+    num_neighbours: int = 30
+    queue_size: int = 128000
+    bank_scope: str = "global"
+    attention: str = "cosine"
+    detach_weights: bool = False
+    exclude_self: bool = True
+    momentum: float = 0.99
+    final_momentum: float = 1.0
+
+
+class CrossAttentionWeights(nn.Module):
+    """Single-head cross-attention scores of a query over its neighbours (learned variant).
+
+    ``w_ij = softmax_j((W_q y_i)·(W_k NN_ij) / √d)``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.scale = 1.0 / math.sqrt(dim)
+
+    def forward(self, y: Tensor, neighbours: Tensor) -> Tensor:
+        """Weights ``[B, K]`` for queries ``y [B, D]`` and neighbours ``[B, K, D]``."""
+        q = self.query(y).unsqueeze(1)
+        k = self.key(neighbours)
+        return ((q * k).sum(-1) * self.scale).softmax(dim=1)
+
+
+class SNCLR(BaseMethod):
+    """SNCLR (and MoCo v3 with ``num_neighbours=0``) as a LightningModule."""
+
+    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
+        super().__init__(cfg)
+        m = self.cfg.method
+        if m.attention not in ATTENTIONS:
+            raise ValueError(f"method.attention={m.attention!r}; valid: {ATTENTIONS}.")
+        self.projector = MLPHead(
+            self.feature_dim,
+            [m.proj_hidden_dim, m.proj_hidden_dim],
+            m.proj_output_dim,
+            last_bn=True,
+            last_bn_affine=False,
+        )
+        self.predictor = MLPHead(
+            m.proj_output_dim,
+            [m.pred_hidden_dim],
+            m.proj_output_dim,
+            last_bn=True,
+            last_bn_affine=False,
+        )
+        self.momentum_backbone = momentum_copy(self.backbone)
+        self.momentum_projector = momentum_copy(self.projector)
+        self.attention = (
+            CrossAttentionWeights(int(m.proj_output_dim)) if m.attention == "learned" else None
+        )
+
+    @property
+    def num_neighbours(self) -> int:
+        """``K`` (0 for MoCo v3)."""
+        return int(self.cfg.method.num_neighbours)
+
+    def neighbour_specs(self) -> list[BankSpec]:
+        """Bank of momentum projections of view 2 (none for MoCo v3)."""
+        m = self.cfg.method
+        if self.num_neighbours == 0:
+            return []
+        return [
+            BankSpec(
+                name="support",
+                size=int(m.queue_size),
+                dim=int(m.proj_output_dim),
+                payloads={"label": PayloadSpec(), "index": PayloadSpec()},
+                scope=str(m.bank_scope),
+                k=self.num_neighbours,
+            )
+        ]
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """Momentum backbone and projector."""
+        return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
+
+    def momentum_range(self) -> tuple[float, float]:
+        """Cosine momentum 0.99 → 1 by default."""
+        return float(self.cfg.method.momentum), float(self.cfg.method.final_momentum)
+
+    def index_encoder(self) -> nn.Module:
+        """Momentum backbone + projector (the key space of the bank)."""
+        return nn.Sequential(self.momentum_backbone, self.momentum_projector)
+
+    @torch.no_grad()
+    def keys(self, x: Tensor) -> Tensor:
+        """Normalised momentum keys ``norm(g_k(f_k(x)))``."""
+        feats = torch.flatten(self.momentum_backbone(x), 1)
+        return F.normalize(self.momentum_projector(feats), dim=1)
+
+    def direction(
+        self, q: Tensor, y: Tensor, keys: Tensor, labels: Tensor, indices: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``L(q, k)`` for one direction, with its neighbour statistics."""
+        tau = float(self.cfg.method.temperature)
+        offset = rank() * q.shape[0]
+        all_keys = gather_no_grad(keys)
+        if self.num_neighbours == 0:
+            empty = all_keys.new_zeros(all_keys.shape[0], 0, all_keys.shape[1])
+            loss = snclr_loss(q, y, all_keys, empty, tau, positive_offset=offset)
+            return loss, {}
+        exclude = indices if self.cfg.method.exclude_self else None
+        found = self.bank("support").search(keys, self.num_neighbours, exclude_index=exclude)
+        neighbours = found.embeddings
+        weights = self.attention(y, neighbours) if self.attention is not None else None
+        loss = snclr_loss(
+            q,
+            y,
+            all_keys,
+            gather_no_grad(neighbours),
+            tau,
+            weights=weights,
+            detach_weights=bool(self.cfg.method.detach_weights),
+            positive_offset=offset,
+        )
+        with torch.no_grad():
+            w = weights if weights is not None else snclr_weights(y, neighbours)
+            same = (found.payloads["label"] == labels[:, None]).float()
+            stats = {
+                "weight_mean": w.mean(),
+                "weight_entropy": -(w * w.clamp_min(1e-12).log()).sum(1).mean(),
+                "nn_acc": same.mean(),
+                "weighted_nn_acc": (w * same).sum(1).mean(),
+            }
+        return loss, stats
+
+    def step(self, batch: TrainBatch) -> StepOutput:
+        """Symmetric SNCLR loss ``L(q1, k2) + L(q2, k1)``."""
+        labels, indices = batch.labels, batch.indices
+        x1, x2 = batch.views[0], batch.views[1]
+        f1, f2 = self.features(x1), self.features(x2)
+        y1, y2 = self.projector(f1), self.projector(f2)
+        q1, q2 = self.predictor(y1), self.predictor(y2)
+        k1, k2 = self.keys(x1), self.keys(x2)
+        loss_a, stats = self.direction(q1, y1, k2, labels, indices)
+        loss_b, _ = self.direction(q2, y2, k1, labels, indices)
+        enqueue = {}
+        if self.num_neighbours:
+            enqueue["support"] = {"embeddings": k2, "label": labels, "index": indices}
+        return StepOutput(loss=loss_a + loss_b, features=f1, logs=stats, enqueue=enqueue)

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from nbr_contrast.build import build_method
+
+from .helpers import first_batch, fit_small
+
+SMALL = [
+    "method.proj_hidden_dim=64",
+    "method.pred_hidden_dim=64",
+    "method.proj_output_dim=32",
+    "method.queue_size=64",
+    "method.knn_k=10",
+]
+
+
+def test_snclr_mocov3_and_learned_attention_fit(tiny_cfg: Callable[..., DictConfig]) -> None:
+    snclr = ["method=snclr", "method.num_neighbours=3"]
+    for extra in (snclr, ["method=mocov3"], [*snclr, "method.attention=learned"]):
+        method, trainer = fit_small(tiny_cfg(*SMALL, *extra))
+        assert trainer.global_step == 2
+        assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
+    assert method.attention is not None
+    cfg = tiny_cfg(*SMALL, *snclr, "method.attention=learned")
+    L.seed_everything(int(cfg.seed))
+    initial = build_method(cfg)
+    trained = method.attention.query.weight.detach()
+    assert not torch.allclose(initial.attention.query.weight, trained)
+
+
+def test_mocov3_has_no_bank(tiny_cfg: Callable[..., DictConfig]) -> None:
+    method, _ = fit_small(tiny_cfg(*SMALL, "method=mocov3"))
+    assert method.neighbours is not None and method.neighbours.banks == {}
+
+
+def test_neighbours_never_include_own_index(tiny_cfg: Callable[..., DictConfig]) -> None:
+    cfg = tiny_cfg(
+        *SMALL,
+        "method=snclr",
+        "method.num_neighbours=3",
+        "trainer.limit_train_batches=6",
+        "data.batch_size=8",
+    )
+    method, _ = fit_small(cfg)
+    batch = first_batch(cfg)
+    keys = method.keys(batch["views"][1])
+    found = method.bank("support").search(keys, 3, exclude_index=batch["index"])
+    assert not (found.payloads["index"] == batch["index"][:, None]).any()
+
+
+def test_weights_stats_logged(tiny_cfg: Callable[..., DictConfig]) -> None:
+    _, trainer = fit_small(tiny_cfg(*SMALL, "method=snclr", "method.num_neighbours=3"))
+    metrics = trainer.callback_metrics
+    assert 0.0 < float(metrics["train/weight_mean_epoch"]) <= 1.0
+    assert float(metrics["train/weight_entropy_epoch"]) >= 0.0
+    assert 0.0 <= float(metrics["train/nn_acc_epoch"]) <= 1.0
