@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from omegaconf import DictConfig
+
+from .helpers import as_train_batch, first_batch, fit_small
+
+SMALL = [
+    "data=cifar10_mini_sup",
+    "method.proj_hidden_dim=64",
+    "method.k=8",
+    "method.knn_k=10",
+    "optim=sgd",
+]
+
+
+def test_cone_short_fit_reports_top1(tiny_cfg: Callable[..., DictConfig]) -> None:
+    method, trainer = fit_small(tiny_cfg("method=cone", *SMALL, "trainer.max_epochs=2"))
+    metrics = trainer.callback_metrics
+    assert 0.0 <= float(metrics["val/acc1"]) <= 100.0
+    assert "train/l_sup_epoch" in metrics and "train/l_dc_epoch" in metrics
+    assert method.bank("queue").size == (5000 // 16) * 16
+
+
+def test_epoch_zero_is_cross_entropy_only(tiny_cfg: Callable[..., DictConfig]) -> None:
+    _, trainer = fit_small(tiny_cfg("method=cone", *SMALL))
+    metrics = trainer.callback_metrics
+    assert "train/ce_epoch" in metrics
+    assert "train/l_sup_epoch" not in metrics and "train/l_dc_epoch" not in metrics
+
+
+def test_supervised_baseline_has_no_bank(tiny_cfg: Callable[..., DictConfig]) -> None:
+    method, trainer = fit_small(tiny_cfg("method=supervised", *SMALL, "trainer.max_epochs=2"))
+    assert method.neighbours is not None and method.neighbours.banks == {}
+    assert "train/l_sup_epoch" not in trainer.callback_metrics
+
+
+def test_gradients_reach_student_not_teacher_or_bank(
+    tiny_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = tiny_cfg("method=cone", *SMALL, "trainer.max_epochs=2")
+    method, _ = fit_small(cfg)
+    batch = first_batch(cfg)
+    bank = method.bank("queue")
+    before = bank.embeddings.clone()
+    method.zero_grad()
+    out = method.step(as_train_batch(batch))
+    assert "l_sup" in out.logs and "l_dc" in out.logs
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.parameters())
+    assert all(p.grad is None for p in method.teacher.parameters())
+    assert not bank.embeddings.requires_grad
+    assert torch.equal(before, bank.embeddings)
