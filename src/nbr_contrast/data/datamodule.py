@@ -8,6 +8,10 @@ the source), so neighbour banks and dataset indices can refer back to images:
   ``"views"`` on the device by :attr:`NbrDataModule.gpu_views` after the batch is moved;
 * evaluation (validation, whole-train-set passes): ``{"image": float [3, S, S], "label",
   "index"}`` with ``S = data.image_size``.
+
+When a method asks for neighbour images (CLIM), training items also carry one neighbour of
+the sample drawn per step from a :class:`NeighbourTable`: ``"neighbour_views"`` (or
+``"neighbour_image"`` for the GPU pipeline) and its dataset index ``"neighbour_index"``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,40 @@ PIPELINES = ("auto", "cpu", "gpu")
 LINEAR_VIEW = ViewConfig(crop="rrc", flip_p=0.5, jitter_p=0.0, grayscale_p=0.0)
 
 
+class NeighbourTable:
+    """Selected neighbours per training image, in shared memory.
+
+    The tensors are allocated before the loader workers start and updated in place, so
+    persistent workers see every refresh. Row ``i`` holds ``counts[i]`` dataset indices
+    (padded with -1); a row with count 0 holds ``i`` itself in column 0 (the fallback).
+
+    Args:
+        num_images: Training-set size.
+        k: Most neighbours per image.
+    """
+
+    def __init__(self, num_images: int, k: int) -> None:
+        self.ids = torch.full((num_images, k), -1, dtype=torch.int64).share_memory_()
+        self.counts = torch.zeros(num_images, dtype=torch.int64).share_memory_()
+        self.active = torch.zeros((), dtype=torch.bool).share_memory_()
+
+    def update(self, table: Tensor, counts: Tensor) -> None:
+        """Replace the table (shapes must match) and start serving neighbours."""
+        if table.shape != self.ids.shape or counts.shape != self.counts.shape:
+            raise ValueError(
+                f"Neighbour table of shape {tuple(table.shape)} does not match the "
+                f"{tuple(self.ids.shape)} the data module allocated."
+            )
+        self.ids.copy_(table)
+        self.counts.copy_(counts)
+        self.active.fill_(True)
+
+    def draw(self, i: int) -> int:
+        """One of image ``i``'s selected neighbours, uniformly (``i`` itself if none)."""
+        n = max(int(self.counts[i]), 1)
+        return int(self.ids[i, int(torch.randint(n, ()))])
+
+
 class SourceDataset(Dataset[dict[str, Any]]):
     """Items ``{key: transform(image), "label", "index"}`` of an :class:`ImageSource`.
 
@@ -41,27 +79,45 @@ class SourceDataset(Dataset[dict[str, Any]]):
         source: The images and labels.
         transform: Applied to each image.
         key: Dict key of the transformed image (``"views"`` or ``"image"``).
+        neighbours: Table of neighbours to serve with each item (while it is active).
+        neighbour_transform: Transform of the served neighbour image.
     """
 
-    def __init__(self, source: ImageSource, transform: Callable[[Tensor], Any], key: str) -> None:
+    def __init__(
+        self,
+        source: ImageSource,
+        transform: Callable[[Tensor], Any],
+        key: str,
+        neighbours: NeighbourTable | None = None,
+        neighbour_transform: Callable[[Tensor], Any] | None = None,
+    ) -> None:
         self.source = source
         self.transform = transform
         self.key = key
+        self.neighbours = neighbours
+        self.neighbour_transform = neighbour_transform or transform
         self._array = source.as_uint8()
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def image(self, i: int) -> Tensor:
+        """Image ``i`` as ``uint8 [3, H, W]``."""
         if self._array is not None:
-            image = torch.from_numpy(np.ascontiguousarray(self._array[i])).permute(2, 0, 1)
-        else:
-            image = v2.functional.pil_to_tensor(self.source.get_image(i))
-        return {
-            self.key: self.transform(image),
+            return torch.from_numpy(np.ascontiguousarray(self._array[i])).permute(2, 0, 1)
+        return v2.functional.pil_to_tensor(self.source.get_image(i))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {
+            self.key: self.transform(self.image(i)),
             "label": torch.tensor(int(self.source.labels[i]), dtype=torch.int64),
             "index": torch.tensor(i, dtype=torch.int64),
         }
+        if self.neighbours is not None and bool(self.neighbours.active):
+            j = self.neighbours.draw(i)
+            item[f"neighbour_{self.key}"] = self.neighbour_transform(self.image(j))
+            item["neighbour_index"] = torch.tensor(j, dtype=torch.int64)
+        return item
 
 
 def _uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tensor]:
@@ -102,6 +158,7 @@ class NbrDataModule(L.LightningDataModule):
         self.gpu_views: Callable[[Tensor], list[Tensor]] | None = None
         self._sources: tuple[ImageSource, ImageSource] | None = None
         self._train_eval: SourceDataset | None = None
+        self.neighbours: NeighbourTable | None = None
 
     # ------------------------------------------------------------------ sources
     def setup(self, stage: str | None = None) -> None:
@@ -163,16 +220,48 @@ class NbrDataModule(L.LightningDataModule):
             return "gpu" if self.use_gpu else "cpu"
         return pipeline
 
+    # ---------------------------------------------------------------- neighbours
+    def enable_neighbour_serving(self, k: int) -> None:
+        """Allocate the shared neighbour table (before the training loader starts)."""
+        if self.neighbours is None or self.neighbours.ids.shape[1] != k:
+            self.neighbours = NeighbourTable(self.num_train, k)
+
+    def set_neighbour_table(self, table: Tensor, counts: Tensor) -> None:
+        """Serve, with every training item, one of its selected neighbours from now on.
+
+        Raises:
+            RuntimeError: If :meth:`enable_neighbour_serving` was not called first.
+        """
+        if self.neighbours is None:
+            raise RuntimeError("Call enable_neighbour_serving(k) before the loader starts.")
+        self.neighbours.update(table, counts)
+
+    @property
+    def neighbour_table(self) -> Tensor | None:
+        """The served neighbour table ``[N, k]`` (None until one is set)."""
+        return self.neighbours.ids if self.serving_neighbours else None
+
+    @property
+    def neighbour_counts(self) -> Tensor | None:
+        """Selected neighbours per image ``[N]`` (None until a table is set)."""
+        return self.neighbours.counts if self.serving_neighbours else None
+
+    @property
+    def serving_neighbours(self) -> bool:
+        """Whether training items currently carry a neighbour image."""
+        return self.neighbours is not None and bool(self.neighbours.active)
+
     # ----------------------------------------------------------------- datasets
     def train_dataset(self) -> SourceDataset:
         """The training dataset of the resolved pipeline (augmented views or raw uint8)."""
         if self.resolved_pipeline == "gpu":
             size = max(int(v.size) for v in self.cfg.views)
-            return SourceDataset(
-                self.train_source, _uint8_transform(self.train_source, size), "image"
-            )
-        transform = build_multiview(list(self.cfg.views), self.cfg.mean, self.cfg.std)
-        return SourceDataset(self.train_source, transform, "views")
+            transform = _uint8_transform(self.train_source, size)
+            return SourceDataset(self.train_source, transform, "image", self.neighbours)
+        views = list(self.cfg.views)
+        transform = build_multiview(views, self.cfg.mean, self.cfg.std)
+        pair = build_multiview(views[:2], self.cfg.mean, self.cfg.std)
+        return SourceDataset(self.train_source, transform, "views", self.neighbours, pair)
 
     def _eval_dataset(self, source: ImageSource) -> SourceDataset:
         transform = build_eval_transform(int(self.cfg.image_size), self.cfg.mean, self.cfg.std)
@@ -257,4 +346,6 @@ class NbrDataModule(L.LightningDataModule):
             and batch["image"].dtype == torch.uint8
         ):
             batch["views"] = self.gpu_views(batch.pop("image"))
+            if "neighbour_image" in batch:
+                batch["neighbour_views"] = self.gpu_views(batch.pop("neighbour_image"))[:2]
         return batch
