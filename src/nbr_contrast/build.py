@@ -1,0 +1,124 @@
+"""Config → trainer, datamodule, method and callbacks: the one place both CLI and API use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.neighbours.callback import NeighbourIndexCallback
+
+
+def uses_gpu(cfg: DictConfig) -> bool:
+    """Whether the trainer will run on a GPU."""
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda"):
+        return True
+    return accelerator == "auto" and torch.cuda.is_available()
+
+
+def build_method(cfg: DictConfig) -> BaseMethod:
+    """Instantiate the LightningModule named by ``cfg.method._target_``."""
+    cls = hydra.utils.get_class(cfg.method._target_)
+    method = cls(cfg)
+    if cfg.trainer.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    if cfg.trainer.compile:
+        for module in method.compile_targets():
+            module.compile()
+    return method
+
+
+def build_datamodule(cfg: DictConfig) -> NbrDataModule:
+    """Build the datamodule; attach the GPU view generator when the GPU pipeline is used."""
+    datamodule = NbrDataModule(cfg.data, seed=int(cfg.seed))
+    datamodule.use_gpu = uses_gpu(cfg)
+    if datamodule.resolved_pipeline == "gpu":
+        from nbr_contrast.data.gpu_views import GpuViews
+
+        datamodule.gpu_views = GpuViews(
+            list(cfg.data.views), list(cfg.data.mean), list(cfg.data.std)
+        )
+    return datamodule
+
+
+def checkpoint_dir(cfg: DictConfig) -> Path:
+    """Folder of the run's checkpoints."""
+    return Path(cfg.output_dir) / "checkpoints"
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """Neighbour index, checkpoints (``last.ckpt`` always kept), progress bar, LR monitor."""
+    every = int(cfg.trainer.checkpoint_every_n_steps) or None
+    callbacks: list[L.Callback] = [
+        NeighbourIndexCallback(cfg.index, seed=int(cfg.seed)),
+        ModelCheckpoint(
+            dirpath=checkpoint_dir(cfg),
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
+            save_last=True,
+            save_top_k=1,
+            every_n_train_steps=every,
+        ),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """CSV and TensorBoard loggers in the run folder (and W&B when asked)."""
+    out = Path(cfg.output_dir)
+    loggers: list[Logger] = []
+    if cfg.logger.csv:
+        loggers.append(CSVLogger(out, name="", version="csv"))
+    if cfg.logger.tensorboard:
+        loggers.append(TensorBoardLogger(out, name="", version="tensorboard"))
+    if cfg.logger.wandb:
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(project=cfg.logger.project, save_dir=str(out)))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
+    """A Lightning Trainer from ``cfg.trainer`` with the run's callbacks and loggers."""
+    t = cfg.trainer
+    kwargs: dict[str, Any] = {
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "num_nodes": t.num_nodes,
+        "strategy": t.strategy,
+        "precision": t.precision,
+        "max_epochs": t.max_epochs,
+        "max_steps": t.max_steps,
+        "limit_train_batches": t.limit_train_batches,
+        "limit_val_batches": t.limit_val_batches,
+        "check_val_every_n_epoch": t.check_val_every_n_epoch,
+        "log_every_n_steps": t.log_every_n_steps,
+        "accumulate_grad_batches": t.accumulate_grad_batches,
+        "gradient_clip_val": t.gradient_clip_val,
+        "sync_batchnorm": t.sync_batchnorm,
+        "deterministic": t.deterministic,
+        "enable_progress_bar": t.enable_progress_bar,
+        "default_root_dir": cfg.output_dir,
+        "callbacks": build_callbacks(cfg),
+        "logger": build_loggers(cfg) or False,
+        "num_sanity_val_steps": 0,
+    }
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Plain-dict copy of a config (for JSON summaries and checkpoints)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

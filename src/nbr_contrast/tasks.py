@@ -1,0 +1,245 @@
+"""What a run does: ``fit`` (pretrain), ``knn`` and ``linear`` (evaluate), ``export``.
+
+Every task takes the composed run config and returns a plain dict that is also written as
+JSON in the run folder; the CLI and the notebook API call the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from nbr_contrast.build import (
+    build_datamodule,
+    build_method,
+    build_trainer,
+    checkpoint_dir,
+    to_container,
+)
+from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.eval.export import export_backbone
+from nbr_contrast.eval.features import extract_features
+from nbr_contrast.eval.knn import knn_accuracy
+from nbr_contrast.eval.linear import linear_eval
+from nbr_contrast.eval.report import SplitFeatures, write_run_plots
+from nbr_contrast.methods.base import BaseMethod
+
+TASKS = ("fit", "knn", "linear", "export")
+
+
+def eval_device(cfg: DictConfig) -> torch.device:
+    """Device for evaluation passes (the first GPU when one is used)."""
+    from nbr_contrast.build import uses_gpu
+
+    return torch.device("cuda" if uses_gpu(cfg) else "cpu")
+
+
+def split_features(
+    method: BaseMethod, datamodule: NbrDataModule, device: torch.device, progress: bool = True
+) -> tuple[SplitFeatures, SplitFeatures]:
+    """Normalised backbone features of the un-augmented train and test images."""
+    datamodule.setup("fit")
+    backbone = method.backbone.to(device)
+    train = extract_features(backbone, datamodule.index_dataloader(), device, True, None, progress)
+    test = extract_features(backbone, datamodule.val_dataloader(), device, True, None, progress)
+    return SplitFeatures(*train), SplitFeatures(*test)
+
+
+def knn_of(
+    train: SplitFeatures, test: SplitFeatures, ks: list[int], temperature: float, classes: int
+) -> dict[int, float]:
+    """Cosine kNN accuracy (percent) of test against train features for every k in ``ks``."""
+    return knn_accuracy(
+        train.feats, train.labels, test.feats, test.labels, ks, temperature, classes
+    )
+
+
+def load_method(path: str | Path) -> BaseMethod:
+    """Rebuild a method from a checkpoint written by ``task=fit``.
+
+    Raises:
+        FileNotFoundError: Naming the ``ckpt`` setting when the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ckpt={path} does not exist. Pass the path of a checkpoint written by a run "
+            "(its folder's checkpoints/last.ckpt)."
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
+    method = build_method(cfg)
+    method.load_state_dict(ckpt["state_dict"])
+    return method
+
+
+def _write_json(cfg: DictConfig, name: str, result: dict[str, Any]) -> Path:
+    out = Path(cfg.output_dir) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    return out
+
+
+def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+def fit(cfg: DictConfig) -> dict[str, Any]:
+    """Pretrain the configured method; report kNN accuracy before and after training.
+
+    Returns:
+        The run summary (also written to ``summary.json`` in the run folder).
+    """
+    L.seed_everything(int(cfg.seed), workers=True)
+    datamodule = build_datamodule(cfg)
+    method = build_method(cfg)
+    trainer = build_trainer(cfg)
+    device = eval_device(cfg)
+    ks = [int(cfg.method.knn_k)]
+    tau = float(cfg.method.knn_temperature)
+    progress = bool(cfg.trainer.enable_progress_bar)
+    before = None
+    classes = int(cfg.data.num_classes)
+    if trainer.is_global_zero and cfg.ckpt is None:
+        before = knn_of(*split_features(method, datamodule, device, progress), ks, tau, classes)
+        before = before[ks[0]]
+    start = time.time()
+    trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.ckpt)
+    elapsed = time.time() - start
+    summary: dict[str, Any] = {"method": cfg.method.name, "output_dir": str(cfg.output_dir)}
+    if not trainer.is_global_zero:
+        return summary
+    train, test = split_features(method, datamodule, device, progress)
+    after = knn_of(train, test, ks, tau, classes)[ks[0]]
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    last = checkpoint_dir(cfg) / "last.ckpt"
+    summary.update(
+        {
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "train_seconds": round(elapsed, 1),
+            f"knn_acc_before@{ks[0]}": before,
+            f"knn_acc_after@{ks[0]}": after,
+            "online_knn_acc": metrics.get("val/knn_acc"),
+            "linear_probe_acc1": metrics.get("val/probe_acc1"),
+            "checkpoint": str(last),
+            "logs": str(Path(cfg.output_dir)),
+            "config": to_container(cfg),
+        }
+    )
+    if cfg.plots:
+        plots = write_run_plots(
+            Path(cfg.output_dir),
+            trainer,
+            train,
+            test,
+            datamodule.train_source,
+            datamodule.test_source,
+        )
+        summary["plots"] = [str(p) for p in plots]
+    _write_json(cfg, "summary.json", summary)
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2f}%"
+
+    _print_table(
+        f"nbr_contrast · {cfg.method.name} · {trainer.current_epoch} epochs "
+        f"in {elapsed / 60:.1f} min",
+        [
+            ("kNN acc before training", pct(before)),
+            ("kNN acc after training", pct(after)),
+            ("linear probe acc (online)", pct(summary["linear_probe_acc1"])),
+            ("checkpoint", str(last)),
+            ("logs (CSV, TensorBoard)", str(cfg.output_dir)),
+            ("plots", str(Path(cfg.output_dir) / "plots") if cfg.plots else "off"),
+            ("resume", f"python -m nbr_contrast ckpt={last} ..."),
+        ],
+    )
+    return summary
+
+
+def knn(cfg: DictConfig) -> dict[str, Any]:
+    """``task=knn ckpt=PATH``: cosine kNN accuracy for several k at once."""
+    method = load_method(cfg.ckpt)
+    datamodule = build_datamodule(cfg)
+    ks = [int(k) for k in cfg.task.k]
+    train, test = split_features(method, datamodule, eval_device(cfg))
+    accs = knn_of(train, test, ks, float(cfg.task.temperature), datamodule.num_classes)
+    result = {
+        "task": "knn",
+        "ckpt": str(cfg.ckpt),
+        "data": cfg.data.name,
+        "temperature": float(cfg.task.temperature),
+        "accuracy": {str(k): v for k, v in accs.items()},
+    }
+    path = _write_json(cfg, "knn.json", result)
+    _print_table("kNN evaluation", [(f"k={k}", f"{v:.2f}%") for k, v in accs.items()])
+    print(f"results: {path}")
+    return result
+
+
+def linear(cfg: DictConfig) -> dict[str, Any]:
+    """``task=linear ckpt=PATH``: offline linear evaluation of the frozen backbone."""
+    method = load_method(cfg.ckpt)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    device = eval_device(cfg)
+    result = linear_eval(
+        method.backbone.to(device),
+        datamodule.linear_train_dataloader(int(cfg.task.batch_size)),
+        datamodule.val_dataloader(),
+        datamodule.num_classes,
+        epochs=int(cfg.task.epochs),
+        lr=float(cfg.task.lr),
+        batch_size=int(cfg.task.batch_size),
+        device=device,
+        seed=int(cfg.seed),
+    )
+    result.update({"task": "linear", "ckpt": str(cfg.ckpt), "data": cfg.data.name})
+    path = _write_json(cfg, "linear.json", result)
+    _print_table(
+        "Linear evaluation",
+        [("top-1", f"{result['top1']:.2f}%"), ("top-5", f"{result['top5']:.2f}%")],
+    )
+    print(f"results: {path}")
+    return result
+
+
+def export(cfg: DictConfig) -> dict[str, Any]:
+    """``task=export ckpt=PATH``: plain torchvision state dict of the backbone."""
+    method = load_method(cfg.ckpt)
+    path = Path(cfg.output_dir) / f"{method.backbone.arch}_backbone.pth"
+    info = export_backbone(method.backbone, path, method.backbone.arch)
+    result = {"task": "export", "ckpt": str(cfg.ckpt), "path": str(path), **info}
+    print(f"backbone written to {path} (loading recipe in {path}.json)")
+    return result
+
+
+def run_task(cfg: DictConfig) -> dict[str, Any]:
+    """Dispatch on ``cfg.task.name``."""
+    tasks: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
+        "fit": fit,
+        "knn": knn,
+        "linear": linear,
+        "export": export,
+    }
+    name = str(cfg.task.name)
+    if name not in tasks:
+        raise ValueError(f"Unknown task={name!r}. Valid: {', '.join(TASKS)}.")
+    if name != "fit" and not cfg.ckpt:
+        raise ValueError(f"task={name} needs a checkpoint: add ckpt=PATH/TO/last.ckpt.")
+    return tasks[name](cfg)

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, HydraException
+from omegaconf.errors import ValidationError
+
+from nbr_contrast import api
+from nbr_contrast.cli import OverrideError, check_overrides
+from nbr_contrast.methods import METHOD_CONFIGS
+
+GROUPS = ["method", "backbone", "data", "trainer", "optim", "index", "logger", "task"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (api.CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes(group: str, option: str, tmp_path: Path) -> None:
+    overrides = [f"{group}={option}"]
+    if option in ("npz",):
+        overrides += ["data.train_path=a.npz", "data.test_path=b.npz"]
+    if option.startswith("imagefolder"):
+        overrides += ["data.root=/data/imagenet"]
+    cfg = api.compose(overrides, output_dir=tmp_path)
+    node = cfg[group]
+    if group in ("method", "backbone", "task"):
+        assert node.name == option
+    if group == "data":
+        assert option.startswith(node.name)
+    if group == "index":
+        assert node.backend == option
+    assert cfg.output_dir == str(tmp_path)
+
+
+def test_every_method_config_file_matches_a_schema() -> None:
+    assert set(options("method")) == set(METHOD_CONFIGS)
+
+
+def test_experiment_files_compose(tmp_path: Path) -> None:
+    for name in options("experiment"):
+        cfg = api.compose([f"experiment={name}"], output_dir=tmp_path)
+        assert cfg.method.name in METHOD_CONFIGS
+
+
+def test_unknown_method_lists_valid_choices(tmp_path: Path) -> None:
+    with pytest.raises((ConfigCompositionException, HydraException)) as err:
+        api.compose(["method=nnclrr"], output_dir=tmp_path)
+    assert "nnclr" in str(err.value)
+    assert "Available options" in str(err.value)
+
+
+def test_unknown_backbone_lists_valid_choices(tmp_path: Path) -> None:
+    with pytest.raises((ConfigCompositionException, HydraException)) as err:
+        api.compose(["backbone=resnet19"], output_dir=tmp_path)
+    for valid in ("resnet18", "resnet50", "vit_small"):
+        assert valid in str(err.value)
+
+
+def test_misspelt_key_names_the_closest_valid_key() -> None:
+    with pytest.raises(OverrideError) as err:
+        check_overrides(["method=nnclr", "method.temprature=0.2"])
+    message = str(err.value)
+    assert "method.temprature" in message
+    assert "Did you mean 'temperature'" in message
+    assert "queue_size" in message
+
+
+def test_unknown_top_level_key() -> None:
+    with pytest.raises(OverrideError, match="Valid keys in the run config"):
+        check_overrides(["sed=3"])
+
+
+def test_wrong_type_fails_at_composition(tmp_path: Path) -> None:
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        api.compose(["trainer.max_epochs=many"], output_dir=tmp_path)
+    assert "max_epochs" in str(err.value)
+
+
+def test_schema_rejects_unknown_key_even_without_the_precheck(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    with (
+        initialize_config_dir(config_dir=str(api.CONF_DIR), version_base="1.3"),
+        pytest.raises(ConfigCompositionException, match=r"method\.temprature"),
+    ):
+        compose("config", overrides=["method.temprature=0.2"])
