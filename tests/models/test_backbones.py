@@ -30,13 +30,13 @@ def test_small_stem_chosen_for_small_images() -> None:
 
 
 def test_unknown_backbone_lists_choices() -> None:
-    with pytest.raises(ValueError, match="backbone.name='resnet19'") as err:
+    with pytest.raises(ValueError, match=r"backbone\.name='resnet19'") as err:
         build_backbone(BackboneConfig(name="resnet19"), image_size=32)
     assert all(name in str(err.value) for name in BACKBONES)
 
 
 def test_vit_patch_must_divide_image() -> None:
-    with pytest.raises(ValueError, match="backbone.patch_size=5"):
+    with pytest.raises(ValueError, match=r"backbone\.patch_size=5"):
         build_backbone(BackboneConfig(name="vit_tiny", patch_size=5), image_size=32)
 
 

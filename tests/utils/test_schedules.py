@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -16,7 +17,7 @@ def test_warmup_is_linear_then_cosine_reaches_min() -> None:
     assert values[10] == pytest.approx(1.0)
     assert values[55] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert values[100] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(values[10:], values[11:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values[10:]))
 
 
 def test_cosine_momentum_endpoints() -> None:
