@@ -101,20 +101,6 @@ def test_val_and_index_loaders_are_unaugmented_and_ordered() -> None:
     assert shuffled.tolist() != list(range(100))
 
 
-def test_gpu_pipeline_serves_uint8_and_hook_makes_views() -> None:
-    dm = module(pipeline="gpu")
-    batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"image", "label", "index"}
-    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (64, 3, 32, 32)
-    torch.testing.assert_close(batch["image"], source_images(dm, batch["index"]))
-    assert dm.on_after_batch_transfer(dict(batch), 0)["image"] is batch["image"]
-    dm.gpu_views = lambda images: [normalised(images), normalised(images)[..., :16, :16]]
-    out = dm.on_after_batch_transfer(batch, 0)
-    assert "image" not in out and [v.shape[-1] for v in out["views"]] == [32, 16]
-    val = next(iter(dm.val_dataloader()))
-    assert dm.on_after_batch_transfer(val, 0)["image"].dtype == torch.float32
-
-
 def test_gpu_pipeline_resizes_lazy_folder_images(image_tree: Path) -> None:
     dm = module(
         name="imagefolder",

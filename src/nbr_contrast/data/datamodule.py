@@ -4,8 +4,13 @@ Every dataset item is a dict that carries the sample's true dataset index (its p
 the source), so neighbour banks and dataset indices can refer back to images:
 
 * training, ``pipeline=cpu``: ``{"views": [float [3, s, s], ...], "label", "index"}``;
-* training, ``pipeline=gpu``: ``{"image": uint8 [3, H, W], "label", "index"}``, turned into
-  ``"views"`` on the device by :attr:`NbrDataModule.gpu_views` after the batch is moved;
+* training, ``pipeline=gpu`` with an in-memory source (CIFAR, STL-10, npz, the built-in
+  subset): ``{"label", "index"}`` only. The whole dataset lives on the device as one
+  ``uint8 [N, 3, H, W]`` tensor; after the batch is moved, the images are gathered by
+  index there and turned into ``"views"`` by :attr:`NbrDataModule.gpu_views`, so the
+  loader never decodes, copies or augments an image;
+* training, ``pipeline=gpu`` with a lazy source (image folders): ``{"image": uint8
+  [3, H, W], "label", "index"}`` decoded on the CPU, augmented on the device;
 * evaluation (validation, whole-train-set passes): ``{"image": float [3, S, S], "label",
   "index"}`` with ``S = data.image_size``.
 
@@ -120,6 +125,30 @@ class SourceDataset(Dataset[dict[str, Any]]):
         return item
 
 
+class IndexDataset(Dataset[dict[str, Any]]):
+    """Items ``{"label", "index"}`` (and a served ``"neighbour_index"``) of a source.
+
+    Used by the GPU pipeline for in-memory sources: images are gathered on the device.
+
+    Args:
+        source: The images and labels.
+        neighbours: Table of neighbours to serve with each item (while it is active).
+    """
+
+    def __init__(self, source: ImageSource, neighbours: NeighbourTable | None = None) -> None:
+        self.labels = torch.as_tensor(np.asarray(source.labels), dtype=torch.int64)
+        self.neighbours = neighbours
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {"label": self.labels[i], "index": torch.tensor(i, dtype=torch.int64)}
+        if self.neighbours is not None and bool(self.neighbours.active):
+            item["neighbour_index"] = torch.tensor(self.neighbours.draw(i), dtype=torch.int64)
+        return item
+
+
 def _uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tensor]:
     """Images for the GPU pipeline: as stored, or resized and centre-cropped if lazy."""
     if source.as_uint8() is not None:
@@ -159,6 +188,7 @@ class NbrDataModule(L.LightningDataModule):
         self._sources: tuple[ImageSource, ImageSource] | None = None
         self._train_eval: SourceDataset | None = None
         self.neighbours: NeighbourTable | None = None
+        self._resident: Tensor | None = None
 
     # ------------------------------------------------------------------ sources
     def setup(self, stage: str | None = None) -> None:
@@ -252,8 +282,10 @@ class NbrDataModule(L.LightningDataModule):
         return self.neighbours is not None and bool(self.neighbours.active)
 
     # ----------------------------------------------------------------- datasets
-    def train_dataset(self) -> SourceDataset:
-        """The training dataset of the resolved pipeline (augmented views or raw uint8)."""
+    def train_dataset(self) -> Dataset[dict[str, Any]]:
+        """The training dataset of the resolved pipeline (views, raw uint8, or indices)."""
+        if self.resolved_pipeline == "gpu" and self.train_source.as_uint8() is not None:
+            return IndexDataset(self.train_source, self.neighbours)
         if self.resolved_pipeline == "gpu":
             size = max(int(v.size) for v in self.cfg.views)
             transform = _uint8_transform(self.train_source, size)
@@ -337,15 +369,30 @@ class NbrDataModule(L.LightningDataModule):
         return self._loader(SourceDataset(self.train_source, transform, "image"), batch_size, True)
 
     # ------------------------------------------------------------------- device
+    def resident_images(self, device: torch.device) -> Tensor:
+        """The training set as one ``uint8 [N, 3, H, W]`` tensor on ``device`` (cached)."""
+        if self._resident is None or self._resident.device != device:
+            array = self.train_source.as_uint8()
+            if array is None:
+                raise ValueError("Only in-memory sources can be kept on the device.")
+            self._resident = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)
+        return self._resident
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Turn a ``pipeline=gpu`` batch's ``uint8`` images into views on the device."""
-        if (
-            self.gpu_views is not None
-            and isinstance(batch, dict)
-            and "image" in batch
-            and batch["image"].dtype == torch.uint8
-        ):
-            batch["views"] = self.gpu_views(batch.pop("image"))
-            if "neighbour_image" in batch:
-                batch["neighbour_views"] = self.gpu_views(batch.pop("neighbour_image"))[:2]
+        """Make a ``pipeline=gpu`` training batch's views on the device it was moved to."""
+        if self.gpu_views is None or not isinstance(batch, dict) or "views" in batch:
+            return batch
+        if "image" in batch and batch["image"].dtype == torch.uint8:
+            images = batch.pop("image")
+            neighbours = batch.pop("neighbour_image", None)
+        elif "image" not in batch:
+            resident = self.resident_images(batch["index"].device)
+            images = resident[batch["index"]]
+            nb_index = batch.get("neighbour_index")
+            neighbours = None if nb_index is None else resident[nb_index]
+        else:
+            return batch
+        batch["views"] = self.gpu_views(images)
+        if neighbours is not None:
+            batch["neighbour_views"] = self.gpu_views(neighbours)[:2]
         return batch

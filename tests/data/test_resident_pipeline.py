@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import torch
+
+from nbr_contrast.config import DataConfig, ViewConfig
+from nbr_contrast.data.datamodule import IndexDataset, NbrDataModule
+from nbr_contrast.data.gpu_views import GpuViews
+
+PLAIN = ViewConfig(size=32, crop="none", flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
+
+
+def make(views: list[ViewConfig]) -> NbrDataModule:
+    cfg = DataConfig(views=views, batch_size=8, num_workers=0, pipeline="gpu")
+    datamodule = NbrDataModule(cfg, seed=0)
+    datamodule.gpu_views = GpuViews(views, list(cfg.mean), list(cfg.std))
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_in_memory_source_is_served_as_indices() -> None:
+    datamodule = make([PLAIN, PLAIN])
+    assert isinstance(datamodule.train_dataset(), IndexDataset)
+    batch = next(iter(datamodule.train_dataloader()))
+    assert set(batch) == {"label", "index"}
+
+
+def test_views_are_made_from_the_resident_images_of_the_batch_indices() -> None:
+    datamodule = make([PLAIN, ViewConfig(size=16)])
+    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+    plain, small = batch["views"]
+    assert plain.shape == (8, 3, 32, 32) and small.shape == (8, 3, 16, 16)
+    mean = torch.tensor(datamodule.cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(datamodule.cfg.std).view(1, 3, 1, 1)
+    source = torch.from_numpy(datamodule.train_source.as_uint8()[batch["index"].numpy()])
+    expected = (source.permute(0, 3, 1, 2).float() / 255 - mean) / std
+    assert torch.allclose(plain, expected, atol=1e-5)
+    labels = torch.as_tensor(datamodule.train_source.labels)[batch["index"]]
+    assert torch.equal(batch["label"], labels)
+
+
+def test_served_neighbours_are_gathered_too() -> None:
+    datamodule = make([PLAIN, PLAIN])
+    datamodule.enable_neighbour_serving(1)
+    n = datamodule.num_train
+    datamodule.set_neighbour_table(
+        ((torch.arange(n) + 5) % n)[:, None], torch.ones(n, dtype=torch.int64)
+    )
+    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+    assert torch.equal(batch["neighbour_index"], (batch["index"] + 5) % n)
+    nb = datamodule.resident_images(torch.device("cpu"))[batch["neighbour_index"]]
+    again = datamodule.gpu_views(nb)[0]
+    assert torch.allclose(batch["neighbour_views"][0], again)
+
+
+def test_validation_batches_are_left_alone() -> None:
+    datamodule = make([PLAIN, PLAIN])
+    batch = next(iter(datamodule.val_dataloader()))
+    out = datamodule.on_after_batch_transfer(dict(batch), 0)
+    assert set(out) == {"image", "label", "index"}
