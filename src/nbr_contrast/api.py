@@ -18,11 +18,9 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
 from nbr_contrast import tasks
-from nbr_contrast.cli import check_overrides
+from nbr_contrast.cli import CONF_DIR, check_overrides
 from nbr_contrast.config import register_configs
 from nbr_contrast.methods.base import BaseMethod
-
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def compose(overrides: list[str] | None = None, output_dir: str | Path | None = None) -> DictConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig
 import nbr_contrast.config as c
 from nbr_contrast.config import RunConfig, register_configs
 
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUP_DEFAULTS = {"method": "nnclr"}
 
 
@@ -83,7 +85,7 @@ def _unknown(key: str, name: str, valid: list[str], where: str) -> str:
     return f"Unknown key '{key}'.{hint} Valid keys in {where}: {', '.join(valid)}."
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     from nbr_contrast.tasks import run_task
 

@@ -310,19 +310,24 @@ class RunConfig:
 
 
 def register_configs() -> None:
-    """Register every schema with Hydra's ConfigStore (idempotent)."""
+    """Register every schema with Hydra's ConfigStore (idempotent).
+
+    Schemas live in their own ``schema/<group>`` groups, so ``--help`` and Hydra's
+    "available options" lists show only the real choices; each YAML file in ``conf/``
+    starts from its schema with ``- /schema/<group>@_here_: <name>``.
+    """
     from hydra.core.config_store import ConfigStore
 
     from nbr_contrast.methods import METHOD_CONFIGS
 
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunConfig)
-    cs.store(group="backbone", name="backbone_schema", node=BackboneConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    cs.store(group="optim", name="optim_schema", node=OptimConfig)
-    cs.store(group="index", name="index_schema", node=IndexConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
-    cs.store(group="task", name="task_schema", node=TaskConfig)
+    cs.store(group="schema", name="run", node=RunConfig)
+    cs.store(group="schema/backbone", name="backbone", node=BackboneConfig)
+    cs.store(group="schema/data", name="data", node=DataConfig)
+    cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
+    cs.store(group="schema/optim", name="optim", node=OptimConfig)
+    cs.store(group="schema/index", name="index", node=IndexConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
+    cs.store(group="schema/task", name="task", node=TaskConfig)
     for name, schema in METHOD_CONFIGS.items():
-        cs.store(group="method", name=f"{name}_schema", node=schema)
+        cs.store(group="schema/method", name=name, node=schema)
