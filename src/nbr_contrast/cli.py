@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -89,6 +90,7 @@ def _unknown(key: str, name: str, valid: list[str], where: str) -> str:
 def _hydra_main(cfg: DictConfig) -> float | None:
     from nbr_contrast.tasks import run_task
 
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     cfg.output_dir = HydraConfig.get().runtime.output_dir
     result = run_task(cfg)
     value = result.get(f"knn_acc_after@{cfg.method.knn_k}")
