@@ -59,3 +59,19 @@ def test_weights_stats_logged(tiny_cfg: Callable[..., DictConfig]) -> None:
     assert 0.0 < float(metrics["train/weight_mean_epoch"]) <= 1.0
     assert float(metrics["train/weight_entropy_epoch"]) >= 0.0
     assert 0.0 <= float(metrics["train/nn_acc_epoch"]) <= 1.0
+
+
+def test_snclr_with_a_vit_backbone(tiny_cfg: Callable[..., DictConfig]) -> None:
+    cfg = tiny_cfg(
+        *SMALL,
+        "method=snclr",
+        "method.num_neighbours=3",
+        "backbone=vit_tiny",
+        "optim=adamw",
+        "data.batch_size=8",
+        "method.knn_k=5",
+    )
+    method, trainer = fit_small(cfg)
+    assert trainer.global_step == 2
+    assert method.feature_dim == 192
+    assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
