@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import pytest
+from omegaconf import DictConfig
+
+from nbr_contrast.build import build_method
+from nbr_contrast.methods import base
+
+from .helpers import fit_small
+
+CO2_SMALL = [
+    "method=co2",
+    "method.proj_hidden_dim=32",
+    "method.proj_output_dim=16",
+    "method.queue_size=64",
+    "optim=sgd",
+]
+
+
+@pytest.mark.parametrize(("world", "accumulate"), [(1, 1), (8, 1), (4, 2)])
+def test_learning_rate_scales_with_the_global_batch(
+    tiny_cfg: Callable[..., DictConfig], world: int, accumulate: int
+) -> None:
+    cfg = tiny_cfg("optim.lr=0.3", "data.batch_size=64")
+    method = build_method(cfg)
+    method._trainer = SimpleNamespace(world_size=world, accumulate_grad_batches=accumulate)
+    assert method.global_batch_size() == 64 * world * accumulate
+    assert method.learning_rate() == pytest.approx(0.3 * 64 * world * accumulate / 256)
+
+
+def test_ema_counts_optimiser_steps_not_batches(
+    tiny_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[float] = []
+    original = base.ema_update
+
+    def counting(online, target, momentum):
+        calls.append(momentum)
+        original(online, target, momentum)
+
+    monkeypatch.setattr(base, "ema_update", counting)
+    cfg = tiny_cfg(*CO2_SMALL, "trainer.limit_train_batches=4", "trainer.accumulate_grad_batches=2")
+    method, trainer = fit_small(cfg)
+    assert trainer.global_step == 2
+    # the EMA runs before the first forward after each optimiser step: once (for 2 pairs)
+    assert len(calls) == 2
+    assert int(method.ema_last_step) == 1
+
+    calls.clear()
+    method, trainer = fit_small(tiny_cfg(*CO2_SMALL, "trainer.limit_train_batches=4"))
+    assert trainer.global_step == 4
+    assert len(calls) == 3 * 2
