@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.methods.base import BaseMethod
 from nbr_contrast.neighbours.callback import NeighbourIndexCallback
+from nbr_contrast.reliability import AtomicCheckpointIO, ResumeStateCallback, StopOnSignal
 
 
 def uses_gpu(cfg: DictConfig) -> bool:
@@ -56,14 +57,22 @@ def checkpoint_dir(cfg: DictConfig) -> Path:
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """Neighbour index, checkpoints (``last.ckpt`` always kept), progress bar, LR monitor."""
+    """Neighbour index, resume state, signal handling, checkpoints, progress bar, LR monitor.
+
+    ``last.ckpt`` is written at every epoch end, every ``trainer.checkpoint_every_n_steps``
+    steps when set, and on SIGTERM/SIGINT (after the neighbour index has taken the batch's
+    entries, so the saved banks match the saved weights).
+    """
     every = int(cfg.trainer.checkpoint_every_n_steps) or None
     callbacks: list[L.Callback] = [
         NeighbourIndexCallback(cfg.index, seed=int(cfg.seed)),
+        ResumeStateCallback(),
+        StopOnSignal(),
         ModelCheckpoint(
             dirpath=checkpoint_dir(cfg),
             filename="epoch{epoch:03d}",
             auto_insert_metric_name=False,
+            enable_version_counter=False,
             save_last=True,
             save_top_k=1,
             every_n_train_steps=every,
@@ -91,7 +100,10 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 
 
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
-    """A Lightning Trainer from ``cfg.trainer`` with the run's callbacks and loggers."""
+    """A Lightning Trainer from ``cfg.trainer`` with the run's callbacks and loggers.
+
+    Checkpoints are written atomically (:class:`~nbr_contrast.reliability.AtomicCheckpointIO`).
+    """
     t = cfg.trainer
     kwargs: dict[str, Any] = {
         "accelerator": t.accelerator,
@@ -114,6 +126,7 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
         "callbacks": build_callbacks(cfg),
         "logger": build_loggers(cfg) or False,
         "num_sanity_val_steps": 0,
+        "plugins": [AtomicCheckpointIO()],
     }
     kwargs.update(overrides)
     return L.Trainer(**kwargs)

@@ -32,6 +32,14 @@ from nbr_contrast.eval.knn import knn_accuracy
 from nbr_contrast.eval.linear import linear_eval
 from nbr_contrast.eval.report import SplitFeatures, write_run_plots
 from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.reliability import (
+    check_resumable,
+    resolve_checkpoint,
+    resume_command,
+    validate_config,
+    validate_neighbour_counts,
+    write_resume_note,
+)
 
 TASKS = ("fit", "knn", "linear", "export")
 
@@ -101,24 +109,42 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Pretrain the configured method; report kNN accuracy before and after training.
 
+    ``resume=true`` continues the run in ``cfg.output_dir`` from its ``last.ckpt``;
+    ``ckpt=PATH`` (or ``ckpt=last``, the newest run of the method) starts from a checkpoint
+    and writes to a new run folder. ``RESUME.md`` in the run folder gives the command that
+    continues this run.
+
     Returns:
         The run summary (also written to ``summary.json`` in the run folder).
+
+    Raises:
+        ConfigError: For settings that cannot work (see :mod:`nbr_contrast.reliability`).
+        NonFiniteLossError: When a loss becomes NaN or infinite.
+        RunInterrupted: When SIGTERM or SIGINT stopped the run (after saving ``last.ckpt``).
     """
+    validate_config(cfg)
+    ckpt = resolve_checkpoint(cfg)
+    if ckpt is not None:
+        check_resumable(cfg, ckpt)
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule = build_datamodule(cfg)
+    validate_neighbour_counts("method.knn_k", [int(cfg.method.knn_k)], datamodule.num_train)
     method = build_method(cfg)
     trainer = build_trainer(cfg)
+    command = resume_command(cfg)
+    if trainer.is_global_zero:
+        write_resume_note(cfg)
     device = eval_device(cfg)
     ks = [int(cfg.method.knn_k)]
     tau = float(cfg.method.knn_temperature)
     progress = bool(cfg.trainer.enable_progress_bar)
     before = None
     classes = int(cfg.data.num_classes)
-    if trainer.is_global_zero and cfg.ckpt is None:
+    if trainer.is_global_zero and ckpt is None:
         before = knn_of(*split_features(method, datamodule, device, progress), ks, tau, classes)
         before = before[ks[0]]
     start = time.time()
-    trainer.fit(method, datamodule=datamodule, ckpt_path=cfg.ckpt)
+    trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt)
     elapsed = time.time() - start
     summary: dict[str, Any] = {"method": cfg.method.name, "output_dir": str(cfg.output_dir)}
     if not trainer.is_global_zero:
@@ -137,6 +163,8 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
             "online_knn_acc": metrics.get("val/knn_acc"),
             "linear_probe_acc1": metrics.get("val/probe_acc1"),
             "checkpoint": str(last),
+            "resumed_from": ckpt,
+            "resume": command,
             "logs": str(Path(cfg.output_dir)),
             "config": to_container(cfg),
         }
@@ -166,7 +194,7 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
             ("checkpoint", str(last)),
             ("logs (CSV, TensorBoard)", str(cfg.output_dir)),
             ("plots", str(Path(cfg.output_dir) / "plots") if cfg.plots else "off"),
-            ("resume", f"python -m nbr_contrast ckpt={last} ..."),
+            ("resume", command),
         ],
     )
     return summary
@@ -177,6 +205,7 @@ def knn(cfg: DictConfig) -> dict[str, Any]:
     method = load_method(cfg.ckpt)
     datamodule = build_datamodule(cfg)
     ks = [int(k) for k in cfg.task.k]
+    validate_neighbour_counts("task.k", ks, datamodule.num_train)
     train, test = split_features(method, datamodule, eval_device(cfg))
     accs = knn_of(train, test, ks, float(cfg.task.temperature), datamodule.num_classes)
     result = {
@@ -230,7 +259,12 @@ def export(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_task(cfg: DictConfig) -> dict[str, Any]:
-    """Dispatch on ``cfg.task.name``."""
+    """Validate the settings, resolve ``ckpt=last`` for evaluations, dispatch on the task.
+
+    Raises:
+        ValueError: For an unknown task or an evaluation without ``ckpt``.
+        ConfigError: For settings that cannot work.
+    """
     tasks: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
         "fit": fit,
         "knn": knn,
@@ -240,6 +274,11 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
     name = str(cfg.task.name)
     if name not in tasks:
         raise ValueError(f"Unknown task={name!r}. Valid: {', '.join(TASKS)}.")
-    if name != "fit" and not cfg.ckpt:
-        raise ValueError(f"task={name} needs a checkpoint: add ckpt=PATH/TO/last.ckpt.")
+    validate_config(cfg)
+    if name != "fit":
+        if not cfg.ckpt:
+            raise ValueError(
+                f"task={name} needs a checkpoint: add ckpt=PATH/TO/last.ckpt (or ckpt=last)."
+            )
+        cfg.ckpt = resolve_checkpoint(cfg)
     return tasks[name](cfg)

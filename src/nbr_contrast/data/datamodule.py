@@ -21,7 +21,7 @@ the sample drawn per step from a :class:`NeighbourTable`: ``"neighbour_views"`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -30,12 +30,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
 from nbr_contrast.config import DataConfig, ViewConfig
 from nbr_contrast.data.sources import ImageSource, build_sources
 from nbr_contrast.data.views import build_eval_transform, build_multiview, build_view_transform
+from nbr_contrast.utils.dist import rank, world_size
 
 PIPELINES = ("auto", "cpu", "gpu")
 LINEAR_VIEW = ViewConfig(crop="rrc", flip_p=0.5, jitter_p=0.0, grayscale_p=0.0)
@@ -149,6 +150,54 @@ class IndexDataset(Dataset[dict[str, Any]]):
         return item
 
 
+class ResumableSampler(DistributedSampler[int]):
+    """Training order derived from ``seed + epoch`` alone, that can start mid-epoch.
+
+    The order of epoch ``e`` is a fixed function of the seed and ``e`` (a seeded
+    permutation, sharded over ranks as :class:`~torch.utils.data.DistributedSampler` does),
+    so it does not depend on how many epochs this process has already iterated, and a
+    resumed run visits the same images in the same order as an uninterrupted one. Lightning
+    calls :meth:`set_epoch` at every epoch start; :meth:`resume_at` makes the next iteration
+    start after the batches an interrupted run had already consumed. Being a
+    ``DistributedSampler``, Lightning uses it as is under DDP instead of wrapping it.
+
+    Args:
+        dataset: The training dataset (only its length is used).
+        batch_size: Per-device batch size (to turn consumed batches into samples).
+        seed: Seed of the order.
+        num_replicas: Number of ranks.
+        rank: This process's rank.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        batch_size: int,
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.batch_size = int(batch_size)
+        self.skip_batches = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select epoch ``epoch``'s order; a pending mid-epoch start of another epoch is dropped."""
+        if epoch != self.epoch:
+            self.skip_batches = 0
+        super().set_epoch(epoch)
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Make the next iteration be epoch ``epoch`` without its first ``batches`` batches."""
+        super().set_epoch(epoch)
+        self.skip_batches = int(batches)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        skip, self.skip_batches = self.skip_batches * self.batch_size, 0
+        return iter(indices[skip:])
+
+
 def _uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tensor]:
     """Images for the GPU pipeline: as stored, or resized and centre-cropped if lazy."""
     if source.as_uint8() is not None:
@@ -189,6 +238,8 @@ class NbrDataModule(L.LightningDataModule):
         self._train_eval: SourceDataset | None = None
         self.neighbours: NeighbourTable | None = None
         self._resident: Tensor | None = None
+        self._resume_position: tuple[int, int] | None = None
+        self.train_sampler: ResumableSampler | None = None
 
     # ------------------------------------------------------------------ sources
     def setup(self, stage: str | None = None) -> None:
@@ -307,22 +358,30 @@ class NbrDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(
-        self, dataset: SourceDataset, batch_size: int, shuffle: bool, train: bool = False
+        self, dataset: SourceDataset, batch_size: int, shuffle: bool
     ) -> DataLoader[dict[str, Any]]:
         workers = int(self.cfg.num_workers)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
-            drop_last=train,
             num_workers=workers,
-            persistent_workers=workers > 0 and train,
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Start the training loader at batch ``batches`` of epoch ``epoch`` (a resumed run).
+
+        Applies to the loader built next by :meth:`train_dataloader`, or to the current one.
+        """
+        if self.train_sampler is not None:
+            self.train_sampler.resume_at(epoch, batches)
+        else:
+            self._resume_position = (int(epoch), int(batches))
+
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """Shuffled (seeded), ``drop_last`` training batches.
+        """Shuffled, ``drop_last`` training batches in a :class:`ResumableSampler` order.
 
         Raises:
             ValueError: If the training set is smaller than one batch.
@@ -334,7 +393,25 @@ class NbrDataModule(L.LightningDataModule):
                 f"data.batch_size={batch_size} is larger than the {len(dataset)} training "
                 "images; lower data.batch_size."
             )
-        return self._loader(dataset, batch_size, shuffle=True, train=True)
+        trainer = self.trainer
+        ranks, this = (
+            (trainer.world_size, trainer.global_rank) if trainer else (world_size(), rank())
+        )
+        self.train_sampler = ResumableSampler(dataset, batch_size, self.seed, ranks, this)
+        if self._resume_position is not None:
+            self.train_sampler.resume_at(*self._resume_position)
+            self._resume_position = None
+        workers = int(self.cfg.num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=self.train_sampler,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         """Test images with the evaluation transform, in order."""

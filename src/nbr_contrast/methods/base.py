@@ -25,6 +25,7 @@ from nbr_contrast.methods.momentum import ema_update
 from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_features
 from nbr_contrast.neighbours.bank import NeighbourBank
 from nbr_contrast.neighbours.index import BankSpec, DatasetIndexSpec, NeighbourIndex
+from nbr_contrast.reliability.checkpoint_io import save_diagnostic_checkpoint
 from nbr_contrast.utils.dist import gather_no_grad
 from nbr_contrast.utils.lars import LARS
 from nbr_contrast.utils.schedules import cosine_momentum, warmup_cosine
@@ -217,6 +218,11 @@ class BaseMethod(L.LightningModule):
         return x
 
     def _check_finite(self, loss: Tensor, terms: dict[str, Any]) -> None:
+        """Raise :class:`NonFiniteLossError` if ``loss`` is NaN/inf, after saving a checkpoint.
+
+        The diagnostic checkpoint (``checkpoints/nonfinite-step<N>.ckpt``) holds the state
+        that produced the bad loss; ``last.ckpt`` is left as it was.
+        """
         if torch.isfinite(loss).all():
             return
         values = {
@@ -224,10 +230,13 @@ class BaseMethod(L.LightningModule):
             for k, v in terms.items()
         }
         parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        step = int(self.trainer.global_step)
+        path = save_diagnostic_checkpoint(self.trainer, f"nonfinite-step{step}")
         raise NonFiniteLossError(
-            f"Non-finite loss at global step {self.trainer.global_step} "
-            f"(epoch {self.current_epoch}): {parts}. Lower optim.lr, check the data, or "
-            "use trainer.precision=32-true; the last good checkpoint is kept."
+            f"Non-finite loss at global step {step} (epoch {self.current_epoch}): {parts}. "
+            f"State at the failing step saved to {path}; checkpoints/last.ckpt still holds "
+            "the last good state. Lower optim.lr, check the data, or use "
+            "trainer.precision=32-true."
         )
 
     def _remember_train_features(self, feats: Tensor, labels: Tensor) -> None:

@@ -1,0 +1,44 @@
+"""Reliability: atomic checkpoints, exact resume, signal handling and input validation.
+
+* :mod:`~nbr_contrast.reliability.checkpoint_io`: checkpoints are written to a temporary
+  file and renamed over the target, so a crash mid-write never leaves a truncated
+  ``last.ckpt``; the NaN guard's diagnostic checkpoint.
+* :mod:`~nbr_contrast.reliability.resume`: the RNG states and the loader position travel in
+  the checkpoint; ``resume=true`` and ``ckpt=last`` resolve to a checkpoint; ``RESUME.md``.
+* :mod:`~nbr_contrast.reliability.signals`: SIGTERM/SIGINT save ``last.ckpt`` at the next
+  batch boundary and stop the run.
+* :mod:`~nbr_contrast.reliability.validation`: settings that cannot work fail before any
+  work starts, with one line naming the setting and the fix.
+"""
+
+from nbr_contrast.reliability.checkpoint_io import AtomicCheckpointIO, save_diagnostic_checkpoint
+from nbr_contrast.reliability.resume import (
+    ResumeStateCallback,
+    check_resumable,
+    resolve_checkpoint,
+    resume_command,
+    write_resume_note,
+)
+from nbr_contrast.reliability.signals import RunInterrupted, StopOnSignal
+from nbr_contrast.reliability.validation import (
+    ConfigError,
+    is_user_error,
+    validate_config,
+    validate_neighbour_counts,
+)
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "ConfigError",
+    "ResumeStateCallback",
+    "RunInterrupted",
+    "StopOnSignal",
+    "check_resumable",
+    "is_user_error",
+    "resolve_checkpoint",
+    "resume_command",
+    "save_diagnostic_checkpoint",
+    "validate_config",
+    "validate_neighbour_counts",
+    "write_resume_note",
+]

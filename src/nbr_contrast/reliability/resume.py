@@ -1,0 +1,234 @@
+"""Exact resume: RNG states and loader position in the checkpoint; which checkpoint to use.
+
+Lightning restores the model, optimisers, schedulers, loops and callback states (the
+neighbour banks and dataset index live in ``NeighbourIndexCallback``'s state; the EMA
+bookkeeping is a model buffer). Two things it leaves out are added here by
+:class:`ResumeStateCallback`: the Python, NumPy and torch RNG states, and where the
+training loader stood, so an interrupted epoch continues with the batch it would have
+drawn next, in the same order and with the same augmentations.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+
+from nbr_contrast.reliability.validation import ConfigError
+
+OUTPUTS_ROOT = Path("outputs")
+RESUME_NOTE = "RESUME.md"
+RESUME_KEYS = ("method.name", "backbone.name", "data.name")
+
+
+def _rng_state() -> dict[str, Any]:
+    """The RNG states of this process (only tensors and plain values, for safe loading)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    random.setstate(state["python"])
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    cuda = state["cuda"]
+    if cuda and torch.cuda.is_available():
+        for device, device_state in enumerate(cuda[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, device)
+
+
+class ResumeStateCallback(Callback):
+    """Saves and restores the RNG states and the training loader's position.
+
+    The position is ``(epoch, batches already drawn in it)``; on resume the datamodule's
+    :class:`~nbr_contrast.data.datamodule.ResumableSampler` starts that epoch's fixed order
+    after those batches (Lightning itself only restores its batch counters). The RNG states
+    are captured when the checkpoint is written and put back just before the first resumed
+    batch is drawn, so the augmentations match an uninterrupted run. Under DDP only rank 0's
+    RNG state reaches the file; other ranks keep their freshly seeded state.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: L.Trainer | None = None
+        self._pending: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        """One state slot per run."""
+        return "ResumeStateCallback"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Keep the trainer: :meth:`state_dict` needs its loop counters."""
+        self._trainer = trainer
+
+    def position(self) -> tuple[int, int]:
+        """``(epoch, batches of it already drawn)`` of the next training batch."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0, 0
+        epoch = int(trainer.current_epoch)
+        drawn = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+        total = trainer.num_training_batches
+        if math.isfinite(total) and drawn >= total:
+            return epoch + 1, 0
+        return epoch, drawn
+
+    def state_dict(self) -> dict[str, Any]:
+        """RNG states of this process and the loader position."""
+        rank = self._trainer.global_rank if self._trainer is not None else 0
+        epoch, batches = self.position()
+        return {"rank": rank, "rng": _rng_state(), "epoch": epoch, "batches": batches}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the state until the fit starts (the loader does not exist yet)."""
+        self._pending = dict(state_dict) if state_dict else None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Point the datamodule's next training loader at the saved position."""
+        datamodule = trainer.datamodule
+        if self._pending is not None and hasattr(datamodule, "resume_at"):
+            datamodule.resume_at(int(self._pending["epoch"]), int(self._pending["batches"]))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Put the saved RNG states back (the last hook before the first batch is drawn)."""
+        if self._pending is not None and int(self._pending["rank"]) == trainer.global_rank:
+            _set_rng_state(self._pending["rng"])
+        self._pending = None
+
+
+def _newest_last(method: str, root: Path) -> Path:
+    folder = root / method
+    found = sorted(folder.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise ConfigError(
+            f"ckpt=last: no run of method {method} has a checkpoints/last.ckpt under "
+            f"{str(folder)!r}; pass ckpt=PATH/TO/last.ckpt."
+        )
+    return found[-1]
+
+
+def resolve_checkpoint(cfg: DictConfig, root: Path = OUTPUTS_ROOT) -> str | None:
+    """The checkpoint a task starts from, with ``ckpt=last`` and ``resume=true`` resolved.
+
+    Args:
+        cfg: The run config.
+        root: Folder holding ``<method>/<run>/`` run folders (Hydra's ``outputs/``).
+
+    Returns:
+        The checkpoint path, or ``None`` for a fresh fit.
+
+    Raises:
+        ConfigError: If ``resume`` and ``ckpt`` are both set, ``resume=true`` is used with
+            another task than ``fit``, or there is no checkpoint to resume from.
+        FileNotFoundError: Naming ``ckpt`` when the file does not exist.
+    """
+    ckpt = None if cfg.ckpt is None else str(cfg.ckpt)
+    if cfg.resume:
+        if ckpt is not None:
+            raise ConfigError(
+                f"resume=true and ckpt={ckpt} both set; use resume=true with "
+                "hydra.run.dir=<run folder> to continue a run, or ckpt=PATH alone."
+            )
+        if str(cfg.task.name) != "fit":
+            raise ConfigError(f"resume=true applies to task=fit, not task={cfg.task.name}.")
+        last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(
+                f"resume=true but {str(last)!r} does not exist; pass the folder of the run to "
+                "resume as hydra.run.dir=outputs/<method>/<run> (its RESUME.md has the command)."
+            )
+        return str(last)
+    if ckpt == "last":
+        return str(_newest_last(str(cfg.method.name), root))
+    if ckpt is not None and "://" not in ckpt and not Path(ckpt).is_file():
+        raise FileNotFoundError(
+            f"ckpt={ckpt} does not exist. Pass the path of a checkpoint written by a run "
+            "(its folder's checkpoints/last.ckpt), or ckpt=last for the newest run."
+        )
+    return ckpt
+
+
+def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
+    """Fail early when a checkpoint was written by an incompatible run.
+
+    Raises:
+        ConfigError: Naming the first of ``method.name``, ``backbone.name`` and
+            ``data.name`` that differs between the checkpoint and ``cfg``.
+    """
+    saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
+    saved_cfg = saved.get("hyper_parameters", {}).get("cfg", {})
+    for key in RESUME_KEYS:
+        group, name = key.split(".")
+        old = saved_cfg.get(group, {}).get(name)
+        new = cfg[group][name]
+        if old is not None and str(old) != str(new):
+            raise ConfigError(
+                f"{key}={new} but the checkpoint {str(ckpt)!r} was trained with {key}={old}; "
+                f"resume with {key}={old} (the run's RESUME.md has the full command)."
+            )
+
+
+def _launch_overrides() -> list[str] | None:
+    """The command-line overrides of this Hydra run (``None`` outside the CLI)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
+def resume_command(cfg: DictConfig) -> str:
+    """The command that continues this run from its ``checkpoints/last.ckpt``.
+
+    From the CLI: this interpreter with the same overrides plus ``resume=true
+    hydra.run.dir=<run folder>``.
+    From the notebook API: the matching ``api.compose`` call.
+    """
+    out = str(Path(cfg.output_dir).resolve())
+    overrides = _launch_overrides()
+    if overrides is None:
+        return f"api.fit(api.compose([<the same overrides>, 'resume=true'], output_dir={out!r}))"
+    dropped = ("resume", "ckpt", "hydra.run.dir")
+    keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in dropped]
+    words = [shlex.quote(sys.executable), "-m nbr_contrast", *(shlex.quote(o) for o in keep)]
+    words.append("resume=true")
+    words.append(shlex.quote(f"hydra.run.dir={out}"))
+    return " ".join(words)
+
+
+def write_resume_note(cfg: DictConfig) -> Path:
+    """Write ``RESUME.md`` in the run folder with the exact resume command."""
+    command = resume_command(cfg)
+    cli = " -m nbr_contrast " in command
+    block, cd = ("bash", f"cd {shlex.quote(os.getcwd())}\n") if cli else ("python", "")
+    every = int(cfg.trainer.checkpoint_every_n_steps)
+    when = "at every epoch end" + (f" and every {every} steps" if every else "")
+    text = (
+        "# Resuming this run\n\n"
+        f"`checkpoints/last.ckpt` is written {when}, and when the run receives SIGTERM or\n"
+        "SIGINT (Ctrl-C). To continue from it (model, optimiser, schedule, EMA, neighbour\n"
+        "banks, RNG states and the position in the epoch), run from the same folder:\n\n"
+        f"```{block}\n{cd}{command}\n```\n\n"
+        "Change `trainer.max_epochs` on that line to train longer; the other settings must\n"
+        "stay as they were.\n"
+    )
+    path = Path(cfg.output_dir) / RESUME_NOTE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -1,0 +1,99 @@
+"""Every bad input ends in one ``Error:`` line naming the setting, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nbr_contrast import cli
+
+from .conftest import SMALL, TINY
+
+# (overrides, expected substring of the one-line message); {train}/{test}/{corrupt}/{empty}
+# are filled in with real paths.
+CASES = [
+    (["method=nnclrr"], "method=nnclrr is not an option of 'method'. Did you mean 'nnclr'?"),
+    (["backbone=resnet19"], "backbone=resnet19 is not an option of 'backbone'"),
+    (["data=cifar11"], "data=cifar11 is not an option of 'data'"),
+    (["task=evaluate"], "task=evaluate is not an option of 'task'"),
+    (["method.temprature=0.2"], "Unknown key 'method.temprature'. Did you mean 'temperature'?"),
+    (["optim.name=adam"], "optim.name='adam' is unknown; valid: sgd, lars, adamw."),
+    (["optim.lr=0"], "optim.lr=0.0 must be positive."),
+    (["trainer.precision=8-mixed"], "trainer.precision='8-mixed' is invalid"),
+    (["data.pipeline=tpu"], "data.pipeline='tpu' is unknown"),
+    (["data.batch_size=1"], "data.batch_size=1 is too small to train"),
+    (["data.views=[]"], "data.views has 0 view(s) but method=nnclr needs at least 2"),
+    (["method.knn_k=500"], "method.knn_k: k=500 must be between 1 and the 100 training images"),
+    (["method.queue_size=0"], "method.queue_size=0 must be positive."),
+    (["data.num_classes=5"], "data.num_classes=5 but the dataset has 10 classes"),
+    (["data.on_corrupt=ignore"], "data.on_corrupt='ignore' is not one of ('fail', 'skip')"),
+    (["data.train_path=/no/such.npz"], "data.train_path='/no/such.npz' does not exist"),
+    (["data.train_path={corrupt}"], "cannot be decoded (cannot identify image file"),
+    (["data=imagefolder", "data.root={empty}"], "must hold train/ and val/ (or test/)"),
+    (["task=knn"], "task=knn needs a checkpoint: add ckpt=PATH/TO/last.ckpt (or ckpt=last)."),
+    (["task=knn", "ckpt=/no/such.ckpt"], "ckpt=/no/such.ckpt does not exist."),
+    (["task=knn", "ckpt=last"], "ckpt=last: no run of method nnclr has a checkpoints/last.ckpt"),
+    (["resume=true"], "resume=true but"),
+]
+
+
+@pytest.fixture
+def paths(tiny_data: list[str], tmp_path: Path) -> dict[str, str]:
+    train = tiny_data[1].split("=", 1)[1]
+    with np.load(train) as a:
+        arrays = {k: a[k].copy() for k in a}
+    start, stop = arrays["offsets"][3], arrays["offsets"][4]
+    arrays["jpeg"][start:stop] = 0  # image 3's bytes overwritten: not an image any more
+    corrupt = tmp_path / "corrupt.npz"
+    np.savez(corrupt, **arrays)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return {"train": train, "corrupt": str(corrupt), "empty": str(empty)}
+
+
+@pytest.mark.parametrize(("overrides", "message"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_exits_2_with_one_line(
+    overrides: list[str],
+    message: str,
+    tiny_data: list[str],
+    paths: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    filled = [o.format(**paths) for o in overrides]
+    argv = [*TINY, *tiny_data, *SMALL, *filled, f"hydra.run.dir={tmp_path / 'run'}"]
+    if any(o.startswith("data=") for o in filled):
+        argv = [a for a in argv if not a.startswith(("data.train_path", "data.test_path"))]
+        argv.remove("data=npz")
+    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1 and message in lines[0], err
+
+
+def test_real_command_line_exits_2_without_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbr_contrast", "optim.name=adam", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "Error: optim.name='adam' is unknown; valid: sgd, lars, adamw."
+    ]

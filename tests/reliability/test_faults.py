@@ -1,0 +1,112 @@
+"""Crashes while saving, NaN losses: the last good checkpoint always survives."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from nbr_contrast import cli
+from nbr_contrast.build import build_datamodule, build_method, build_trainer
+from nbr_contrast.methods.base import StepOutput
+from nbr_contrast.methods.nnclr import NNCLR
+from nbr_contrast.reliability import AtomicCheckpointIO, checkpoint_io
+
+from .conftest import SMALL, TINY
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    io_ = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io_.save_checkpoint({"step": torch.tensor(1)}, target)
+    real_save = torch.save
+
+    def half_then_fail(obj: Any, f: Any) -> None:
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", half_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        io_.save_checkpoint({"step": torch.tensor(2)}, target)
+    monkeypatch.undo()
+    assert _load(target)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_crash_while_saving_mid_run_leaves_the_previous_last_ckpt(
+    run_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step checkpoint every step; the write of step 2's ``last.ckpt`` dies half-way."""
+    cfg = run_cfg(
+        tmp_path / "run", "trainer.checkpoint_every_n_steps=1", "trainer.limit_train_batches=3"
+    )
+    real_save = torch.save
+
+    def dies_at_step_2(obj: Any, f: Any) -> None:
+        if "last.ckpt" in str(getattr(f, "name", "")) and obj.get("global_step") == 2:
+            buf = io.BytesIO()
+            real_save(obj, buf)
+            f.write(buf.getvalue()[:1000])
+            raise OSError("killed while writing")
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", dies_at_step_2)
+    L.seed_everything(0)
+    trainer = build_trainer(cfg)
+    with pytest.raises(OSError, match="killed while writing"):
+        trainer.fit(build_method(cfg), datamodule=build_datamodule(cfg))
+    monkeypatch.undo()
+    folder = tmp_path / "run" / "checkpoints"
+    assert _load(folder / "last.ckpt")["global_step"] == 1
+    assert not [p for p in folder.iterdir() if p.suffix == ".tmp"]
+
+
+def test_nan_loss_stops_with_one_line_and_a_diagnostic_checkpoint(
+    tiny_data: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real_step = NNCLR.step
+
+    def nan_at_step_2(self: NNCLR, batch: Any) -> StepOutput:
+        out = real_step(self, batch)
+        if self.trainer.global_step == 2:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(NNCLR, "step", nan_at_step_2)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    args = [*TINY, *tiny_data, *SMALL, "trainer.checkpoint_every_n_steps=1"]
+    args.append("trainer.limit_train_batches=3")
+    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *args, f"hydra.run.dir={run}"])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "Error: Non-finite loss at global step 2 (epoch 0): loss=nan" in err
+    assert "Traceback" not in err
+    diagnostic = run / "checkpoints" / "nonfinite-step2.ckpt"
+    assert str(diagnostic) in err
+    assert _load(diagnostic)["global_step"] == 2
+    last = _load(run / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 2
+    weights = [v for v in last["state_dict"].values() if v.is_floating_point()]
+    assert all(torch.isfinite(v).all() for v in weights)
