@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException, HydraException
+from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from nbr_contrast import api
@@ -46,14 +46,16 @@ def test_experiment_files_compose(tmp_path: Path) -> None:
 
 
 def test_unknown_method_lists_valid_choices(tmp_path: Path) -> None:
-    with pytest.raises((ConfigCompositionException, HydraException)) as err:
+    with pytest.raises(OverrideError) as err:
         api.compose(["method=nnclrr"], output_dir=tmp_path)
-    assert "nnclr" in str(err.value)
-    assert "Available options" in str(err.value)
+    message = str(err.value)
+    assert "Did you mean 'nnclr'" in message
+    for valid in ("co2", "snclr", "clim", "cone"):
+        assert valid in message
 
 
 def test_unknown_backbone_lists_valid_choices(tmp_path: Path) -> None:
-    with pytest.raises((ConfigCompositionException, HydraException)) as err:
+    with pytest.raises(OverrideError) as err:
         api.compose(["backbone=resnet19"], output_dir=tmp_path)
     for valid in ("resnet18", "resnet50", "vit_small"):
         assert valid in str(err.value)
@@ -87,3 +89,15 @@ def test_schema_rejects_unknown_key_even_without_the_precheck(tmp_path: Path) ->
         pytest.raises(ConfigCompositionException, match=r"method\.temprature"),
     ):
         compose("config", overrides=["method.temprature=0.2"])
+
+
+def test_method_keys_are_checked_against_the_experiments_method() -> None:
+    check_overrides(["experiment=cone_cifar10", "method.dc_weight=0"])
+    with pytest.raises(OverrideError, match="Did you mean 'dc_weight'"):
+        check_overrides(["experiment=cone_cifar10", "method.dc_wieght=0"])
+
+
+def test_method_keys_of_a_sweep_are_checked_against_every_method() -> None:
+    check_overrides(["-m", "method=nnclr,co2", "method.alpha=0.5", "method.use_nn=false"])
+    with pytest.raises(OverrideError, match=r"method\.alhpa"):
+        check_overrides(["-m", "method=nnclr,co2", "method.alhpa=0.5"])

@@ -1,8 +1,13 @@
 """Distributed helpers that degrade to no-ops on a single process.
 
-``gather_with_grad`` is the gradient-carrying all-gather used for in-batch negatives that
-span all ranks (NNCLR, SNCLR); ``gather_no_grad`` is the plain one used for banks and
-monitoring.
+The rule every method follows: columns of a loss that come from other ranks *and carry
+gradient* are gathered with :func:`gather_with_grad` (NNCLR's predictions ``p``, the
+negatives of its n-way loss); columns that are constants are gathered with
+:func:`gather_no_grad` (SNCLR/MoCo v3's momentum keys and their bank neighbours). Banks
+are filled by the neighbour-index callback with :func:`gather_no_grad` for ``global``
+banks (identical on every rank) and not gathered at all for ``rank`` banks. Methods whose
+negatives come only from a global bank (CO2, MoCo v2, CLIM, CoNe) gather nothing in the
+loss: every rank already holds the same bank.
 """
 
 from __future__ import annotations
@@ -27,6 +32,12 @@ def world_size() -> int:
 def rank() -> int:
     """Rank of this process in the default group (0 when not distributed)."""
     return dist.get_rank() if is_dist() else 0
+
+
+def destroy() -> None:
+    """Destroy the default process group if one is initialised (a no-op otherwise)."""
+    if is_dist():
+        dist.destroy_process_group()
 
 
 def _all_gather_cat(x: Tensor) -> Tensor:

@@ -1,0 +1,67 @@
+"""A Hydra multirun of DDP jobs from the real command line: one complete folder per job.
+
+Two jobs (``optim.lr=0.1,0.2``), each a 2-process gloo DDP run on CPU that Lightning
+starts by re-running the command line for rank 1. Every rank of a job must write into
+that job's folder (not a sweep or a folder of its own), and both jobs must finish with a
+summary, a last checkpoint and their own overrides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+RUN = [
+    "trainer=ddp_cpu",
+    "trainer.devices=2",
+    "trainer.max_epochs=1",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "logger.tensorboard=false",
+    "data.batch_size=16",
+    "data.image_size=16",
+    "data.views=[{size:16},{size:16}]",
+    "data.eval_batch_size=64",
+    "data.num_workers=0",
+    "optim.warmup_epochs=0",
+    "plots=false",
+    "method.proj_hidden_dim=64",
+    "method.pred_hidden_dim=64",
+    "method.proj_output_dim=32",
+    "method.queue_size=48",
+    "method.knn_k=5",
+]
+
+
+def test_multirun_of_ddp_jobs_writes_one_complete_folder_per_job(
+    tiny_data: list[str], tmp_path: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBR_CONTRAST_", "LOCAL_"))}
+    command = [sys.executable, "-m", "nbr_contrast", "-m", "optim.lr=0.1,0.2"]
+    proc = subprocess.run(
+        [*command, *tiny_data, *RUN, f"hydra.sweep.dir={sweep}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0_nnclr", "1_nnclr"]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+    for job, lr in zip(jobs, ("0.1", "0.2"), strict=True):
+        folder = sweep / job
+        assert (folder / "checkpoints" / "last.ckpt").is_file()
+        assert (folder / "train_ddp_process_1.log").is_file()  # rank 1 ran in this folder
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["config"]["optim"]["lr"] == float(lr)
+        assert summary["checkpoint"] == str(folder / "checkpoints" / "last.ckpt")
+        overrides = OmegaConf.load(folder / ".hydra" / "overrides.yaml")
+        assert f"optim.lr={lr}" in list(overrides)
