@@ -13,6 +13,7 @@ from nbr_contrast.eval.plots import (
     plot_curves,
     plot_embedding_map,
     plot_neighbour_grid,
+    plot_purity,
 )
 
 CLASSES = ["cat", "dog", "ship"]
@@ -85,6 +86,13 @@ def test_curves_without_usable_metric(tmp_path: Path) -> None:
         plot_curves(csv_path, tmp_path / "curves.png")
     with pytest.raises(ValueError, match="no usable metric"):
         plot_curves(csv_path, tmp_path / "curves.png", keys=["train/loss"])
+
+
+def test_purity_plot(tmp_path: Path) -> None:
+    curves = {"trained": {1: 80.0, 10: 70.0, 100: 55.0}, "random": {1: 30.0, 10: 20.0}}
+    check_png(plot_purity(curves, tmp_path / "purity.png", chance=10.0), 6.0 / 4.0)
+    with pytest.raises(ValueError, match="at least one model"):
+        plot_purity({"empty": {}}, tmp_path / "bad.png")
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne", "auto"])

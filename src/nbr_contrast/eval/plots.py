@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ QUERY_COLOR = "tab:blue"
 TSNE_MAX_POINTS = 5000
 LEGEND_MAX_CLASSES = 20
 EMBEDDING_METHODS = ("auto", "pca", "tsne")
+GRID_TITLE_BAND = 0.45
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -58,7 +59,7 @@ def _show(ax: Axes, image: Tensor, title: str, frame: str) -> None:
     ax.imshow(_to_hwc(image))
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title, fontsize=7, color=frame)
+    ax.set_title(title, fontsize=8, color=frame, fontweight="bold")
     for spine in ax.spines.values():
         spine.set_edgecolor(frame)
         spine.set_linewidth(3)
@@ -75,11 +76,13 @@ def plot_neighbour_grid(
     neighbour_labels: Tensor,
     class_names: Sequence[str],
     path: str | Path,
+    similarities: Tensor | None = None,
+    title: str | None = None,
 ) -> Path:
     """One row per query: the query image, then its retrieved neighbours.
 
     Each neighbour is framed green when its label equals the query's and red otherwise;
-    class names are drawn as small titles.
+    its class name (and similarity to the query, when given) is its title.
 
     Args:
         query_images: Unnormalised images ``[Q, 3, H, W]`` (uint8, or float in 0..1 or
@@ -89,12 +92,15 @@ def plot_neighbour_grid(
         neighbour_labels: Labels ``[Q, k]``.
         class_names: Name of each class index.
         path: PNG destination.
+        similarities: Similarity of each neighbour to its query ``[Q, k]``, shown after
+            its class name.
+        title: Figure title drawn above the grid (adds a band to the figure's height).
 
     Returns:
         ``path`` as a ``Path``.
 
     Raises:
-        ValueError: If the shapes of the queries and neighbours disagree.
+        ValueError: If the shapes of the queries, neighbours and similarities disagree.
     """
     num_queries, k = neighbour_labels.shape[:2]
     if (
@@ -102,14 +108,18 @@ def plot_neighbour_grid(
         or query_labels.shape[0] != num_queries
         or tuple(neighbour_images.shape[:2]) != (num_queries, k)
         or num_queries == 0
+        or (similarities is not None and tuple(similarities.shape) != (num_queries, k))
     ):
+        sim_shape = None if similarities is None else tuple(similarities.shape)
         raise ValueError(
             "Expected query_images [Q, 3, H, W], query_labels [Q], neighbour_images "
-            f"[Q, k, 3, H, W] and neighbour_labels [Q, k] with Q >= 1; got "
-            f"{tuple(query_images.shape)}, {tuple(query_labels.shape)}, "
-            f"{tuple(neighbour_images.shape)}, {tuple(neighbour_labels.shape)}."
+            f"[Q, k, 3, H, W], neighbour_labels [Q, k] and similarities [Q, k] or None with "
+            f"Q >= 1; got {tuple(query_images.shape)}, {tuple(query_labels.shape)}, "
+            f"{tuple(neighbour_images.shape)}, {tuple(neighbour_labels.shape)}, {sim_shape}."
         )
-    fig = _new_figure(1.3 * (k + 1), 1.45 * num_queries)
+    band = GRID_TITLE_BAND if title else 0.0
+    height = 1.45 * num_queries + band
+    fig = _new_figure(1.3 * (k + 1), height)
     axes = fig.subplots(num_queries, k + 1, squeeze=False)
     for row in range(num_queries):
         query_label = int(query_labels[row])
@@ -122,8 +132,14 @@ def plot_neighbour_grid(
         for col in range(k):
             label = int(neighbour_labels[row, col])
             frame = MATCH_COLOR if label == query_label else MISMATCH_COLOR
-            _show(axes[row, col + 1], neighbour_images[row, col], _name(class_names, label), frame)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.92, wspace=0.12, hspace=0.35)
+            text = _name(class_names, label)
+            if similarities is not None:
+                text = f"{text} {float(similarities[row, col]):.2f}"
+            _show(axes[row, col + 1], neighbour_images[row, col], text, frame)
+    top = 1.0 - (0.08 * 1.45 * num_queries + band) / height
+    if title:
+        fig.suptitle(title, fontsize=10, y=1.0 - 0.25 * band / height, va="top", wrap=True)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=top, wspace=0.12, hspace=0.35)
     return _save(fig, path)
 
 
@@ -204,6 +220,41 @@ def plot_curves(
     acc_ax, loss_ax = fig.subplots(1, 2)
     _draw_panel(acc_ax, acc, "accuracy")
     _draw_panel(loss_ax, loss, "loss")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_purity(
+    curves: Mapping[str, Mapping[int, float]], path: str | Path, chance: float | None = None
+) -> Path:
+    """Neighbour label purity against the number of neighbours ``k``, one line per model.
+
+    Args:
+        curves: ``{model name: {k: purity in percent}}``.
+        path: PNG destination.
+        chance: Purity of a random neighbour (percent), drawn as a dashed line.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ValueError: If ``curves`` is empty or a curve has no point.
+    """
+    if not curves or not all(curves.values()):
+        raise ValueError("curves must map at least one model name to {k: purity} points.")
+    fig = _new_figure(6.0, 4.0)
+    ax = fig.subplots()
+    for name, points in curves.items():
+        ks = sorted(points)
+        ax.plot(ks, [points[k] for k in ks], marker="o", markersize=4, label=name)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_xlabel("k (nearest training images)")
+    ax.set_ylabel("same class as the query (%)")
+    ax.set_title("Neighbour label purity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -6,6 +6,7 @@ run's report costs no extra pass over the data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,15 +44,100 @@ def source_images(source: ImageSource, indices: Tensor) -> Tensor:
     return images.reshape(*indices.shape, *images.shape[1:])
 
 
-def neighbour_grid(
-    train: SplitFeatures,
-    test: SplitFeatures,
-    train_source: ImageSource,
-    test_source: ImageSource,
-    path: Path,
-    seed: int = 0,
-) -> Path:
-    """Grid of test queries (one per class where possible) and their nearest train images."""
+@dataclass
+class Neighbours:
+    """The nearest training images of some test queries, nearest first.
+
+    Attributes:
+        queries: Rows of the queries in the test features ``[Q]``.
+        query_indices: Dataset indices of the queries in the test source ``[Q]``.
+        query_labels: Labels of the queries ``[Q]``.
+        indices: Dataset indices of the neighbours in the train source ``[Q, k]``.
+        labels: Labels of the neighbours ``[Q, k]``.
+        similarities: Cosine similarities of query and neighbour ``[Q, k]``, decreasing.
+    """
+
+    queries: Tensor
+    query_indices: Tensor
+    query_labels: Tensor
+    indices: Tensor
+    labels: Tensor
+    similarities: Tensor
+
+    @property
+    def matches(self) -> Tensor:
+        """Whether each neighbour has its query's label ``[Q, k]``."""
+        return self.labels == self.query_labels[:, None]
+
+
+def nearest_neighbours(
+    train: SplitFeatures, test: SplitFeatures, queries: Sequence[int] | Tensor, k: int
+) -> Neighbours:
+    """The ``k`` most cosine-similar training features of the test rows ``queries``.
+
+    Args:
+        train: Normalised training features (the search base).
+        test: Normalised test features.
+        queries: Rows of ``test`` to search for.
+        k: Neighbours per query (at most the number of training features).
+
+    Returns:
+        The neighbours, nearest first.
+
+    Raises:
+        ValueError: If ``k`` is not in ``[1, N]`` or a query row is out of range.
+    """
+    rows = torch.as_tensor(queries, dtype=torch.long).flatten()
+    if not 1 <= k <= len(train.labels):
+        raise ValueError(f"k={k} must be between 1 and the {len(train.labels)} training images.")
+    if len(rows) and not bool(((rows >= 0) & (rows < len(test.labels))).all()):
+        raise ValueError(f"queries must be rows of the {len(test.labels)} test features.")
+    sims, nbr = (test.feats[rows] @ train.feats.T).topk(k, dim=1)
+    return Neighbours(
+        queries=rows,
+        query_indices=test.indices[rows],
+        query_labels=test.labels[rows],
+        indices=train.indices[nbr],
+        labels=train.labels[nbr],
+        similarities=sims,
+    )
+
+
+def neighbour_purity(
+    train: SplitFeatures, test: SplitFeatures, ks: Sequence[int], chunk_size: int = 1024
+) -> dict[int, float]:
+    """Share (percent) of the ``k`` nearest training images that have the query's label.
+
+    Averaged over every test image; one search for ``max(ks)`` serves every ``k``.
+
+    Args:
+        train: Normalised training features.
+        test: Normalised test features.
+        ks: Neighbour counts (each in ``[1, N]``).
+        chunk_size: Test rows searched at once.
+
+    Returns:
+        ``{k: purity in percent}`` in the order of ``ks``.
+
+    Raises:
+        ValueError: If ``ks`` is empty or a ``k`` is out of range.
+    """
+    if not ks:
+        raise ValueError("ks is empty; pass at least one number of neighbours k.")
+    if min(ks) < 1:
+        raise ValueError(f"ks={list(ks)} must all be at least 1.")
+    top = max(ks)
+    hits = torch.zeros(top)
+    for start in range(0, len(test.labels), chunk_size):
+        rows = torch.arange(start, min(start + chunk_size, len(test.labels)))
+        nb = nearest_neighbours(train, test, rows, top)
+        hits += nb.matches.float().sum(dim=0)
+    cumulative = hits.cumsum(0) / max(len(test.labels), 1)
+    return {k: 100.0 * float(cumulative[k - 1]) / k for k in ks}
+
+
+def grid_queries(test: SplitFeatures, count: int = GRID_QUERIES, seed: int = 0) -> Tensor:
+    """Rows of ``count`` random test images, one per class while classes last."""
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(test.labels), generator=generator)
     picked: list[int] = []
@@ -61,18 +147,54 @@ def neighbour_grid(
         if label not in seen:
             picked.append(i)
             seen.add(label)
-        if len(picked) == GRID_QUERIES:
+        if len(picked) == count:
             break
-    rows = torch.tensor(picked)
-    sims = test.feats[rows] @ train.feats.T
-    nbr = sims.topk(GRID_NEIGHBOURS, dim=1).indices
+    return torch.tensor(picked, dtype=torch.long)
+
+
+def neighbour_grid(
+    train: SplitFeatures,
+    test: SplitFeatures,
+    train_source: ImageSource,
+    test_source: ImageSource,
+    path: Path,
+    seed: int = 0,
+    queries: Sequence[int] | Tensor | None = None,
+    k: int = GRID_NEIGHBOURS,
+    title: str | None = None,
+) -> Path:
+    """Grid of test queries and their nearest training images, with similarities.
+
+    Args:
+        train: Normalised training features.
+        test: Normalised test features.
+        train_source: Images of the training features' dataset indices.
+        test_source: Images of the test features' dataset indices.
+        path: PNG destination.
+        seed: Seed of the query choice when ``queries`` is not given.
+        queries: Rows of ``test`` to show (default: one random image per class, up to 8).
+        k: Neighbours per query.
+        title: Figure title (default: a description of the grid).
+
+    Returns:
+        ``path``.
+    """
+    rows = grid_queries(test, GRID_QUERIES, seed) if queries is None else queries
+    nb = nearest_neighbours(train, test, rows, k)
+    purity = 100.0 * float(nb.matches.float().mean())
+    default = (
+        f"{k} nearest training images of each test query by cosine similarity "
+        f"(green: same class, red: other; {purity:.0f}% same class)"
+    )
     return plot_neighbour_grid(
-        source_images(test_source, test.indices[rows]),
-        test.labels[rows],
-        source_images(train_source, train.indices[nbr]),
-        train.labels[nbr],
+        source_images(test_source, nb.query_indices),
+        nb.query_labels,
+        source_images(train_source, nb.indices),
+        nb.labels,
         train_source.classes,
         path,
+        similarities=nb.similarities,
+        title=default if title is None else title,
     )
 
 

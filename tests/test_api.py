@@ -1,0 +1,147 @@
+"""The notebook API end to end: compose → fit → evaluate, pictures and neighbour helpers."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nbr_contrast import api
+from nbr_contrast.data.sources import mini_source
+from nbr_contrast.eval.report import SplitFeatures
+
+SMALL = [
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "logger.tensorboard=false",
+    "data.batch_size=16",
+    "data.eval_batch_size=64",
+    "data.num_workers=0",
+    "optim.warmup_epochs=0",
+    "method=nnclr",
+    "method.proj_hidden_dim=64",
+    "method.pred_hidden_dim=64",
+    "method.proj_output_dim=32",
+    "method.queue_size=48",
+    "method.knn_k=5",
+]
+
+
+def _write_npz(split: str, step: int, path: Path) -> Path:
+    """Every ``step``-th image of a built-in split, PNG-encoded into a packed npz archive."""
+    source = mini_source(split)
+    keep = np.arange(0, len(source), step)
+    blobs = []
+    for i in keep:
+        buffer = io.BytesIO()
+        Image.fromarray(source.as_uint8()[i]).save(buffer, format="PNG")
+        blobs.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    labels = np.asarray(source.labels)[keep]
+    np.savez(
+        path,
+        jpeg=np.concatenate(blobs),
+        offsets=offsets,
+        labels=labels,
+        classes=np.asarray(source.classes),
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Overrides selecting 200 train / 100 test built-in images (20 and 10 per class)."""
+    folder = tmp_path_factory.mktemp("api_data")
+    train = _write_npz("train", 25, folder / "train.npz")
+    test = _write_npz("test", 10, folder / "test.npz")
+    return ["data=npz", f"data.train_path={train}", f"data.test_path={test}"]
+
+
+@pytest.fixture(scope="module")
+def fitted(small_data: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Summary of one tiny run with pictures on, through the API."""
+    run = tmp_path_factory.mktemp("api_run") / "run"
+    cfg = api.compose([*SMALL, *small_data, "plots=true"], output_dir=run)
+    return api.fit(cfg)
+
+
+def test_fit_writes_summary_checkpoint_and_pictures(fitted: dict[str, object]) -> None:
+    run = Path(str(fitted["output_dir"]))
+    assert Path(str(fitted["checkpoint"])).is_file()
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["checkpoint"] == fitted["checkpoint"]
+    assert 0.0 <= float(on_disk["knn_acc_after@5"]) <= 100.0
+    plots = {Path(p).name: Path(p) for p in on_disk["plots"]}
+    assert set(plots) == {"neighbours.png", "embedding_map.png", "curves.png"}
+    for path in plots.values():
+        assert path.parent == run / "plots"
+        assert path.stat().st_size > 1024
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+
+
+def test_evaluate_knn_matches_the_fit_summary(
+    fitted: dict[str, object], small_data: list[str], tmp_path: Path
+) -> None:
+    result = api.evaluate(
+        str(fitted["checkpoint"]),
+        "knn",
+        [*small_data, "task.k=[1,5]", "task.temperature=0.1", "data.num_workers=0"],
+        output_dir=tmp_path / "knn",
+    )
+    assert set(result["accuracy"]) == {"1", "5"}
+    assert json.loads((tmp_path / "knn" / "knn.json").read_text()) == result
+    # The run's final kNN uses the same features and classifier (k=5, temperature 0.1).
+    assert result["accuracy"]["5"] == pytest.approx(fitted["knn_acc_after@5"])
+
+
+def test_evaluate_export_writes_a_loadable_backbone(
+    fitted: dict[str, object], tmp_path: Path
+) -> None:
+    result = api.evaluate(str(fitted["checkpoint"]), "export", output_dir=tmp_path / "export")
+    state = torch.load(result["path"], map_location="cpu", weights_only=True)
+    trained = api.load(str(fitted["checkpoint"])).backbone.state_dict()
+    assert state and len(state) == result["num_tensors"]
+    for key, value in state.items():
+        assert torch.equal(value, trained[key])
+    assert Path(result["metadata_path"]).is_file()
+
+
+def test_neighbour_helpers(fitted: dict[str, object], tmp_path: Path) -> None:
+    method = api.load(str(fitted["checkpoint"]))
+    dm = api.datamodule(method, ["data.num_workers=0"])
+    train, test = api.features(method, dm)
+    assert isinstance(train, SplitFeatures) and len(train.labels) == 200
+    assert len(test.labels) == 100
+    nb = api.neighbours(train, test, [0, 7, 42], k=4)
+    assert nb.indices.shape == nb.similarities.shape == (3, 4)
+    assert bool((nb.similarities[:, :-1] >= nb.similarities[:, 1:]).all())
+    expected = (test.feats[[0, 7, 42]] @ train.feats.T).max(dim=1).values
+    torch.testing.assert_close(nb.similarities[:, 0], expected)
+    assert api.knn(train, test, [5])[5] == pytest.approx(fitted["knn_acc_after@5"])
+    purity = api.purity(train, test, [1, 5, 200])
+    assert purity[200] == pytest.approx(10.0)
+    top5 = (test.feats @ train.feats.T).topk(5, dim=1).indices
+    brute = 100.0 * (train.labels[top5] == test.labels[:, None]).float().mean()
+    assert purity[5] == pytest.approx(float(brute))
+    assert all(0.0 <= v <= 100.0 for v in purity.values())
+    path = api.grid(train, test, dm, tmp_path / "grid.png", queries=[0, 7], k=3, title="t")
+    assert path.stat().st_size > 1024
+
+
+def test_untrained_has_the_architecture_but_fresh_weights(fitted: dict[str, object]) -> None:
+    trained = api.load(str(fitted["checkpoint"])).backbone.state_dict()
+    fresh = api.untrained(str(fitted["checkpoint"])).backbone.state_dict()
+    assert trained.keys() == fresh.keys()
+    assert any(
+        not torch.equal(trained[k], fresh[k]) for k in trained if trained[k].is_floating_point()
+    )
