@@ -1,0 +1,415 @@
+"""Reproduction study: every method against its baseline with identical settings.
+
+Each pair (method, baseline) shares backbone, data, augmentation, epochs, batch and seed;
+both runs come from the same ``conf/experiment/*_cifar10.yaml`` recipe and differ only in
+the neighbour part::
+
+    nnclr  vs nnclr_no_nn  (method.use_nn=false)        experiment=nnclr_cifar10
+    co2    vs mocov2       (α = 0)                       experiment=co2_cifar10
+    snclr  vs mocov3       (num_neighbours = 0)          experiment=snclr_cifar10
+    clim   vs mocov2       (the same mocov2 run as co2)  experiment=clim_cifar10
+    cone   vs supervised   (CE only)                     experiment=cone_cifar10
+
+Every run goes through ``nbr_contrast.api`` (the CLI's code path) into its own folder
+``<runs-dir>/<run>``; a folder whose ``summary.json`` holds the same config is reused, so
+an interrupted study continues where it stopped. Reported, final epoch: offline-style kNN
+accuracy (k=200, τ=0.1, cosine, backbone features of un-augmented images, computed by
+``tasks.fit``), the online linear probe (self-supervised methods) and the classifier's
+top-1 (CoNe / supervised, from the run's ``csv/metrics.csv``). Writes ``<out>.json`` and
+``<out>.md`` (table with deltas, exact commands, commit, hardware).
+
+    python benchmarks/reproduce.py --trainer gpu --epochs 50          # full CIFAR-10 npz
+    python benchmarks/reproduce.py --data cifar10_mini --epochs 1 --max-train-batches 4 \\
+        --trainer cpu backbone.small_stem=false 'nnclr,snclr:method.pred_hidden_dim=256'
+
+Positional arguments are Hydra overrides for every run; ``RUN[,RUN...]:key=value`` applies
+one to the named runs only (run names as above).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning
+import torch
+
+from nbr_contrast import api
+from nbr_contrast.build import to_container
+
+REPO = Path(__file__).resolve().parents[1]
+# the packed-JPEG CIFAR-10 files; NBR_CONTRAST_DATA_DIR points elsewhere (e.g. a GPU host)
+SHARED_DATA = Path(os.environ.get("NBR_CONTRAST_DATA_DIR", REPO.parent / "shared" / "data"))
+NPZ_TRAIN, NPZ_TEST = "cifar10-jpeg-train.npz", "cifar10-jpeg-test.npz"
+KNN_K, KNN_TAU = 200, 0.1
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the study: its recipe overrides and whether it is supervised."""
+
+    overrides: tuple[str, ...]
+    supervised: bool = False
+
+
+RUNS: dict[str, Run] = {
+    "nnclr": Run(("experiment=nnclr_cifar10",)),
+    "nnclr_no_nn": Run(("experiment=nnclr_cifar10", "method.use_nn=false")),
+    "co2": Run(("experiment=co2_cifar10",)),
+    "mocov2": Run(("experiment=co2_cifar10", "method=mocov2")),
+    "snclr": Run(("experiment=snclr_cifar10",)),
+    "mocov3": Run(("experiment=snclr_cifar10", "method=mocov3", "method.num_neighbours=0")),
+    "clim": Run(("experiment=clim_cifar10",)),
+    "cone": Run(("experiment=cone_cifar10",), supervised=True),
+    "supervised": Run(("experiment=cone_cifar10", "method=supervised"), supervised=True),
+}
+PAIRS: dict[str, str] = {
+    "nnclr": "nnclr_no_nn",
+    "co2": "mocov2",
+    "snclr": "mocov3",
+    "clim": "mocov2",
+    "cone": "supervised",
+}
+
+
+def default_data() -> str:
+    """``npz`` (full CIFAR-10) when the shared packed-JPEG files exist, else the built-in subset."""
+    found = (SHARED_DATA / NPZ_TRAIN).is_file() and (SHARED_DATA / NPZ_TEST).is_file()
+    return "npz" if found else "cifar10_mini"
+
+
+def data_overrides(data: str, supervised: bool) -> list[str]:
+    """The data group (its ``_sup`` variant for supervised runs, if any) and npz paths."""
+    group = data
+    if supervised and (REPO / "conf" / "data" / f"{data}_sup.yaml").is_file():
+        group = f"{data}_sup"
+    out = [f"data={group}"]
+    if data == "npz":
+        out += [
+            f"data.train_path={SHARED_DATA / NPZ_TRAIN}",
+            f"data.test_path={SHARED_DATA / NPZ_TEST}",
+        ]
+    return out
+
+
+def split_overrides(extra: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """Separate overrides for every run from ``RUN[,RUN]:key=value`` per-run ones.
+
+    Raises:
+        SystemExit: For a per-run override naming an unknown run.
+    """
+    common: list[str] = []
+    per_run: dict[str, list[str]] = {name: [] for name in RUNS}
+    for item in extra:
+        head, sep, rest = item.partition(":")
+        if not sep or "=" in head:
+            common.append(item)
+            continue
+        names = head.split(",")
+        unknown = [n for n in names if n not in RUNS]
+        if unknown:
+            raise SystemExit(f"Unknown run(s) {unknown} in {item!r}; runs: {', '.join(RUNS)}.")
+        for name in names:
+            per_run[name].append(rest)
+    return common, per_run
+
+
+def run_overrides(
+    name: str, args: argparse.Namespace, common: list[str], own: list[str]
+) -> list[str]:
+    """Full override list of one run: recipe, data, shared schedule, then user overrides."""
+    run = RUNS[name]
+    out = [*run.overrides, *data_overrides(args.data, run.supervised), f"trainer={args.trainer}"]
+    out += [
+        f"trainer.max_epochs={args.epochs}",
+        f"data.batch_size={args.batch_size}",
+        f"seed={args.seed}",
+        f"method.knn_k={KNN_K}",
+        f"method.knn_temperature={KNN_TAU}",
+        "trainer.enable_progress_bar=false",
+        "plots=false",
+    ]
+    if args.max_train_batches:
+        out.append(f"trainer.limit_train_batches={args.max_train_batches}")
+    return out + common + own
+
+
+def normalised(obj: Any) -> Any:
+    """JSON round trip, so composed configs compare equal to the ones stored in summaries."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def last_logged(metrics_csv: Path, keys: list[str]) -> dict[str, float | None]:
+    """Last logged value of each key in a Lightning ``metrics.csv`` (None if never logged)."""
+    found: dict[str, float | None] = dict.fromkeys(keys)
+    if not metrics_csv.is_file():
+        return found
+    with metrics_csv.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            for key in keys:
+                if row.get(key):
+                    found[key] = float(row[key])
+    return found
+
+
+def first(*values: float | None) -> float | None:
+    """The first value that is not None."""
+    return next((v for v in values if v is not None), None)
+
+
+def train(name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """Fit one run (or reuse a finished one with the same config); return its record."""
+    cfg = api.compose(overrides, output_dir=run_dir)
+    summary_path = run_dir / "summary.json"
+    reused = False
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        reused = summary.get("config") == normalised(to_container(cfg))
+    if reused:
+        print(f"[reproduce] {name}: reusing {run_dir}", flush=True)
+    else:
+        if run_dir.exists():
+            print(f"[reproduce] {name}: config changed, removing {run_dir}", flush=True)
+            shutil.rmtree(run_dir)
+        print(f"[reproduce] {name}: training into {run_dir}", flush=True)
+        summary = api.fit(cfg)
+    logged = last_logged(
+        run_dir / "csv" / "metrics.csv",
+        ["val/acc1", "val/probe_acc1", "val/knn_acc", "epoch"],
+    )
+    record = {
+        "method": summary["method"],
+        "supervised": RUNS[name].supervised,
+        "output_dir": str(run_dir),
+        "overrides": overrides,
+        "command": "python -m nbr_contrast " + shlex.join([*overrides, f"hydra.run.dir={run_dir}"]),
+        "reused": reused,
+        "epochs": summary.get("epochs"),
+        "steps": summary.get("steps"),
+        "train_seconds": summary.get("train_seconds"),
+        "knn_acc_before": summary.get(f"knn_acc_before@{KNN_K}"),
+        "knn_acc": summary.get(f"knn_acc_after@{KNN_K}"),
+        "online_knn_acc": summary.get("online_knn_acc"),
+        "linear_probe_acc1": first(summary.get("linear_probe_acc1"), logged["val/probe_acc1"]),
+        "top1": logged["val/acc1"],
+    }
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return record
+
+
+def delta(a: float | None, b: float | None) -> float | None:
+    """``a - b`` when both exist."""
+    return None if a is None or b is None else a - b
+
+
+def pair_rows(runs: dict[str, dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """One entry per (method, baseline) with each metric's values and delta."""
+    rows = []
+    for method in methods:
+        base = PAIRS[method]
+        keys = ["knn_acc", "top1" if RUNS[method].supervised else "linear_probe_acc1"]
+        metrics = {
+            key: {
+                "method": runs[method][key],
+                "baseline": runs[base][key],
+                "delta": delta(runs[method][key], runs[base][key]),
+            }
+            for key in keys
+        }
+        rows.append({"method": method, "baseline": base, "metrics": metrics})
+    return rows
+
+
+def git_commit() -> tuple[str, bool]:
+    """HEAD commit of the repository and whether the work tree has uncommitted changes."""
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(
+            ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+
+
+def hardware(trainer: str) -> dict[str, Any]:
+    """Device name, CPU count and library versions."""
+    cuda = trainer == "gpu" and torch.cuda.is_available()
+    cpu_name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        cpu_name = names[0] if names else cpu_name
+    return {
+        "device": "cuda" if cuda else "cpu",
+        "device_name": torch.cuda.get_device_name() if cuda else cpu_name,
+        "gpu_count": torch.cuda.device_count(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def fmt(x: float | None, signed: bool = False) -> str:
+    """Percent with two decimals (``n/a`` when missing)."""
+    if x is None:
+        return "n/a"
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The study as a markdown table with settings, commands, commit and hardware."""
+    s, hw = report["settings"], report["hardware"]
+    lines = [
+        f"# Reproduction study: {s['data']}, {s['epochs']} epoch(s), batch {s['batch_size']}",
+        "",
+        f"Commit `{report['commit']}`{' (with uncommitted changes)' if report['dirty'] else ''}; "
+        f"{hw['device_name']} ({hw['device']}), {hw['cpu_count']} CPUs, torch {hw['torch']}; "
+        f"{report['total_seconds'] / 60:.1f} min wall clock in all "
+        f"({report['total_cpu_seconds'] / 60:.1f} min of CPU time in the driver's process).",
+        "",
+        f"kNN: k={KNN_K}, τ={KNN_TAU}, cosine, backbone features of un-augmented images. "
+        "Probe: online linear probe on detached backbone features. Top-1: the classifier "
+        "(CoNe / supervised). All at the final epoch; Δ = method − baseline, in points.",
+        "",
+        "| method | baseline | kNN method | kNN baseline | Δ kNN | probe / top-1 method "
+        "| probe / top-1 baseline | Δ probe / top-1 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["pairs"]:
+        m = row["metrics"]
+        second = m.get("top1") or m["linear_probe_acc1"]
+        label = "top-1" if "top1" in m else "probe"
+        lines.append(
+            f"| {row['method']} | {row['baseline']} | {fmt(m['knn_acc']['method'])} "
+            f"| {fmt(m['knn_acc']['baseline'])} | {fmt(m['knn_acc']['delta'], True)} "
+            f"| {fmt(second['method'])} ({label}) | {fmt(second['baseline'])} "
+            f"| {fmt(second['delta'], True)} |"
+        )
+    lines += ["", "Driver:", "", "```bash", report["command"], "```", "", "Runs:", "", "```bash"]
+    lines += [run["command"] for run in report["runs"].values()]
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data",
+        default=default_data(),
+        help="data group: npz (full CIFAR-10 from ../shared/data), cifar10_mini, ...",
+    )
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--methods", default=",".join(PAIRS), help=f"comma-separated subset of {','.join(PAIRS)}"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--max-train-batches", type=int, default=0, help="training batches per epoch (0: all)"
+    )
+    parser.add_argument(
+        "--trainer", choices=["gpu", "cpu"], default="gpu" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output stem: writes <out>.json and <out>.md "
+        "(default benchmarks/results/reproduce_<trainer>)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="parent of the run folders (default outputs/reproduce/<out name>)",
+    )
+    args, extra = parser.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("--")]
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in PAIRS]
+    if bad:
+        parser.error(f"unknown method(s) {bad}; choose from {', '.join(PAIRS)}")
+    args.methods = methods
+    args.out = args.out or REPO / "benchmarks" / "results" / f"reproduce_{args.trainer}"
+    args.runs_dir = args.runs_dir or Path("outputs") / "reproduce" / args.out.name
+    return args, extra
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args, extra = parse_args(argv)
+    common, per_run = split_overrides(extra)
+    names = list(dict.fromkeys(n for m in args.methods for n in (m, PAIRS[m])))
+    start, cpu_start = time.time(), time.process_time()
+    runs = {}
+    failed = {}
+    for name in names:
+        overrides = run_overrides(name, args, common, per_run[name])
+        try:
+            runs[name] = train(name, overrides, args.runs_dir / name)
+        except Exception as err:  # one failed run must not lose the others' results
+            failed[name] = f"{type(err).__name__}: {err}"
+            print(f"[reproduce] {name} FAILED: {failed[name]}", file=sys.stderr, flush=True)
+    done = [m for m in args.methods if m in runs and PAIRS[m] in runs]
+    commit, dirty = git_commit()
+    report: dict[str, Any] = {
+        "commit": commit,
+        "dirty": dirty,
+        "hardware": hardware(args.trainer),
+        "command": "python benchmarks/reproduce.py "
+        + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "settings": {
+            "data": args.data,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "trainer": args.trainer,
+            "max_train_batches": args.max_train_batches or None,
+            "overrides": extra,
+            "knn": {
+                "k": KNN_K,
+                "temperature": KNN_TAU,
+                "metric": "cosine",
+                "features": "backbone, un-augmented images, final epoch",
+            },
+            "probe": "online linear probe on detached backbone features, final epoch",
+            "top1": "classifier top-1 (val/acc1) for supervised methods, final epoch",
+        },
+        "total_seconds": round(time.time() - start, 1),
+        "total_cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "pairs": pair_rows(runs, done),
+        "runs": runs,
+        "failed": failed,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
