@@ -101,3 +101,23 @@ def test_method_keys_of_a_sweep_are_checked_against_every_method() -> None:
     check_overrides(["-m", "method=nnclr,co2", "method.alpha=0.5", "method.use_nn=false"])
     with pytest.raises(OverrideError, match=r"method\.alhpa"):
         check_overrides(["-m", "method=nnclr,co2", "method.alhpa=0.5"])
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from nbr_contrast.build import resolve_precision
+
+    assert resolve_precision("16-mixed", "cpu") == "16-mixed"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_precision("auto", "gpu") == "16-mixed"
+
+
+def test_quickstart_composes_with_auto_precision(tmp_path: Path) -> None:
+    cfg = api.compose(["experiment=quickstart"], output_dir=tmp_path)
+    assert cfg.trainer.precision == "auto"
+    assert [v.size for v in cfg.data.views] == [cfg.data.image_size] * 2

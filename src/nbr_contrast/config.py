@@ -166,7 +166,8 @@ class TrainerConfig:
         devices: Device count or ``auto``.
         num_nodes: Number of nodes.
         strategy: ``auto``, ``ddp``, ``ddp_spawn``, ...
-        precision: Lightning precision string (``32-true``, ``bf16-mixed``, ...).
+        precision: Lightning precision string (``32-true``, ``bf16-mixed``, ...) or ``auto``
+            (bf16-mixed on bf16-capable GPUs and AMX CPUs, else 32-true).
         max_epochs: Training epochs.
         max_steps: Stop after this many optimiser steps (-1: no limit).
         limit_train_batches: Fraction or count of training batches per epoch.

@@ -17,6 +17,7 @@ from nbr_contrast.data.sources import DataSourceError
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 PRECISIONS = (
+    "auto",
     "32-true",
     "32",
     "16-mixed",
