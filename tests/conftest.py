@@ -12,20 +12,7 @@ from omegaconf import DictConfig
 
 from nbr_contrast import api
 
-TINY = [
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "logger.tensorboard=false",
-    "data.batch_size=16",
-    "data.eval_batch_size=64",
-    "data.num_workers=0",
-    "optim.warmup_epochs=0",
-    "plots=false",
-]
+from .runs import TINY
 
 
 @pytest.fixture
@@ -53,9 +40,19 @@ def _cut(split: str, step: int, out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+def mini_npz(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, int], list[str]]:
+    """Make overrides selecting every ``train_step``-th / ``test_step``-th built-in image."""
+
+    def make(train_step: int, test_step: int) -> list[str]:
+        folder = tmp_path_factory.mktemp("mini_npz")
+        train = _cut("train", train_step, folder / "train.npz")
+        test = _cut("test", test_step, folder / "test.npz")
+        return ["data=npz", f"data.train_path={train}", f"data.test_path={test}"]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_data(mini_npz: Callable[[int, int], list[str]]) -> list[str]:
     """Overrides selecting a 100-image train / 50-image test npz (10 and 5 per class)."""
-    folder = tmp_path_factory.mktemp("tiny_data")
-    train = _cut("train", 50, folder / "train.npz")
-    test = _cut("test", 20, folder / "test.npz")
-    return ["data=npz", f"data.train_path={train}", f"data.test_path={test}"]
+    return mini_npz(50, 20)

@@ -2,68 +2,26 @@
 
 from __future__ import annotations
 
-import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from nbr_contrast import api
-from nbr_contrast.data.sources import mini_source
 from nbr_contrast.eval.report import SplitFeatures
 
-SMALL = [
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "logger.tensorboard=false",
-    "data.batch_size=16",
-    "data.eval_batch_size=64",
-    "data.num_workers=0",
-    "optim.warmup_epochs=0",
-    "method=nnclr",
-    "method.proj_hidden_dim=64",
-    "method.pred_hidden_dim=64",
-    "method.proj_output_dim=32",
-    "method.queue_size=48",
-    "method.knn_k=5",
-]
+from .runs import SMALL_NNCLR, TINY
 
-
-def _write_npz(split: str, step: int, path: Path) -> Path:
-    """Every ``step``-th image of a built-in split, PNG-encoded into a packed npz archive."""
-    source = mini_source(split)
-    keep = np.arange(0, len(source), step)
-    blobs = []
-    for i in keep:
-        buffer = io.BytesIO()
-        Image.fromarray(source.as_uint8()[i]).save(buffer, format="PNG")
-        blobs.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
-    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
-    labels = np.asarray(source.labels)[keep]
-    np.savez(
-        path,
-        jpeg=np.concatenate(blobs),
-        offsets=offsets,
-        labels=labels,
-        classes=np.asarray(source.classes),
-    )
-    return path
+SMALL = [*TINY, *SMALL_NNCLR]
 
 
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+def small_data(mini_npz: Callable[[int, int], list[str]]) -> list[str]:
     """Overrides selecting 200 train / 100 test built-in images (20 and 10 per class)."""
-    folder = tmp_path_factory.mktemp("api_data")
-    train = _write_npz("train", 25, folder / "train.npz")
-    test = _write_npz("test", 10, folder / "test.npz")
-    return ["data=npz", f"data.train_path={train}", f"data.test_path={test}"]
+    return mini_npz(25, 10)
 
 
 @pytest.fixture(scope="module")

@@ -16,26 +16,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-RUN = [
-    "trainer=ddp_cpu",
-    "trainer.devices=2",
-    "trainer.max_epochs=1",
-    "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false",
-    "logger.tensorboard=false",
-    "data.batch_size=16",
-    "data.image_size=16",
-    "data.views=[{size:16},{size:16}]",
-    "data.eval_batch_size=64",
-    "data.num_workers=0",
-    "optim.warmup_epochs=0",
-    "plots=false",
-    "method.proj_hidden_dim=64",
-    "method.pred_hidden_dim=64",
-    "method.proj_output_dim=32",
-    "method.queue_size=48",
-    "method.knn_k=5",
-]
+from ..runs import CPU_RUN, PX16, SMALL_NNCLR
+
+RUN = ["trainer=ddp_cpu", "trainer.devices=2", *CPU_RUN, *PX16, *SMALL_NNCLR]
 
 
 def test_multirun_of_ddp_jobs_writes_one_complete_folder_per_job(

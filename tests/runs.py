@@ -1,0 +1,30 @@
+"""Override lists for the tiny CPU runs that tests train (composed as the CLI composes)."""
+
+from __future__ import annotations
+
+CPU_RUN = [
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "logger.tensorboard=false",
+    "data.batch_size=16",
+    "data.eval_batch_size=64",
+    "data.num_workers=0",
+    "optim.warmup_epochs=0",
+    "plots=false",
+]
+# two training batches per epoch
+TINY = [*CPU_RUN, "trainer.limit_train_batches=2"]
+# 16 px images and views
+PX16 = ["data.image_size=16", "data.views=[{size:16},{size:16}]"]
+# NNCLR with small heads and a 48-entry support set
+SMALL_NNCLR = [
+    "method=nnclr",
+    "method.proj_hidden_dim=64",
+    "method.pred_hidden_dim=64",
+    "method.proj_output_dim=32",
+    "method.queue_size=48",
+    "method.knn_k=5",
+]
