@@ -24,10 +24,16 @@ def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
         online: The trained module.
         target: Its momentum copy (same architecture).
         momentum: ``m`` in [0, 1].
+
+    Raises:
+        ValueError: If the two modules do not have matching parameter and buffer lists.
     """
     online_params = [p.detach() for p in online.parameters()]
     target_params = list(target.parameters())
+    online_buffers, target_buffers = list(online.buffers()), list(target.buffers())
+    if len(online_params) != len(target_params) or len(online_buffers) != len(target_buffers):
+        raise ValueError("online and target modules have different parameters or buffers")
     torch._foreach_mul_(target_params, momentum)
     torch._foreach_add_(target_params, online_params, alpha=1.0 - momentum)
-    for b_o, b_t in zip(online.buffers(), target.buffers(), strict=True):
-        b_t.copy_(b_o)
+    if target_buffers:
+        torch._foreach_copy_(target_buffers, online_buffers)
