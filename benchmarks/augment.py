@@ -1,8 +1,11 @@
 """Throughput of the batched view augmentation (GpuViews) on CIFAR-sized images.
 
 Measures images/s for two 32 px views (default ``ViewConfig``) from random 32x32 ``uint8``
-images after warm-up; on CPU also times the per-sample torchvision v2 pipeline with the same
-settings for comparison (one process, no loader workers). Writes a JSON file.
+images after warm-up, eager and compiled (``GpuViews(compile=True)``, what
+``trainer.compile=true`` uses), and the number of top-level torch ops one batch dispatches
+(on a GPU each is about one kernel launch, so the eager pipeline is launch-bound there); on
+CPU also times the per-sample torchvision v2 pipeline with the same settings for comparison
+(one process, no loader workers). Writes a JSON file.
 
     python benchmarks/augment.py --device auto --batch 512
 """
@@ -59,6 +62,13 @@ def images_per_second(
             return steps * n_images / elapsed, steps
 
 
+def dispatched_ops(step: Callable[[], object]) -> int:
+    """Top-level torch ops (no enclosing op) that one call of ``step`` dispatches."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(1 for event in prof.events() if event.cpu_parent is None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -76,7 +86,6 @@ def main() -> None:
 
     data = DataConfig()
     views = [ViewConfig(size=32), ViewConfig(size=32)]
-    augment = GpuViews(views, data.mean, data.std).to(device)
     images = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8, device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
 
@@ -84,12 +93,25 @@ def main() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
 
-    def gpu_views_step() -> None:
+    measured: dict[str, dict[str, float]] = {}
+    for name, compiled in (("gpu_views", False), ("gpu_views_compiled", True)):
+        augment = GpuViews(views, data.mean, data.std, compile=compiled).to(device)
+        start = time.perf_counter()
         augment(images, generator)
-
-    for _ in range(args.warmup):
-        gpu_views_step()
-    rate, steps = images_per_second(gpu_views_step, args.batch, sync, args.min_time)
+        sync()
+        first_call = time.perf_counter() - start
+        for _ in range(args.warmup):
+            augment(images, generator)
+        ops = dispatched_ops(lambda augment=augment: augment(images, generator))
+        rate, steps = images_per_second(
+            lambda augment=augment: augment(images, generator), args.batch, sync, args.min_time
+        )
+        measured[name] = {
+            "images_per_s": rate,
+            "steps": steps,
+            "ops_per_batch": ops,
+            "first_call_s": first_call,
+        }
     result: dict[str, object] = {
         "device": device,
         "device_name": (
@@ -104,7 +126,7 @@ def main() -> None:
         "views": len(views),
         "image_size": 32,
         "view_size": 32,
-        "gpu_views": {"images_per_s": rate, "steps": steps},
+        **measured,
     }
 
     if device == "cpu":

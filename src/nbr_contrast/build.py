@@ -46,7 +46,10 @@ def build_datamodule(cfg: DictConfig) -> NbrDataModule:
         from nbr_contrast.data.gpu_views import GpuViews
 
         datamodule.gpu_views = GpuViews(
-            list(cfg.data.views), list(cfg.data.mean), list(cfg.data.std)
+            list(cfg.data.views),
+            list(cfg.data.mean),
+            list(cfg.data.std),
+            compile=bool(cfg.trainer.compile),
         )
     return datamodule
 

@@ -179,7 +179,7 @@ class TrainerConfig:
         sync_batchnorm: Convert BatchNorm to SyncBatchNorm under DDP.
         deterministic: Ask torch for deterministic kernels.
         channels_last: Use channels-last memory format.
-        compile: ``torch.compile`` the backbone and heads.
+        compile: ``torch.compile`` the backbone, the heads and the GPU view pipeline.
         enable_progress_bar: Show the rich progress bar.
         checkpoint_every_n_steps: Also write ``last.ckpt`` every N steps (0: epoch end only).
     """

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
+from omegaconf import OmegaConf
 from torchvision.transforms import RandomResizedCrop
 
 from nbr_contrast.config import ViewConfig
@@ -389,3 +390,24 @@ def test_views_are_in_expected_value_range() -> None:
     high = max((1 - m) / s for m, s in zip(MEAN, STD, strict=True))
     assert out.min() >= low - 1e-5 and out.max() <= high + 1e-5
     assert not math.isclose(out.std().item(), 0.0)
+
+
+def test_compiled_views_match_eager_views() -> None:
+    views = [
+        ViewConfig(size=16, blur_p=0.5, solarize_p=0.3),
+        ViewConfig(size=16, crop="pad", pad=2, jitter_p=1.0, grayscale_p=0.5),
+    ]
+    eager = GpuViews(views, MEAN, STD)
+    compiled = GpuViews(views, MEAN, STD, compile=True)
+    images = uint8_images(32, 16, 16)
+    for seed in (0, 1):
+        expected, got = eager(images, gen(seed)), compiled(images, gen(seed))
+        for e, g in zip(expected, got, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_views_accept_structured_config_nodes() -> None:
+    node = OmegaConf.structured(ViewConfig(size=16, solarize_p=0.5))
+    from_node = GpuViews([node], MEAN, STD)(uint8_images(), gen(3))[0]
+    from_dataclass = GpuViews([ViewConfig(size=16, solarize_p=0.5)], MEAN, STD)
+    assert torch.equal(from_node, from_dataclass(uint8_images(), gen(3))[0])

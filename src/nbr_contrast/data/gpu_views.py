@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from nbr_contrast.config import ViewConfig
@@ -560,16 +561,107 @@ def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def sample_view_params(
+    view: ViewConfig,
+    b: int,
+    h: int,
+    w: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, Tensor]:
+    """Draw every random parameter of one view for a batch (see :func:`apply_view`).
+
+    Args:
+        view: The view's config.
+        b: Batch size.
+        h: Source image height.
+        w: Source image width.
+        generator: Source of randomness (see the module docstring).
+        device: Device of the returned tensors.
+
+    Returns:
+        Named parameter tensors; ops whose probability is zero have none.
+    """
+    params: dict[str, Tensor] = {}
+    if view.crop == "rrc":
+        scale, ratio = tuple(view.crop_scale), tuple(view.crop_ratio)
+        params["boxes"] = random_resized_crop_params(b, h, w, scale, ratio, generator, device)
+    elif view.crop == "pad":
+        params["offsets"] = pad_crop_params(b, h, w, view.size, view.pad, generator, device)
+    if view.flip_p > 0:
+        params["flip"] = bernoulli_mask(b, view.flip_p, generator, device)
+    if view.jitter_p > 0:
+        params["jitter"] = bernoulli_mask(b, view.jitter_p, generator, device)
+        params["jitter_factors"], params["jitter_order"] = color_jitter_params(
+            b, view.brightness, view.contrast, view.saturation, view.hue, generator, device
+        )
+    if view.grayscale_p > 0:
+        params["grayscale"] = bernoulli_mask(b, view.grayscale_p, generator, device)
+    if view.blur_p > 0:
+        params["blur"] = bernoulli_mask(b, view.blur_p, generator, device)
+        lo, hi = view.blur_sigma
+        params["blur_sigma"] = _uniform((b,), lo, hi, generator, device)
+    if view.solarize_p > 0:
+        params["solarize"] = bernoulli_mask(b, view.solarize_p, generator, device)
+    return params
+
+
+def apply_view(
+    images: Tensor, params: dict[str, Tensor], view: ViewConfig, mean: Tensor, std: Tensor
+) -> Tensor:
+    """Make one view of a ``uint8`` batch from parameters drawn by :func:`sample_view_params`.
+
+    Crop, flip, colour jitter, grayscale, blur, solarise and normalise, in that order. Has no
+    randomness of its own, so it can be compiled (:class:`GpuViews` with ``compile=True``).
+
+    Args:
+        images: ``uint8`` RGB images ``[B, 3, H, W]``.
+        params: The view's parameters.
+        view: The view's config.
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation standard deviation.
+
+    Returns:
+        The normalised ``float32`` view ``[B, 3, size, size]``.
+    """
+    x = images.to(dtype=torch.float32, memory_format=torch.contiguous_format) / 255
+    if view.crop == "rrc":
+        x = apply_crops(x, params["boxes"], view.size)
+    elif view.crop == "pad":
+        x = pad_crop(x, params["offsets"], view.size, view.pad)
+    else:
+        x = resize(x, view.size)
+    x = x.contiguous()
+    if "flip" in params:
+        x = hflip(x, params["flip"])
+    if "jitter" in params:
+        x = color_jitter(x, params["jitter_factors"], params["jitter_order"], params["jitter"])
+    if "grayscale" in params:
+        x = grayscale(x, params["grayscale"])
+    if "blur" in params:
+        kernel = blur_kernel_size(view.size)
+        x = gaussian_blur(x, params["blur_sigma"], kernel, params["blur"])
+    if "solarize" in params:
+        x = solarize(x, view.solarize_threshold, params["solarize"])
+    return normalize(x, mean, std)
+
+
 class GpuViews(torch.nn.Module):
     """Make one augmented, normalised view per :class:`ViewConfig` from a ``uint8`` batch.
 
     Each view runs crop, flip, colour jitter, grayscale, blur, solarise and normalise; ops
-    whose probability is zero are skipped.
+    whose probability is zero are skipped. Parameters are drawn eagerly
+    (:func:`sample_view_params`); with ``compile=True`` the transform itself
+    (:func:`apply_view`, several hundred small ops per view in eager mode) runs as one
+    ``torch.compile``-d graph per view config, which fuses it into a few kernels: on a GPU
+    the eager version is bound by kernel launches, not arithmetic.
 
     Args:
-        views: One config per view.
+        views: One config per view (dataclasses or structured ``DictConfig`` nodes).
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
+        compile: Compile :func:`apply_view` (same parameters give the same views up to
+            floating-point rounding; the first batch pays the compilation).
 
     Raises:
         ValueError: If a view has an unknown crop kind or there are no views.
@@ -578,16 +670,21 @@ class GpuViews(torch.nn.Module):
     mean: Tensor
     std: Tensor
 
-    def __init__(self, views: list[ViewConfig], mean: list[float], std: list[float]) -> None:
+    def __init__(
+        self, views: list[ViewConfig], mean: list[float], std: list[float], compile: bool = False
+    ) -> None:
         super().__init__()
         if not views:
             raise ValueError("GpuViews needs at least one view")
         for view in views:
             if view.crop not in CROP_KINDS:
                 raise ValueError(f"unknown crop {view.crop!r}; expected one of {CROP_KINDS}")
-        self.views = list(views)
+        self.views = [OmegaConf.to_object(v) if isinstance(v, DictConfig) else v for v in views]
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32), False)
+        self.apply_view: Callable[..., Tensor] = (
+            torch.compile(apply_view, fullgraph=True, dynamic=False) if compile else apply_view
+        )
 
     @torch.no_grad()
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
@@ -608,40 +705,10 @@ class GpuViews(torch.nn.Module):
             raise ValueError(
                 f"expected uint8 images [B, 3, H, W], got {images.dtype} {tuple(images.shape)}"
             )
-        x = images.to(dtype=torch.float32, memory_format=torch.contiguous_format) / 255
-        return [self._view(x, view, generator) for view in self.views]
-
-    def _view(self, x: Tensor, view: ViewConfig, generator: torch.Generator | None) -> Tensor:
-        """Produce one view of float images ``x`` in [0, 1]."""
-        b, _, h, w = x.shape
-        dev = x.device
-        if view.crop == "rrc":
-            boxes = random_resized_crop_params(
-                b, h, w, tuple(view.crop_scale), tuple(view.crop_ratio), generator, dev
-            )
-            x = apply_crops(x, boxes, view.size)
-        elif view.crop == "pad":
-            offsets = pad_crop_params(b, h, w, view.size, view.pad, generator, dev)
-            x = pad_crop(x, offsets, view.size, view.pad)
-        else:
-            x = resize(x, view.size)
-        x = x.contiguous()
-        if view.flip_p > 0:
-            x = hflip(x, bernoulli_mask(b, view.flip_p, generator, dev))
-        if view.jitter_p > 0:
-            mask = bernoulli_mask(b, view.jitter_p, generator, dev)
-            factors, order = color_jitter_params(
-                b, view.brightness, view.contrast, view.saturation, view.hue, generator, dev
-            )
-            x = color_jitter(x, factors, order, mask)
-        if view.grayscale_p > 0:
-            x = grayscale(x, bernoulli_mask(b, view.grayscale_p, generator, dev))
-        if view.blur_p > 0:
-            mask = bernoulli_mask(b, view.blur_p, generator, dev)
-            lo, hi = view.blur_sigma
-            sigma = _uniform((b,), lo, hi, generator, dev)
-            x = gaussian_blur(x, sigma, blur_kernel_size(view.size), mask)
-        if view.solarize_p > 0:
-            mask = bernoulli_mask(b, view.solarize_p, generator, dev)
-            x = solarize(x, view.solarize_threshold, mask)
-        return normalize(x, self.mean, self.std)
+        b, _, h, w = images.shape
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        out = []
+        for view in self.views:
+            params = sample_view_params(view, b, h, w, generator, images.device)
+            out.append(self.apply_view(images, params, view, mean, std))
+        return out
