@@ -45,14 +45,13 @@ from typing import Any
 
 import lightning
 import torch
+from shared_data import default_data, npz_paths
 
 from nbr_contrast import api
 from nbr_contrast.build import to_container
+from nbr_contrast.cli import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-# the packed-JPEG CIFAR-10 files; NBR_CONTRAST_DATA_DIR points elsewhere (e.g. a GPU host)
-SHARED_DATA = Path(os.environ.get("NBR_CONTRAST_DATA_DIR", REPO.parent / "shared" / "data"))
-NPZ_TRAIN, NPZ_TEST = "cifar10-jpeg-train.npz", "cifar10-jpeg-test.npz"
 KNN_K, KNN_TAU = 200, 0.1
 
 
@@ -84,23 +83,14 @@ PAIRS: dict[str, str] = {
 }
 
 
-def default_data() -> str:
-    """``npz`` (full CIFAR-10) when the shared packed-JPEG files exist, else the built-in subset."""
-    found = (SHARED_DATA / NPZ_TRAIN).is_file() and (SHARED_DATA / NPZ_TEST).is_file()
-    return "npz" if found else "cifar10_mini"
-
-
 def data_overrides(data: str, supervised: bool) -> list[str]:
     """The data group (its ``_sup`` variant for supervised runs, if any) and npz paths."""
     group = data
-    if supervised and (REPO / "conf" / "data" / f"{data}_sup.yaml").is_file():
+    if supervised and (CONF_DIR / "data" / f"{data}_sup.yaml").is_file():
         group = f"{data}_sup"
     out = [f"data={group}"]
     if data == "npz":
-        out += [
-            f"data.train_path={SHARED_DATA / NPZ_TRAIN}",
-            f"data.test_path={SHARED_DATA / NPZ_TEST}",
-        ]
+        out += npz_paths()
     return out
 
 

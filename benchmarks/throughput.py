@@ -44,6 +44,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig
+from shared_data import default_data, npz_paths
 from torch.utils.data import DataLoader, IterableDataset
 
 from nbr_contrast import api
@@ -51,9 +52,6 @@ from nbr_contrast.build import build_callbacks, build_datamodule, build_method, 
 from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_features
 
 REPO = Path(__file__).resolve().parents[1]
-# the packed-JPEG CIFAR-10 files; NBR_CONTRAST_DATA_DIR points elsewhere (e.g. a GPU host)
-SHARED_DATA = Path(os.environ.get("NBR_CONTRAST_DATA_DIR", REPO.parent / "shared" / "data"))
-NPZ_TRAIN, NPZ_TEST = "cifar10-jpeg-train.npz", "cifar10-jpeg-test.npz"
 MODES = ("cpu", "gpu", "ceiling", "lightly")
 VIEW_SIZE = 32
 
@@ -120,10 +118,7 @@ def compose(args: argparse.Namespace, pipeline: str, out_dir: Path) -> DictConfi
         f"seed={args.seed}",
     ]
     if args.data == "npz":
-        overrides += [
-            f"data.train_path={SHARED_DATA / NPZ_TRAIN}",
-            f"data.test_path={SHARED_DATA / NPZ_TEST}",
-        ]
+        overrides += npz_paths()
     if args.precision:
         overrides.append(f"trainer.precision={args.precision}")
     if args.channels_last is not None:
@@ -283,12 +278,6 @@ def environment(trainer: str) -> dict[str, Any]:
         "lightning": L.__version__,
         "commit": commit,
     }
-
-
-def default_data() -> str:
-    """``npz`` (full CIFAR-10) when the shared packed-JPEG files exist, else the built-in subset."""
-    found = (SHARED_DATA / NPZ_TRAIN).is_file() and (SHARED_DATA / NPZ_TEST).is_file()
-    return "npz" if found else "cifar10_mini"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -21,6 +21,7 @@ def reproduce() -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["reproduce"] = module  # its dataclasses look their module up there
+    sys.path.insert(0, str(SCRIPT.parent))  # for its sibling module, as `python benchmarks/...`
     spec.loader.exec_module(module)
     return module
 
@@ -60,6 +61,11 @@ def test_method_and_baseline_share_every_setting_but_the_method(
     assert a.trainer.max_epochs == b.trainer.max_epochs == 3
     assert a.data.batch_size == 64 and a.seed == b.seed == 1
     assert a.method.knn_k == b.method.knn_k == reproduce.KNN_K
+
+
+def test_supervised_runs_use_the_supervised_data_config(reproduce: ModuleType) -> None:
+    assert reproduce.data_overrides("cifar10_mini", supervised=True) == ["data=cifar10_mini_sup"]
+    assert reproduce.data_overrides("cifar10_mini", supervised=False) == ["data=cifar10_mini"]
 
 
 def test_pair_rows_report_the_delta(reproduce: ModuleType) -> None:
