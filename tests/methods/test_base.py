@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -53,3 +54,14 @@ def test_ema_counts_optimiser_steps_not_batches(
     method, trainer = fit_small(tiny_cfg(*CO2_SMALL, "trainer.limit_train_batches=4"))
     assert trainer.global_step == 4
     assert len(calls) == 3 * 2
+
+
+def test_short_run_warns_that_the_momentum_encoder_keeps_its_init(
+    tiny_cfg: Callable[..., DictConfig],
+) -> None:
+    with pytest.warns(UserWarning, match=r"holds 100% of its\s+random initialisation"):
+        fit_small(tiny_cfg(*CO2_SMALL, "method.momentum=0.999", "method.final_momentum=0.999"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_small(tiny_cfg(*CO2_SMALL, "method.momentum=0.0", "method.final_momentum=0.0"))
+    assert not [w for w in caught if "random initialisation" in str(w.message)]

@@ -4,10 +4,8 @@ import itertools
 import math
 
 import pytest
-import torch
 
-from nbr_contrast.utils.lars import LARS
-from nbr_contrast.utils.schedules import cosine_momentum, warmup_cosine
+from nbr_contrast.utils.schedules import cosine_momentum, ema_initial_share, warmup_cosine
 
 
 def test_warmup_is_linear_then_cosine_reaches_min() -> None:
@@ -26,18 +24,10 @@ def test_cosine_momentum_endpoints() -> None:
     assert cosine_momentum(100, 100, 0.99) == pytest.approx(1.0)
 
 
-def test_lars_trust_ratio_scales_update() -> None:
-    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # ‖w‖ = 5
-    w.grad = torch.tensor([0.0, 10.0])  # ‖g‖ = 10
-    opt = LARS([w], lr=1.0, momentum=0.0, weight_decay=0.0, eta=0.1)
-    opt.step()
-    # update = lr · eta·‖w‖/‖g‖ · g = 0.05 · g
-    assert torch.allclose(w.detach(), torch.tensor([3.0, 3.5]))
-
-
-def test_lars_excluded_group_is_plain_sgd() -> None:
-    b = torch.nn.Parameter(torch.tensor([1.0]))
-    b.grad = torch.tensor([2.0])
-    opt = LARS([{"params": [b], "lars_exclude": True}], lr=0.5, weight_decay=1.0)
-    opt.step()
-    assert torch.allclose(b.detach(), torch.tensor([0.0]))
+def test_ema_initial_share_is_the_product_of_momenta() -> None:
+    assert ema_initial_share(101, 0.99, 0.99) == pytest.approx(0.99**100)
+    assert ema_initial_share(50, 1.0, 1.0) == 1.0
+    slow = math.prod(cosine_momentum(t, 300, 0.9, 1.0) for t in range(1, 300))
+    assert ema_initial_share(300, 0.9, 1.0) == pytest.approx(slow)
+    # longer schedules forget the initialisation
+    assert ema_initial_share(10_000, 0.996) < 1e-6 < ema_initial_share(1_000, 0.996)

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -28,7 +29,10 @@ from nbr_contrast.neighbours.index import BankSpec, DatasetIndexSpec, NeighbourI
 from nbr_contrast.reliability.checkpoint_io import save_diagnostic_checkpoint
 from nbr_contrast.utils.dist import gather_no_grad
 from nbr_contrast.utils.lars import LARS
-from nbr_contrast.utils.schedules import cosine_momentum, warmup_cosine
+from nbr_contrast.utils.schedules import cosine_momentum, ema_initial_share, warmup_cosine
+
+EMA_INIT_SHARE_WARNING = 0.01
+"""Warn when a momentum encoder keeps more than this share of its initial weights."""
 
 
 @dataclass
@@ -178,6 +182,22 @@ class BaseMethod(L.LightningModule):
         self.ema_last_step.fill_(step)
 
     # ---------------------------------------------------------------- training
+    def on_train_start(self) -> None:
+        """Warn when the run is too short for the momentum schedule to forget the random init."""
+        if not self.momentum_pairs():
+            return
+        base, final = self.momentum_range()
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        share = ema_initial_share(total, base, final)
+        if share > EMA_INIT_SHARE_WARNING:
+            rank_zero_warn(
+                f"With method.momentum={base} rising to method.final_momentum={final} over "
+                f"{total} optimiser steps, the momentum encoder still holds {share:.0%} of its "
+                "random initialisation at the end of the run, so its keys, bank entries and "
+                "targets stay close to an untrained network's. Train longer or lower "
+                "method.momentum (and method.final_momentum) for short schedules."
+            )
+
     def on_train_epoch_start(self) -> None:
         """Reset the kNN monitor's training features for the new epoch."""
         self._knn_train = []

@@ -34,3 +34,28 @@ def cosine_momentum(step: int, total_steps: int, base: float, final: float = 1.0
     """
     progress = min(1.0, step / max(1, total_steps))
     return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def ema_initial_share(total_steps: int, base: float, final: float = 1.0) -> float:
+    """Share of its initial weights an EMA target still holds after ``total_steps`` updates.
+
+    With ``θ_t ← m_t·θ_t + (1 − m_t)·θ_o`` the initial weights keep a factor ``Π_t m_t``;
+    here ``m_t`` is :func:`cosine_momentum` at steps ``1 .. total_steps - 1`` (the updates a
+    run of ``total_steps`` optimiser steps makes). A share well above zero at the end of a run
+    means the momentum encoder is still largely its random initialisation.
+
+    Args:
+        total_steps: Optimiser steps of the run.
+        base: Initial momentum.
+        final: Final momentum.
+
+    Returns:
+        The share in ``[0, 1]``.
+    """
+    log_share = 0.0
+    for step in range(1, total_steps):
+        m = cosine_momentum(step, total_steps, base, final)
+        if m <= 0.0:
+            return 0.0
+        log_share += math.log(m)
+    return math.exp(log_share)
