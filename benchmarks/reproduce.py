@@ -11,14 +11,20 @@ the neighbour part::
     cone   vs supervised   (CE only)                     experiment=cone_cifar10
 
 Every run goes through ``nbr_contrast.api`` (the CLI's code path) into its own folder
-``<runs-dir>/<run>``; a folder whose ``summary.json`` holds the same config is reused, so
-an interrupted study continues where it stopped. Reported, final epoch: offline-style kNN
-accuracy (k=200, τ=0.1, cosine, backbone features of un-augmented images, computed by
-``tasks.fit``), the online linear probe (self-supervised methods) and the classifier's
-top-1 (CoNe / supervised, from the run's ``csv/metrics.csv``). Writes ``<out>.json`` and
-``<out>.md`` (table with deltas, exact commands, commit, hardware).
+``<runs-dir>/<run>``; a folder whose ``summary.json`` holds the same config is reused, and
+one with the same config that stopped early is resumed from its ``last.ckpt``, so an
+interrupted study continues where it stopped. ``--jobs N`` trains N runs at once as
+separate CLI processes sharing the device (small CIFAR runs leave an H100 mostly idle);
+``--time-limit S`` stops them with a checkpoint after S seconds and exits with code 75, so
+a study longer than one session's command limit is the same command run repeatedly.
+Reported, final epoch: offline-style kNN accuracy (k=200, τ=0.1, cosine, backbone features
+of un-augmented images, computed by ``tasks.fit``), the online linear probe
+(self-supervised methods) and the classifier's top-1 (CoNe / supervised, from the run's
+``csv/metrics.csv``). Writes ``<out>.json`` and ``<out>.md`` (table with deltas, exact
+commands, commit, hardware).
 
     python benchmarks/reproduce.py --trainer gpu --epochs 50          # full CIFAR-10 npz
+    python benchmarks/reproduce.py --trainer gpu --epochs 50 --jobs 4 --time-limit 540
     python benchmarks/reproduce.py --data cifar10_mini --epochs 1 --max-train-batches 4 \\
         --trainer cpu backbone.small_stem=false 'nnclr,snclr:method.pred_hidden_dim=256'
 
@@ -41,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import lightning
 import torch
@@ -159,33 +165,124 @@ def first(*values: float | None) -> float | None:
     return next((v for v in values if v is not None), None)
 
 
-def train(name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    """Fit one run (or reuse a finished one with the same config); return its record."""
-    cfg = api.compose(overrides, output_dir=run_dir)
-    summary_path = run_dir / "summary.json"
-    reused = False
+STUDY_CONFIG = "study_config.json"
+PENDING_EXIT = 75  # EX_TEMPFAIL: some runs were stopped by --time-limit; rerun to continue
+
+
+def comparable(cfg: Any) -> Any:
+    """A run's config as compared between invocations (``resume`` is how, not what)."""
+    plain = normalised(to_container(cfg))
+    plain.pop("resume", None)
+    return plain
+
+
+def plan(name: str, overrides: list[str], run_dir: Path) -> str:
+    """What to do with a run folder: ``reuse`` it, ``resume`` it, or train it ``fresh``.
+
+    ``reuse``: its ``summary.json`` holds the same config (the run finished). ``resume``: a
+    run with the same config (``study_config.json``) stopped early and left
+    ``checkpoints/last.ckpt``. Anything else is removed and trained from scratch.
+    """
+    wanted = comparable(api.compose(overrides, output_dir=run_dir))
+    summary_path, study_path = run_dir / "summary.json", run_dir / STUDY_CONFIG
     if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        reused = summary.get("config") == normalised(to_container(cfg))
-    if reused:
-        print(f"[reproduce] {name}: reusing {run_dir}", flush=True)
-    else:
-        if run_dir.exists():
-            print(f"[reproduce] {name}: config changed, removing {run_dir}", flush=True)
-            shutil.rmtree(run_dir)
-        print(f"[reproduce] {name}: training into {run_dir}", flush=True)
-        summary = api.fit(cfg)
+        stored = json.loads(summary_path.read_text()).get("config")
+        if stored is not None:
+            stored.pop("resume", None)
+        if stored == wanted:
+            return "reuse"
+    same = study_path.is_file() and json.loads(study_path.read_text()) == wanted
+    if same and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return "resume"
+    if run_dir.exists():
+        print(f"[reproduce] {name}: config changed or run incomplete, removing {run_dir}")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    study_path.write_text(json.dumps(wanted, indent=1) + "\n")
+    return "fresh"
+
+
+def cli_command(overrides: list[str], run_dir: Path, resume: bool) -> list[str]:
+    """The ``python -m nbr_contrast`` command line of one run."""
+    extra = ["resume=true"] if resume else []
+    return ["python", "-m", "nbr_contrast", *overrides, *extra, f"hydra.run.dir={run_dir}"]
+
+
+def train(name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """Fit one run in this process (or reuse / resume it, see :func:`plan`); return its record."""
+    action = plan(name, overrides, run_dir)
+    print(f"[reproduce] {name}: {action} in {run_dir}", flush=True)
+    if action != "reuse":
+        extra = ["resume=true"] if action == "resume" else []
+        api.fit(api.compose([*overrides, *extra], output_dir=run_dir))
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return record(name, overrides, run_dir, reused=action == "reuse")
+
+
+def train_in_subprocesses(
+    todo: list[tuple[str, list[str], Path]], jobs: int, time_limit: float | None
+) -> tuple[dict[str, str], list[str]]:
+    """Train runs as concurrent CLI processes (at most ``jobs`` at a time, sharing the GPU).
+
+    Each process gets ``cpu_count // jobs`` intra-op threads and logs to ``<run>.log`` next
+    to its folder. At ``time_limit`` seconds every running process gets SIGTERM (it saves
+    ``last.ckpt`` and exits; the next invocation resumes it) and no new one starts.
+
+    Returns:
+        ``(failed, reused)``: error text per failed run, and the runs that were already done.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    deadline = None if time_limit is None else time.time() + time_limit
+    queue = list(todo)
+    running: dict[str, tuple[subprocess.Popen[bytes], IO[str]]] = {}
+    failed: dict[str, str] = {}
+    reused: list[str] = []
+    stopping = False
+    while running or (queue and not stopping):
+        while queue and len(running) < jobs and not stopping:
+            name, overrides, run_dir = queue.pop(0)
+            action = plan(name, overrides, run_dir)
+            if action == "reuse":
+                reused.append(name)
+                continue
+            command = [sys.executable, *cli_command(overrides, run_dir, action == "resume")[1:]]
+            log = run_dir.with_suffix(".log").open("a")
+            print(f"[reproduce] {name}: {action} in {run_dir} (log {log.name})", flush=True)
+            running[name] = (subprocess.Popen(command, stdout=log, stderr=log, env=env), log)
+        if deadline is not None and time.time() >= deadline and not stopping:
+            stopping = True
+            for name, (proc, _) in running.items():
+                print(f"[reproduce] {name}: time limit reached, stopping it", flush=True)
+                proc.terminate()
+        for name, (proc, log) in list(running.items()):
+            code = proc.wait() if stopping else proc.poll()
+            if code is None:
+                continue
+            log.close()
+            del running[name]
+            if code != 0 and not stopping:
+                failed[name] = f"exit code {code}; see {log.name}"
+        time.sleep(0.5 if running else 0.0)
+    return failed, reused
+
+
+def record(name: str, overrides: list[str], run_dir: Path, reused: bool) -> dict[str, Any]:
+    """The study's record of a finished run, from its ``summary.json`` and ``metrics.csv``."""
+    summary = json.loads((run_dir / "summary.json").read_text())
     logged = last_logged(
         run_dir / "csv" / "metrics.csv",
         ["val/acc1", "val/probe_acc1", "val/knn_acc", "epoch"],
     )
-    record = {
+    return {
         "method": summary["method"],
         "supervised": RUNS[name].supervised,
         "output_dir": str(run_dir),
         "overrides": overrides,
-        "command": "python -m nbr_contrast " + shlex.join([*overrides, f"hydra.run.dir={run_dir}"]),
+        "command": shlex.join(cli_command(overrides, run_dir, resume=False)),
         "reused": reused,
+        "resumed_from": summary.get("resumed_from"),
         "epochs": summary.get("epochs"),
         "steps": summary.get("steps"),
         "train_seconds": summary.get("train_seconds"),
@@ -195,10 +292,6 @@ def train(name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
         "linear_probe_acc1": first(summary.get("linear_probe_acc1"), logged["val/probe_acc1"]),
         "top1": logged["val/acc1"],
     }
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return record
 
 
 def delta(a: float | None, b: float | None) -> float | None:
@@ -295,6 +388,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {fmt(second['method'])} ({label}) | {fmt(second['baseline'])} "
             f"| {fmt(second['delta'], True)} |"
         )
+    if report.get("pending"):
+        lines += [
+            "",
+            f"Not finished yet (rerun the driver to continue): {', '.join(report['pending'])}.",
+        ]
     lines += ["", "Driver:", "", "```bash", report["command"], "```", "", "Runs:", "", "```bash"]
     lines += [run["command"] for run in report["runs"].values()]
     lines += ["```", ""]
@@ -328,6 +426,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         "(default benchmarks/results/reproduce_<trainer>)",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, as separate processes sharing the device (1: in this process)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="seconds; then running runs are stopped with a checkpoint and the driver exits "
+        f"with code {PENDING_EXIT}; the same command resumes them (implies process mode)",
+    )
+    parser.add_argument(
         "--runs-dir",
         type=Path,
         default=None,
@@ -352,15 +463,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common, per_run = split_overrides(extra)
     names = list(dict.fromkeys(n for m in args.methods for n in (m, PAIRS[m])))
     start, cpu_start = time.time(), time.process_time()
-    runs = {}
-    failed = {}
-    for name in names:
-        overrides = run_overrides(name, args, common, per_run[name])
-        try:
-            runs[name] = train(name, overrides, args.runs_dir / name)
-        except Exception as err:  # one failed run must not lose the others' results
-            failed[name] = f"{type(err).__name__}: {err}"
-            print(f"[reproduce] {name} FAILED: {failed[name]}", file=sys.stderr, flush=True)
+    todo = [(n, run_overrides(n, args, common, per_run[n]), args.runs_dir / n) for n in names]
+    runs: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    pending: list[str] = []
+    if args.jobs > 1 or args.time_limit is not None:
+        failed, reused = train_in_subprocesses(todo, args.jobs, args.time_limit)
+        for name, overrides, run_dir in todo:
+            if (run_dir / "summary.json").is_file():
+                runs[name] = record(name, overrides, run_dir, reused=name in reused)
+            elif name not in failed:
+                pending.append(name)
+    else:
+        for name, overrides, run_dir in todo:
+            try:
+                runs[name] = train(name, overrides, run_dir)
+            except Exception as err:  # one failed run must not lose the others' results
+                failed[name] = f"{type(err).__name__}: {err}"
+                print(f"[reproduce] {name} FAILED: {failed[name]}", file=sys.stderr, flush=True)
     done = [m for m in args.methods if m in runs and PAIRS[m] in runs]
     commit, dirty = git_commit()
     report: dict[str, Any] = {
@@ -391,6 +511,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pairs": pair_rows(runs, done),
         "runs": runs,
         "failed": failed,
+        "pending": pending,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
@@ -398,6 +519,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(markdown(report))
     if failed:
         raise SystemExit(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+    if pending:
+        print(
+            f"[reproduce] {len(pending)} run(s) not finished ({', '.join(pending)}): "
+            "run the same command again to continue them.",
+            flush=True,
+        )
+        raise SystemExit(PENDING_EXIT)
     return report
 
 

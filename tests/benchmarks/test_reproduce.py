@@ -1,9 +1,10 @@
-"""The reproduction driver's run recipes: a pair differs only in its neighbour part."""
+"""The reproduction driver: pair recipes, reuse / resume / restart, parallel runs, time limit."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -77,3 +78,81 @@ def test_pair_rows_report_the_delta(reproduce: ModuleType) -> None:
     assert row["baseline"] == "mocov2"
     assert row["metrics"]["knn_acc"]["delta"] == pytest.approx(1.5)
     assert row["metrics"]["linear_probe_acc1"]["delta"] is None
+
+
+def tiny_study(out: Path, tiny_data: list[str], *flags: str) -> list[str]:
+    """Driver arguments for the CoNe pair on 100 images: one epoch of two batches each."""
+    paths = [o for o in tiny_data if o.startswith(("data.train_path", "data.test_path"))]
+    return [
+        "--data=npz",
+        "--trainer=cpu",
+        "--epochs=1",
+        "--batch-size=16",
+        "--max-train-batches=2",
+        "--methods=cone",
+        f"--out={out / 'study'}",
+        f"--runs-dir={out / 'runs'}",
+        *flags,
+        *paths,
+        "data.num_workers=0",
+        "data.eval_batch_size=50",
+        "trainer.limit_val_batches=1",
+        "logger.tensorboard=false",
+        "method.knn_k=5",
+        "cone:method.k=8",
+    ]
+
+
+def test_plan_reuses_finished_resumes_stopped_and_restarts_changed_runs(
+    reproduce: ModuleType, tmp_path: Path, tiny_data: list[str]
+) -> None:
+    overrides = reproduce.run_overrides("cone", args(), [], tiny_data)
+    run_dir = tmp_path / "cone"
+    assert reproduce.plan("cone", overrides, run_dir) == "fresh"
+    assert (run_dir / reproduce.STUDY_CONFIG).is_file()
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_text("stand-in")
+    assert reproduce.plan("cone", overrides, run_dir) == "resume"
+    stored = json.loads((run_dir / reproduce.STUDY_CONFIG).read_text())
+    (run_dir / "summary.json").write_text(json.dumps({"config": {**stored, "resume": True}}))
+    assert reproduce.plan("cone", overrides, run_dir) == "reuse"
+    assert reproduce.plan("cone", [*overrides, "seed=5"], run_dir) == "fresh"
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_driver_trains_a_pair_in_parallel_processes_then_reuses_it(
+    reproduce: ModuleType, tmp_path: Path, tiny_data: list[str]
+) -> None:
+    report = reproduce.main(tiny_study(tmp_path, tiny_data, "--jobs=2"))
+    (row,) = report["pairs"]
+    assert (row["method"], row["baseline"]) == ("cone", "supervised")
+    for run in ("cone", "supervised"):
+        assert not report["runs"][run]["reused"]
+        assert report["runs"][run]["steps"] == 2
+        assert report["runs"][run]["top1"] is not None
+        assert (tmp_path / "runs" / f"{run}.log").is_file()
+    assert (tmp_path / "study.md").read_text().count("| cone | supervised |") == 1
+    again = reproduce.main(tiny_study(tmp_path, tiny_data, "--jobs=2"))
+    assert all(run["reused"] for run in again["runs"].values())
+    assert again["pairs"] == report["pairs"]
+
+
+def test_driver_resumes_a_run_that_lost_its_summary(
+    reproduce: ModuleType, tmp_path: Path, tiny_data: list[str]
+) -> None:
+    reproduce.main(tiny_study(tmp_path, tiny_data))
+    (tmp_path / "runs" / "cone" / "summary.json").unlink()
+    report = reproduce.main(tiny_study(tmp_path, tiny_data))
+    assert report["runs"]["supervised"]["reused"]
+    cone = report["runs"]["cone"]
+    assert not cone["reused"] and cone["resumed_from"].endswith("last.ckpt")
+
+
+def test_time_limit_stops_runs_and_exits_with_the_pending_code(
+    reproduce: ModuleType, tmp_path: Path, tiny_data: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        reproduce.main(tiny_study(tmp_path, tiny_data, "--time-limit=0"))
+    assert stop.value.code == reproduce.PENDING_EXIT
+    report = json.loads((tmp_path / "study.json").read_text())
+    assert sorted(report["pending"]) == ["cone", "supervised"] and not report["pairs"]
