@@ -1,11 +1,12 @@
 """Throughput of the batched view augmentation (GpuViews) on CIFAR-sized images.
 
 Measures images/s for two 32 px views (default ``ViewConfig``) from random 32x32 ``uint8``
-images after warm-up, eager and compiled (``GpuViews(compile=True)``, what
-``trainer.compile=true`` uses), and the number of top-level torch ops one batch dispatches
-(on a GPU each is about one kernel launch, so the eager pipeline is launch-bound there); on
-CPU also times the per-sample torchvision v2 pipeline with the same settings for comparison
-(one process, no loader workers). Writes a JSON file.
+images after warm-up, drawing from the global generator as in training, eager and compiled
+(``GpuViews(compile=True)``, what ``trainer.compile=true`` uses), and the number of
+top-level torch ops one batch dispatches (on a GPU each is about one kernel launch, so the
+eager pipeline is launch-bound there). On CPU it also times the per-sample torchvision v2
+pipeline with the same settings for comparison (one process, no loader workers). Writes a
+JSON file.
 
     python benchmarks/augment.py --device auto --batch 512
 """
@@ -87,7 +88,6 @@ def main() -> None:
     data = DataConfig()
     views = [ViewConfig(size=32), ViewConfig(size=32)]
     images = torch.randint(0, 256, (args.batch, 3, 32, 32), dtype=torch.uint8, device=device)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
 
     def sync() -> None:
         if device == "cuda":
@@ -97,14 +97,14 @@ def main() -> None:
     for name, compiled in (("gpu_views", False), ("gpu_views_compiled", True)):
         augment = GpuViews(views, data.mean, data.std, compile=compiled).to(device)
         start = time.perf_counter()
-        augment(images, generator)
+        augment(images)
         sync()
         first_call = time.perf_counter() - start
         for _ in range(args.warmup):
-            augment(images, generator)
-        ops = dispatched_ops(lambda augment=augment: augment(images, generator))
+            augment(images)
+        ops = dispatched_ops(lambda augment=augment: augment(images))
         rate, steps = images_per_second(
-            lambda augment=augment: augment(images, generator), args.batch, sync, args.min_time
+            lambda augment=augment: augment(images), args.batch, sync, args.min_time
         )
         measured[name] = {
             "images_per_s": rate,

@@ -646,22 +646,45 @@ def apply_view(
     return normalize(x, mean, std)
 
 
+def random_view(images: Tensor, view: ViewConfig, mean: Tensor, std: Tensor) -> Tensor:
+    """One view of a ``uint8`` batch with parameters from torch's global generator.
+
+    :func:`sample_view_params` followed by :func:`apply_view`, as one function so that
+    compiling it also fuses the parameter sampling.
+
+    Args:
+        images: ``uint8`` RGB images ``[B, 3, H, W]``.
+        view: The view's config.
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation standard deviation.
+
+    Returns:
+        The normalised ``float32`` view ``[B, 3, size, size]``.
+    """
+    b, _, h, w = images.shape
+    params = sample_view_params(view, b, h, w, None, images.device)
+    return apply_view(images, params, view, mean, std)
+
+
 class GpuViews(torch.nn.Module):
     """Make one augmented, normalised view per :class:`ViewConfig` from a ``uint8`` batch.
 
     Each view runs crop, flip, colour jitter, grayscale, blur, solarise and normalise; ops
-    whose probability is zero are skipped. Parameters are drawn eagerly
-    (:func:`sample_view_params`); with ``compile=True`` the transform itself
-    (:func:`apply_view`, several hundred small ops per view in eager mode) runs as one
-    ``torch.compile``-d graph per view config, which fuses it into a few kernels: on a GPU
-    the eager version is bound by kernel launches, not arithmetic.
+    whose probability is zero are skipped. In eager mode a view is a few hundred small ops,
+    so on a GPU it is bound by kernel launches, not arithmetic. With ``compile=True`` each
+    view config runs as one ``torch.compile``-d graph, fused into a few kernels: parameter
+    sampling and transform together when drawing from torch's global generator (training),
+    the transform alone when a ``generator`` is passed (its draws stay eager, so a seed
+    gives the same parameters as in eager mode).
 
     Args:
         views: One config per view (dataclasses or structured ``DictConfig`` nodes).
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
-        compile: Compile :func:`apply_view` (same parameters give the same views up to
-            floating-point rounding; the first batch pays the compilation).
+        compile: Compile the views (the first batch of each view config pays the
+            compilation). With a ``generator``, same views as eager mode up to rounding;
+            without one, the compiled graph draws its own random numbers (same distributions,
+            different stream from eager mode, deterministic under ``torch.manual_seed``).
 
     Raises:
         ValueError: If a view has an unknown crop kind or there are no views.
@@ -682,9 +705,10 @@ class GpuViews(torch.nn.Module):
         self.views = [OmegaConf.to_object(v) if isinstance(v, DictConfig) else v for v in views]
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32), False)
-        self.apply_view: Callable[..., Tensor] = (
-            torch.compile(apply_view, fullgraph=True, dynamic=False) if compile else apply_view
-        )
+        self.compiled = compile
+        if compile:
+            self.apply_view = torch.compile(apply_view, fullgraph=True, dynamic=False)
+            self.random_view = torch.compile(random_view, fullgraph=True, dynamic=False)
 
     @torch.no_grad()
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
@@ -707,8 +731,11 @@ class GpuViews(torch.nn.Module):
             )
         b, _, h, w = images.shape
         mean, std = self.mean.to(images.device), self.std.to(images.device)
+        if self.compiled and generator is None:
+            return [self.random_view(images, view, mean, std) for view in self.views]
+        apply = self.apply_view if self.compiled else apply_view
         out = []
         for view in self.views:
             params = sample_view_params(view, b, h, w, generator, images.device)
-            out.append(self.apply_view(images, params, view, mean, std))
+            out.append(apply(images, params, view, mean, std))
         return out

@@ -16,6 +16,10 @@ embeddings ``norm(g_t(f_t(x)))``, labels and teacher probabilities ``softmax(fc_
 Epoch 0 is cross-entropy only while the bank fills. ``sup_weight=0 dc_weight=0`` (also
 ``method=supervised``) is the cross-entropy baseline with the same network and recipe.
 
+Logged besides the loss terms: ``acc1`` and ``teacher_acc1`` (training accuracy of the
+student and of the teacher, whose bank entries the neighbour terms use), ``kept`` (the
+share of samples the confidence mask keeps) and ``z_norm`` (mean projection norm).
+
 Deviations and options:
     * The probability bank starts uniform (``1/C``); the official code uses random normal
       values, which is harmful on small data.
@@ -170,6 +174,7 @@ class CoNe(BaseMethod):
             if m.confidence_mask:
                 mask = logits.detach().float().softmax(dim=1).min(dim=1).values > CONFIDENCE_FLOOR
                 ce = ce * mask
+                logs["kept"] = mask.float().mean()
             loss = ce.mean()
             if float(m.sup_weight) > 0:
                 l_sup = cone_neighbour_loss(
@@ -197,6 +202,8 @@ class CoNe(BaseMethod):
             loss = ce.mean()
         logs["ce"] = ce.mean().detach()
         logs["acc1"] = (logits.argmax(dim=1) == labels).float().mean()
+        logs["teacher_acc1"] = (logits_t.argmax(dim=1) == labels).float().mean()
+        logs["z_norm"] = z.detach().float().norm(dim=1).mean()
         enqueue = {}
         if uses_bank:
             enqueue["queue"] = {
