@@ -1,8 +1,9 @@
-"""Interrupt a run with SIGTERM mid-epoch, resume it, and get the uninterrupted result."""
+"""Interrupt a run (mid-epoch or at an epoch end), resume it, get the uninterrupted result."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -52,36 +53,82 @@ def _final_state(run: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+@pytest.mark.parametrize("workers", [0, 2])
 def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run_bitwise(
-    run_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
 ) -> None:
     """2 epochs of 3 steps; SIGTERM during step 1 (epoch 0), resume, compare with no stop.
 
-    Bitwise on CPU: one process, ``num_workers=0``, the sampler order a function of
-    seed + epoch, the RNG states restored just before the next batch is drawn. Weights,
-    EMA buffer, probe and the whole bank (embeddings, labels, indices, pointer) must be
-    identical, so the resumed run drew the same batches with the same augmentations.
+    Bitwise on CPU, with or without loader workers: the sampler order and every item's
+    augmentation seed are functions of seed + epoch (+ index), and the main process's RNG
+    states are restored just before the next batch is drawn. Weights, EMA buffer, probe and
+    the whole bank (embeddings, labels, indices, pointer) must be identical, so the resumed
+    run drew the same batches with the same augmentations.
     """
-    api.fit(run_cfg(tmp_path / "straight", *RUN))
+    loader = f"data.num_workers={workers}"
+    api.fit(run_cfg(tmp_path / "straight", *RUN, loader))
 
     run = tmp_path / "stopped"
     with monkeypatch.context() as m:
         _with_callback(m, SignalAt(1, signal.SIGTERM))
         with pytest.raises(RunInterrupted) as stop:
-            api.fit(run_cfg(run, *RUN))
+            api.fit(run_cfg(run, *RUN, loader))
     assert stop.value.step == 2 and stop.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
     assert _final_state(run)["global_step"] == 2
     note = (run / "RESUME.md").read_text()
     assert "resume=true" in note and str(run) in note
 
-    summary = api.fit(run_cfg(run, *RUN, "resume=true"))
+    summary = api.fit(run_cfg(run, *RUN, loader, "resume=true"))
     assert summary["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
     straight, resumed = _final_state(tmp_path / "straight"), _final_state(run)
     assert resumed["global_step"] == 6
     assert straight.keys() == resumed.keys()
     different = [k for k in straight if not torch.equal(straight[k], resumed[k])]
     assert different == []
+
+
+class KeepEpochEndCheckpoint(L.Callback):
+    """Copy ``last.ckpt`` as written at the end of epoch 0 into ``target``'s checkpoints."""
+
+    def __init__(self, source: Path, target: Path) -> None:
+        self.source, self.target = source, target
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.current_epoch == 1:
+            (self.target / "checkpoints").mkdir(parents=True)
+            shutil.copy(self.source / "checkpoints" / "last.ckpt", self.target / "checkpoints")
+
+
+def test_resume_from_an_epoch_end_checkpoint_with_loader_workers_is_exact(
+    run_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint every epoch end writes resumes into the next epoch's order and views.
+
+    With loader workers Lightning creates the training iterator (which draws the sampler's
+    order) before the fit-start hooks run, so the saved position must reach the sampler
+    when the checkpoint is loaded.
+    """
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    with monkeypatch.context() as m:
+        _with_callback(m, KeepEpochEndCheckpoint(straight, resumed))
+        api.fit(run_cfg(straight, *RUN, "data.num_workers=2"))
+    api.fit(run_cfg(resumed, *RUN, "data.num_workers=2", "resume=true"))
+    a, b = _final_state(straight), _final_state(resumed)
+    assert b["global_step"] == 6
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_augmentations_do_not_depend_on_the_number_of_loader_workers(
+    run_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    api.fit(run_cfg(tmp_path / "none", *RUN, "data.num_workers=0"))
+    api.fit(run_cfg(tmp_path / "two", *RUN, "data.num_workers=2"))
+    a, b = _final_state(tmp_path / "none"), _final_state(tmp_path / "two")
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
 def test_sigint_stops_at_the_batch_boundary_with_a_loadable_checkpoint(

@@ -22,6 +22,7 @@ the sample drawn per step from a :class:`NeighbourTable`: ``"neighbour_views"`` 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -39,6 +40,40 @@ from nbr_contrast.data.views import build_eval_transform, build_multiview, build
 from nbr_contrast.utils.dist import rank, world_size
 
 PIPELINES = ("auto", "cpu", "gpu")
+
+SampleKey = int | tuple[int, int]
+"""What a dataset is indexed with: an index, or ``(index, seed)`` from :class:`ResumableSampler`."""
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The random seed of training item ``index`` in epoch ``epoch`` of a run seeded ``seed``."""
+    return ((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % (2**63)
+
+
+@contextmanager
+def seeded_rng(key: SampleKey) -> Iterator[int]:
+    """Run the block with torch's CPU generator seeded by the key's seed, if it has one.
+
+    The generator's state outside the block is left as it was, so items are augmented the
+    same whichever loader worker (or the main process) makes them and whatever it made
+    before: a resumed run, or one with another ``data.num_workers``, gets the same views.
+
+    Yields:
+        The item's dataset index.
+    """
+    if isinstance(key, int):
+        yield key
+        return
+    index, seed = key
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield index
+    finally:
+        generator.set_state(state)
+
+
 LINEAR_VIEW = ViewConfig(crop="rrc", flip_p=0.5, jitter_p=0.0, grayscale_p=0.0)
 
 
@@ -113,16 +148,17 @@ class SourceDataset(Dataset[dict[str, Any]]):
             return torch.from_numpy(np.ascontiguousarray(self._array[i])).permute(2, 0, 1)
         return v2.functional.pil_to_tensor(self.source.get_image(i))
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {
-            self.key: self.transform(self.image(i)),
-            "label": torch.tensor(int(self.source.labels[i]), dtype=torch.int64),
-            "index": torch.tensor(i, dtype=torch.int64),
-        }
-        if self.neighbours is not None and bool(self.neighbours.active):
-            j = self.neighbours.draw(i)
-            item[f"neighbour_{self.key}"] = self.neighbour_transform(self.image(j))
-            item["neighbour_index"] = torch.tensor(j, dtype=torch.int64)
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        with seeded_rng(key) as i:
+            item = {
+                self.key: self.transform(self.image(i)),
+                "label": torch.tensor(int(self.source.labels[i]), dtype=torch.int64),
+                "index": torch.tensor(i, dtype=torch.int64),
+            }
+            if self.neighbours is not None and bool(self.neighbours.active):
+                j = self.neighbours.draw(i)
+                item[f"neighbour_{self.key}"] = self.neighbour_transform(self.image(j))
+                item["neighbour_index"] = torch.tensor(j, dtype=torch.int64)
         return item
 
 
@@ -143,20 +179,26 @@ class IndexDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {"label": self.labels[i], "index": torch.tensor(i, dtype=torch.int64)}
-        if self.neighbours is not None and bool(self.neighbours.active):
-            item["neighbour_index"] = torch.tensor(self.neighbours.draw(i), dtype=torch.int64)
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        with seeded_rng(key) as i:
+            item = {"label": self.labels[i], "index": torch.tensor(i, dtype=torch.int64)}
+            if self.neighbours is not None and bool(self.neighbours.active):
+                j = self.neighbours.draw(i)
+                item["neighbour_index"] = torch.tensor(j, dtype=torch.int64)
         return item
 
 
 class ResumableSampler(DistributedSampler[int]):
-    """Training order derived from ``seed + epoch`` alone, that can start mid-epoch.
+    """Training order and augmentation seeds derived from ``seed + epoch`` alone.
 
     The order of epoch ``e`` is a fixed function of the seed and ``e`` (a seeded
     permutation, sharded over ranks as :class:`~torch.utils.data.DistributedSampler` does),
     so it does not depend on how many epochs this process has already iterated, and a
-    resumed run visits the same images in the same order as an uninterrupted one. Lightning
+    resumed run visits the same images in the same order as an uninterrupted one. Each
+    index comes with its item's seed (:func:`item_seed`) as ``(index, seed)``; the datasets
+    draw that item's random augmentation (and served neighbour) from it, so loader workers,
+    whose random state would otherwise carry over from epoch to epoch, give the same items
+    in a resumed run too. Lightning
     calls :meth:`set_epoch` at every epoch start; :meth:`resume_at` makes the next iteration
     start after the batches an interrupted run had already consumed. Being a
     ``DistributedSampler``, Lightning uses it as is under DDP instead of wrapping it.
@@ -192,10 +234,10 @@ class ResumableSampler(DistributedSampler[int]):
         super().set_epoch(epoch)
         self.skip_batches = int(batches)
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         indices = list(super().__iter__())
         skip, self.skip_batches = self.skip_batches * self.batch_size, 0
-        return iter(indices[skip:])
+        return iter([(i, item_seed(self.seed, self.epoch, i)) for i in indices[skip:]])
 
 
 def _uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tensor]:

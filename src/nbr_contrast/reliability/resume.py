@@ -96,12 +96,16 @@ class ResumeStateCallback(Callback):
         return {"rank": rank, "rng": _rng_state(), "epoch": epoch, "batches": batches}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Keep the state until the fit starts (the loader does not exist yet)."""
-        self._pending = dict(state_dict) if state_dict else None
+        """Point the datamodule's training loader at the saved position; keep the RNG states.
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Point the datamodule's next training loader at the saved position."""
-        datamodule = trainer.datamodule
+        Lightning restores callback states before it builds the training loader (it does so
+        early, to count the steps of the schedule, and with loader workers it creates the
+        iterator right away, which draws the sampler's order); the position must be set
+        here, not in a later hook, or the first resumed epoch replays another epoch's order.
+        """
+        self._pending = dict(state_dict) if state_dict else None
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         if self._pending is not None and hasattr(datamodule, "resume_at"):
             datamodule.resume_at(int(self._pending["epoch"]), int(self._pending["batches"]))
 
