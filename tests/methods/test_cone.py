@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import torch
 from omegaconf import DictConfig
 
@@ -53,3 +54,20 @@ def test_gradients_reach_student_not_teacher_or_bank(
     assert all(p.grad is None for p in method.teacher.parameters())
     assert not bank.embeddings.requires_grad
     assert torch.equal(before, bank.embeddings)
+
+
+def test_warns_when_the_confidence_mask_leaves_the_classifier_untrained(
+    tiny_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = tiny_cfg("method=cone", *SMALL, "trainer.max_epochs=2")
+    method, _ = fit_small(cfg)
+    batch = as_train_batch(first_batch(cfg))
+    method.step(batch)  # a trained-for-two-steps student: most samples are kept
+    assert int(method.masked_out_steps) == 0
+    with torch.no_grad():  # blown-up logits that pick classes at random
+        method.student.classifier.weight.normal_(0.0, 1e4)
+    out = method.step(batch)
+    assert float(out.logs["kept"]) == 0.0 and int(method.masked_out_steps) == 1
+    with pytest.warns(UserWarning, match="confidence mask"):
+        method.on_train_epoch_end()
+    assert int(method.masked_out_steps) == 0

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -114,6 +115,9 @@ class CoNe(BaseMethod):
         top5 = min(5, self.num_classes)
         self.val_top1 = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(self.num_classes, top_k=top5, average="micro")
+        # steps of this epoch where the confidence mask dropped every sample of a batch
+        # that the student mostly got wrong (a device counter: no host sync per step)
+        self.register_buffer("masked_out_steps", torch.zeros((), dtype=torch.long), False)
 
     def bank_size(self) -> int:
         """``queue_size`` or, when unset, the samples of epoch 0 over all ranks."""
@@ -175,6 +179,8 @@ class CoNe(BaseMethod):
                 mask = logits.detach().float().softmax(dim=1).min(dim=1).values > CONFIDENCE_FLOOR
                 ce = ce * mask
                 logs["kept"] = mask.float().mean()
+                wrong = (logits.detach().argmax(dim=1) != labels).float().mean() > 0.5
+                self.masked_out_steps += (~mask.any() & wrong).long()
             loss = ce.mean()
             if float(m.sup_weight) > 0:
                 l_sup = cone_neighbour_loss(
@@ -213,6 +219,21 @@ class CoNe(BaseMethod):
                 "probs": probs_t,
             }
         return StepOutput(loss=loss, features=feats, logs=logs, enqueue=enqueue)
+
+    def on_train_epoch_end(self) -> None:
+        """Warn when the confidence mask left the classifier untrained in this epoch."""
+        steps = int(self.masked_out_steps)
+        self.masked_out_steps.zero_()
+        if steps:
+            rank_zero_warn(
+                f"CoNe epoch {self.current_epoch}: in {steps} step(s) the confidence mask "
+                "(method.confidence_mask) removed cross-entropy and L_dc from every sample of a "
+                "batch the student mostly misclassified: its logits have grown so large that "
+                "every class probability but one is below 1e-8, and nothing trains the "
+                "classifier back (see train/kept and train/z_norm). This follows a loss "
+                "blow-up; set trainer.gradient_clip_val (e.g. 1.0), lower optim.lr or lengthen "
+                "optim.warmup_epochs, or set method.confidence_mask=false."
+            )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Top-1/top-5 of the student's logits (the paper's metric), plus the base monitors."""
