@@ -706,9 +706,12 @@ class GpuViews(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32), False)
         self.compiled = compile
-        if compile:
-            self.apply_view = torch.compile(apply_view, fullgraph=True, dynamic=False)
-            self.random_view = torch.compile(random_view, fullgraph=True, dynamic=False)
+        self.apply_view: Callable[..., Tensor] = (
+            torch.compile(apply_view, fullgraph=True, dynamic=False) if compile else apply_view
+        )
+        self.random_view: Callable[..., Tensor] = (
+            torch.compile(random_view, fullgraph=True, dynamic=False) if compile else random_view
+        )
 
     @torch.no_grad()
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
@@ -733,9 +736,8 @@ class GpuViews(torch.nn.Module):
         mean, std = self.mean.to(images.device), self.std.to(images.device)
         if self.compiled and generator is None:
             return [self.random_view(images, view, mean, std) for view in self.views]
-        apply = self.apply_view if self.compiled else apply_view
         out = []
         for view in self.views:
             params = sample_view_params(view, b, h, w, generator, images.device)
-            out.append(apply(images, params, view, mean, std))
+            out.append(self.apply_view(images, params, view, mean, std))
         return out

@@ -169,6 +169,7 @@ class CoNe(BaseMethod):
             k = F.normalize(z_t, dim=1)
             probs_t = logits_t.float().softmax(dim=1)
         ce = F.cross_entropy(logits, labels, reduction="none")
+        acc1 = (logits.detach().argmax(dim=1) == labels).float().mean()
         logs: dict[str, Tensor | float] = {}
         neighbour_phase = self.current_epoch >= int(m.ce_only_epochs)
         uses_bank = float(m.sup_weight) > 0 or float(m.dc_weight) > 0
@@ -179,8 +180,7 @@ class CoNe(BaseMethod):
                 mask = logits.detach().float().softmax(dim=1).min(dim=1).values > CONFIDENCE_FLOOR
                 ce = ce * mask
                 logs["kept"] = mask.float().mean()
-                wrong = (logits.detach().argmax(dim=1) != labels).float().mean() > 0.5
-                self.masked_out_steps += (~mask.any() & wrong).long()
+                self.masked_out_steps += (~mask.any() & (acc1 < 0.5)).long()
             loss = ce.mean()
             if float(m.sup_weight) > 0:
                 l_sup = cone_neighbour_loss(
@@ -207,7 +207,7 @@ class CoNe(BaseMethod):
         else:
             loss = ce.mean()
         logs["ce"] = ce.mean().detach()
-        logs["acc1"] = (logits.argmax(dim=1) == labels).float().mean()
+        logs["acc1"] = acc1
         logs["teacher_acc1"] = (logits_t.argmax(dim=1) == labels).float().mean()
         logs["z_norm"] = z.detach().float().norm(dim=1).mean()
         enqueue = {}
