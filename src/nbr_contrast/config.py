@@ -12,7 +12,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+SMALL_IMAGE_MAX = 64
+"""Images of at most this many pixels a side are "small" (CIFAR-like): ResNets get the 3x3
+stem, and view recipes take their small-image values (``${nbr.if_small:...}``)."""
+
+
+def if_small(image_size: Any, small: Any, large: Any) -> Any:
+    """``small`` for images of at most :data:`SMALL_IMAGE_MAX` px a side, else ``large``.
+
+    Registered as the OmegaConf resolver ``nbr.if_small``: a view recipe in ``conf/views/``
+    writes ``blur_p: ${nbr.if_small:${data.image_size},0.0,1.0}`` where the small-image
+    (CIFAR) recipe and the large-image (ImageNet) recipe of its source differ.
+    """
+    return small if int(image_size) <= SMALL_IMAGE_MAX else large
+
+
+def scaled(image_size: Any, factor: Any) -> int:
+    """``round(image_size × factor)``: resolver ``nbr.scaled``, a view at a fraction of the size."""
+    return max(1, round(int(image_size) * float(factor)))
+
+
+OmegaConf.register_new_resolver("nbr.if_small", if_small, replace=True)
+OmegaConf.register_new_resolver("nbr.scaled", scaled, replace=True)
 
 
 @dataclass
@@ -137,11 +160,16 @@ class OptimConfig:
         momentum: SGD/LARS momentum.
         betas: AdamW betas.
         eta: LARS trust coefficient.
-        exclude_bias_and_norm: Exempt biases and norm weights from weight decay and LARS
-            adaptation.
-        warmup_epochs: Linear warm-up length (fractional epochs allowed).
+        clip_lr: LARS caps each layer's trust ratio by the learning rate (solo-learn's
+            ``clip_lr``; see :mod:`nbr_contrast.utils.lars`).
+        exclude_bias_and_norm: Exempt biases and norm weights (1-D parameters) from weight
+            decay and LARS adaptation (solo-learn's ``exclude_bias_n_norm``).
+        warmup_epochs: Linear warm-up length (fractional epochs allowed), stepped per step.
         min_lr_ratio: Final learning rate as a fraction of the peak.
-        probe_lr: Learning rate of the online linear probe (no weight decay).
+        cosine_interval: ``step`` (the cosine advances every optimiser step, as solo-learn)
+            or ``epoch`` (once per epoch after the warm-up, as CoNe's official schedule).
+        probe_lr: Base learning rate of the online linear probe (no weight decay), scaled
+            with the batch like ``lr`` (solo-learn's ``classifier_lr``).
     """
 
     name: str = "lars"
@@ -151,9 +179,11 @@ class OptimConfig:
     momentum: float = 0.9
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eta: float = 0.02
+    clip_lr: bool = False
     exclude_bias_and_norm: bool = True
     warmup_epochs: float = 10.0
     min_lr_ratio: float = 0.0
+    cosine_interval: str = "step"
     probe_lr: float = 0.1
 
 
@@ -260,6 +290,25 @@ class MethodConfig:
     knn_k: int = 200
     knn_temperature: float = 0.1
     knn_max_train: int = 50000
+
+
+@dataclass
+class MomentumMethodConfig(MethodConfig):
+    """Fields of every method with a momentum (EMA) encoder.
+
+    Attributes:
+        momentum: Base EMA momentum ``m`` of the cosine schedule.
+        final_momentum: Momentum at the end of training (equal to ``momentum``: constant).
+        copy_ema_buffers: Copy the online encoder's buffers (BatchNorm running statistics)
+            into the momentum encoder at every update. Off by default, as in every official
+            implementation (MoCo, MoCo v3, CoNe, MSF) and solo-learn, which update the
+            parameters only: the momentum encoder's BatchNorm keeps running statistics of
+            its own forward passes (they are what the dataset index embeds with).
+    """
+
+    momentum: float = 0.99
+    final_momentum: float = 1.0
+    copy_ema_buffers: bool = False
 
 
 @dataclass

@@ -38,9 +38,9 @@ def test_ema_counts_optimiser_steps_not_batches(
     calls: list[float] = []
     original = base.ema_update
 
-    def counting(online, target, momentum):
+    def counting(online, target, momentum, copy_buffers=False):
         calls.append(momentum)
-        original(online, target, momentum)
+        original(online, target, momentum, copy_buffers)
 
     monkeypatch.setattr(base, "ema_update", counting)
     cfg = tiny_cfg(*CO2_SMALL, "trainer.limit_train_batches=4", "trainer.accumulate_grad_batches=2")

@@ -31,3 +31,16 @@ def test_ema_initial_share_is_the_product_of_momenta() -> None:
     assert ema_initial_share(300, 0.9, 1.0) == pytest.approx(slow)
     # longer schedules forget the initialisation
     assert ema_initial_share(10_000, 0.996) < 1e-6 < ema_initial_share(1_000, 0.996)
+
+
+def test_per_epoch_cosine_follows_cones_official_schedule() -> None:
+    # 10 epochs of 7 steps, 2 warm-up epochs, final lr = base / 1000 (CoNe's cone_train.py)
+    epochs, spe, warm, floor = 10, 7, 2, 1e-3
+    for step in range(warm * spe, epochs * spe):
+        t = step // spe - warm
+        official = floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * t / (epochs - warm)))
+        got = warmup_cosine(step, epochs * spe, warm * spe, floor, steps_per_epoch=spe)
+        assert got == pytest.approx(official)
+    assert warmup_cosine(3, epochs * spe, warm * spe, floor, steps_per_epoch=spe) == (
+        pytest.approx(4 / 15)
+    )

@@ -125,8 +125,9 @@ class BaseMethod(L.LightningModule):
         return []
 
     def momentum_range(self) -> tuple[float, float]:
-        """Base and final EMA momentum of the cosine schedule."""
-        return 0.99, 1.0
+        """Base and final EMA momentum of the cosine schedule (``method.momentum`` → ``final``)."""
+        m = self.cfg.method
+        return float(m.get("momentum", 0.99)), float(m.get("final_momentum", 1.0))
 
     def compile_targets(self) -> list[nn.Module]:
         """Modules compiled by ``trainer.compile=true``: the backbone and the heads."""
@@ -176,8 +177,9 @@ class BaseMethod(L.LightningModule):
             base, final = self.momentum_range()
             total = max(1, int(self.trainer.estimated_stepping_batches))
             m = cosine_momentum(step, total, base, final)
+            copy_buffers = bool(self.cfg.method.get("copy_ema_buffers", False))
             for online, target in pairs:
-                ema_update(online, target, m)
+                ema_update(online, target, m, copy_buffers)
             self.log("train/momentum", m, on_step=True, on_epoch=False)
         self.ema_last_step.fill_(step)
 
@@ -315,10 +317,13 @@ class BaseMethod(L.LightningModule):
             * int(trainer.accumulate_grad_batches)
         )
 
+    def lr_scale(self) -> float:
+        """``global batch / 256`` when ``optim.scale_lr``, else 1 (solo-learn's scale_factor)."""
+        return self.global_batch_size() / 256.0 if self.cfg.optim.scale_lr else 1.0
+
     def learning_rate(self) -> float:
         """Peak learning rate: ``optim.lr × global batch / 256`` when ``optim.scale_lr``."""
-        o = self.cfg.optim
-        return float(o.lr) * (self.global_batch_size() / 256.0 if o.scale_lr else 1.0)
+        return float(self.cfg.optim.lr) * self.lr_scale()
 
     def _param_groups(self) -> list[dict[str, Any]]:
         o = self.cfg.optim
@@ -336,7 +341,7 @@ class BaseMethod(L.LightningModule):
         groups.append(
             {
                 "params": list(self.probe.parameters()),
-                "lr": float(o.probe_lr),
+                "lr": float(o.probe_lr) * self.lr_scale(),
                 "weight_decay": 0.0,
                 "lars_exclude": True,
             }
@@ -359,7 +364,12 @@ class BaseMethod(L.LightningModule):
         groups = self._param_groups()
         if o.name == "lars":
             opt: torch.optim.Optimizer = LARS(
-                groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, eta=o.eta
+                groups,
+                lr=lr,
+                momentum=o.momentum,
+                weight_decay=o.weight_decay,
+                eta=o.eta,
+                clip_lr=bool(o.clip_lr),
             )
         else:
             for g in groups:
@@ -378,8 +388,11 @@ class BaseMethod(L.LightningModule):
         steps_per_epoch = self._steps_per_epoch(total)
         warmup = round(float(o.warmup_epochs) * steps_per_epoch)
         min_ratio = float(o.min_lr_ratio)
+        if o.cosine_interval not in ("step", "epoch"):
+            raise ValueError(f"optim.cosine_interval={o.cosine_interval!r}; valid: step, epoch.")
+        per_epoch = steps_per_epoch if o.cosine_interval == "epoch" else None
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, total, warmup, min_ratio)
+            opt, lambda s: warmup_cosine(s, total, warmup, min_ratio, per_epoch)
         )
         return {
             "optimizer": opt,

@@ -17,13 +17,19 @@ def momentum_copy(module: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
-    """``θ_t ← m·θ_t + (1 − m)·θ_o`` for parameters; buffers (BN statistics) are copied.
+def ema_update(
+    online: nn.Module, target: nn.Module, momentum: float, copy_buffers: bool = False
+) -> None:
+    """``θ_t ← m·θ_t + (1 − m)·θ_o`` for parameters, as the official implementations do.
+
+    Buffers (BatchNorm running statistics) are the target's own unless ``copy_buffers``
+    copies the online module's into it.
 
     Args:
         online: The trained module.
         target: Its momentum copy (same architecture).
         momentum: ``m`` in [0, 1].
+        copy_buffers: Also copy the online module's buffers.
 
     Raises:
         ValueError: If the two modules do not have matching parameter and buffer lists.
@@ -35,5 +41,5 @@ def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
         raise ValueError("online and target modules have different parameters or buffers")
     torch._foreach_mul_(target_params, momentum)
     torch._foreach_add_(target_params, online_params, alpha=1.0 - momentum)
-    if target_buffers:
+    if copy_buffers and target_buffers:
         torch._foreach_copy_(target_buffers, online_buffers)

@@ -5,17 +5,27 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
+def warmup_cosine(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    min_ratio: float = 0.0,
+    steps_per_epoch: float | None = None,
+) -> float:
     """Learning-rate multiplier at optimiser step ``step``.
 
     Linear from ``1 / (warmup_steps + 1)`` to 1 over ``warmup_steps`` steps, then a
-    half-cosine from 1 down to ``min_ratio`` at ``total_steps``.
+    half-cosine from 1 down to ``min_ratio`` at ``total_steps``. With ``steps_per_epoch``
+    the cosine holds its value through each epoch and moves at epoch boundaries (CoNe's
+    official schedule: ``lr_T = min + ½(base − min)(1 + cos(π·T / (E − W)))`` for the
+    ``T``-th epoch after ``W`` warm-up epochs of ``E``).
 
     Args:
         step: Optimiser steps taken so far.
         total_steps: Steps of the whole run.
         warmup_steps: Warm-up length in steps.
         min_ratio: Final multiplier.
+        steps_per_epoch: Step the cosine once per this many steps (``None``: every step).
 
     Returns:
         The multiplier in ``[min_ratio, 1]``.
@@ -23,7 +33,10 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
     if step < warmup_steps:
         return (step + 1) / (warmup_steps + 1)
     span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
+    after = step - warmup_steps
+    if steps_per_epoch:
+        after = math.floor(after / steps_per_epoch) * steps_per_epoch
+    progress = min(1.0, after / span)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
