@@ -117,3 +117,39 @@ def test_dc_loss_zero_at_target_and_gradient_to_logits_only() -> None:
     cone_dc_loss(logits, teacher, bank, probs, 0.07).backward()
     assert logits.grad.abs().sum() > 0
     assert teacher.grad is None and bank.grad is None and probs.grad is None
+
+
+def test_excluded_entries_are_left_out_of_both_losses() -> None:
+    q, labels, bank, bank_labels = _data(5)
+    g = torch.Generator().manual_seed(6)
+    exclude = torch.rand(5, 12, generator=g) < 0.3
+    q.requires_grad_(True)
+    got = cone_neighbour_loss(q, labels, bank, bank_labels, 4, 0.1, exclude=exclude)
+    expected = 0.0
+    for i in range(5):
+        keep = ~exclude[i]
+        expected += slow_neighbour(
+            q[i : i + 1].detach(),
+            labels[i : i + 1].tolist(),
+            bank[keep],
+            bank_labels[keep].tolist(),
+            4,
+            0.1,
+        )
+    assert got.item() == pytest.approx(expected / 5, rel=1e-10)
+    got.backward()
+    assert bool(q.grad.isfinite().all()) and q.grad.abs().sum() > 0
+    logits, teacher, dc_bank, probs = _dc_data(7)
+    dc_exclude = torch.rand(4, 7, generator=g) < 0.3
+    got = cone_dc_loss(logits, teacher, dc_bank, probs, 0.07, exclude=dc_exclude)
+    expected = sum(
+        slow_dc(
+            logits[i : i + 1],
+            teacher[i : i + 1],
+            dc_bank[~dc_exclude[i]],
+            probs[~dc_exclude[i]],
+            0.07,
+        )
+        for i in range(4)
+    )
+    assert got.item() == pytest.approx(expected / 4, rel=1e-10)

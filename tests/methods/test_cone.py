@@ -9,11 +9,9 @@ from omegaconf import DictConfig
 from .helpers import as_train_batch, first_batch, fit_small
 
 SMALL = [
-    "data=cifar10_mini_sup",
     "method.proj_hidden_dim=64",
     "method.k=8",
     "method.knn_k=10",
-    "optim=sgd",
 ]
 
 
@@ -22,7 +20,9 @@ def test_cone_short_fit_reports_top1(tiny_cfg: Callable[..., DictConfig]) -> Non
     metrics = trainer.callback_metrics
     assert 0.0 <= float(metrics["val/acc1"]) <= 100.0
     assert "train/l_sup_epoch" in metrics and "train/l_dc_epoch" in metrics
-    assert method.bank("queue").size == (5000 // 16) * 16
+    # one epoch as trained: trainer.limit_train_batches=2 batches of 16, not the 5,000 images
+    assert method.bank("queue").size == 2 * 16
+    assert bool((method.bank("queue").payloads["label"] >= 0).all())
 
 
 def test_epoch_zero_is_cross_entropy_only(tiny_cfg: Callable[..., DictConfig]) -> None:
@@ -71,3 +71,37 @@ def test_warns_when_the_confidence_mask_leaves_the_classifier_untrained(
     with pytest.warns(UserWarning, match="confidence mask"):
         method.on_train_epoch_end()
     assert int(method.masked_out_steps) == 0
+
+
+def test_cone_never_uses_its_own_bank_entries(
+    tiny_cfg: Callable[..., DictConfig], tiny_data: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbr_contrast.methods.cone as cone
+
+    excluded: list[torch.Tensor] = []
+    truth: list[torch.Tensor] = []
+    original_loss, original_step = cone.cone_neighbour_loss, cone.CoNe.step
+
+    def loss_spy(q, labels, bank, bank_labels, k, temperature, exclude=None):  # type: ignore[no-untyped-def]
+        assert exclude is not None
+        excluded.append(exclude.clone())
+        return original_loss(q, labels, bank, bank_labels, k, temperature, exclude=exclude)
+
+    def step_spy(self, batch):  # type: ignore[no-untyped-def]
+        if self.current_epoch >= 1:  # the bank's dataset indices as this step sees them
+            stored = self.bank("queue").payloads["index"]
+            truth.append(stored[None, :] == batch.indices[:, None])
+        return original_step(self, batch)
+
+    monkeypatch.setattr(cone, "cone_neighbour_loss", loss_spy)
+    monkeypatch.setattr(cone.CoNe, "step", step_spy)
+    # 100 images, 6 batches of 16 per epoch: the bank (96 entries) holds all of epoch 0
+    cfg = tiny_cfg(
+        "method=cone", *SMALL, *tiny_data, "trainer.max_epochs=2", "trainer.limit_train_batches=1.0"
+    )
+    method, _ = fit_small(cfg)
+    assert method.bank("queue").size == 96 and len(excluded) == len(truth) == 6
+    for got, expected in zip(excluded, truth, strict=True):
+        assert torch.equal(got, expected)
+    # the situation is real: samples of epoch 1 found their own epoch-0 entries
+    assert int(sum(t.sum() for t in truth)) > 16

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from nbr_contrast import api
 from nbr_contrast.build import build_datamodule, build_method, build_trainer
 from nbr_contrast.data.sources import mini_source
+from nbr_contrast.losses import nnclr_loss
 from nbr_contrast.neighbours.callback import NeighbourIndexCallback
 
 from .helpers import fit_small
@@ -63,6 +64,21 @@ def test_use_nn_false_uses_the_embedding_itself(tiny_cfg: Callable[..., DictConf
     positives, labels = method.positives(z, torch.zeros(4, dtype=torch.long))
     assert torch.allclose(positives, torch.nn.functional.normalize(z, dim=1))
     assert labels is None
+
+
+@pytest.mark.parametrize("stop_grad_self", [False, True])
+def test_ablation_gradient_reaches_z_through_the_positive(
+    tiny_cfg: Callable[..., DictConfig], stop_grad_self: bool
+) -> None:
+    cfg = tiny_cfg(*SMALL, "method.use_nn=false", f"method.stop_grad_self={stop_grad_self}")
+    method = build_method(cfg)
+    z = torch.randn(4, 32, requires_grad=True)
+    predictions = torch.randn(4, 32)  # constants: any gradient to z comes via the positive
+    positives, _ = method.positives(z, torch.zeros(4, dtype=torch.long))
+    assert positives.requires_grad is not stop_grad_self
+    if not stop_grad_self:
+        nnclr_loss(positives, predictions, 0.2).backward()
+        assert z.grad is not None and z.grad.abs().sum() > 0
 
 
 def test_bank_smaller_than_k_is_a_clear_error(tiny_cfg: Callable[..., DictConfig]) -> None:

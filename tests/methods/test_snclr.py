@@ -75,3 +75,25 @@ def test_snclr_with_a_vit_backbone(tiny_cfg: Callable[..., DictConfig]) -> None:
     assert trainer.global_step == 2
     assert method.feature_dim == 192
     assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
+
+
+def linear_widths(head: torch.nn.Module) -> list[int]:
+    return [m.out_features for m in head if isinstance(m, torch.nn.Linear)]
+
+
+def ends_in_bn(head: torch.nn.Module) -> bool:
+    return isinstance(list(head)[-1], torch.nn.BatchNorm1d)
+
+
+def test_moco_v3_heads_follow_the_backbone(tiny_cfg: Callable[..., DictConfig]) -> None:
+    # moco-v3 moco/builder.py: MoCo_ResNet 2-layer projector, predictor without last BN;
+    # MoCo_ViT 3-layer projector, predictor with last BN (last BNs without affine)
+    for method in ("mocov3", "snclr"):
+        resnet = build_method(tiny_cfg(f"method={method}"))
+        assert linear_widths(resnet.projector) == [4096, 256] and ends_in_bn(resnet.projector)
+        assert not list(resnet.projector)[-1].affine
+        assert linear_widths(resnet.predictor) == [4096, 256]
+        assert not ends_in_bn(resnet.predictor)
+        vit = build_method(tiny_cfg(f"method={method}", "backbone=vit_tiny"))
+        assert linear_widths(vit.projector) == [4096, 4096, 256] and ends_in_bn(vit.projector)
+        assert linear_widths(vit.predictor) == [4096, 256] and ends_in_bn(vit.predictor)

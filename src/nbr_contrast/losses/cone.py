@@ -14,6 +14,7 @@ def cone_neighbour_loss(
     bank_labels: Tensor,
     k: int,
     temperature: float,
+    exclude: Tensor | None = None,
 ) -> Tensor:
     """Neighbour loss: probability mass of same-class neighbours among the top-k.
 
@@ -29,6 +30,10 @@ def cone_neighbour_loss(
     bank is a constant (detached). Bank slots with a label that no sample has
     (e.g. ``-1`` for empty slots) simply never count as same-class.
 
+    Deviation: ``exclude`` removes entries from a row's candidates before the top-k (the
+    sample's own older teacher entries: on a small dataset the bank spans a whole epoch, so
+    every sample would otherwise find itself, which never happens at ImageNet scale).
+
     Args:
         q: Student embeddings ``[B, D]``.
         labels: Class labels ``[B]``.
@@ -36,6 +41,7 @@ def cone_neighbour_loss(
         bank_labels: Their labels ``[K]``.
         k: Neighbours per sample (512 in the paper), ``1 ≤ k ≤ K``.
         temperature: ``τ_sup``.
+        exclude: Optional boolean ``[B, K]``: entries row ``i`` must never use.
 
     Returns:
         Scalar loss.
@@ -47,9 +53,11 @@ def cone_neighbour_loss(
     if not 1 <= k <= size:
         raise ValueError(f"k={k} neighbours requested but the bank holds {size} entries")
     sims = F.normalize(q, dim=1) @ F.normalize(bank.detach(), dim=1).T
+    if exclude is not None:
+        sims = sims.masked_fill(exclude, float("-inf"))
     top, idx = sims.topk(k, dim=1)
     w = (top / temperature).softmax(dim=1)
-    same = bank_labels[idx] == labels.unsqueeze(1)
+    same = (bank_labels[idx] == labels.unsqueeze(1)) & top.isfinite()
     p = (w * same).sum(dim=1)
     valid = p > 1e-8
     nll = torch.where(valid, -p.clamp_min(1e-8).log(), torch.zeros_like(p))
@@ -58,11 +66,16 @@ def cone_neighbour_loss(
 
 @torch.no_grad()
 def cone_dc_target(
-    teacher_emb: Tensor, bank: Tensor, bank_probs: Tensor, temperature: float
+    teacher_emb: Tensor,
+    bank: Tensor,
+    bank_probs: Tensor,
+    temperature: float,
+    exclude: Tensor | None = None,
 ) -> Tensor:
     """Distributional-consistency target ``t_i = Σ_j softmax_j(k_i·bank_j/τ)·P_j``.
 
-    The softmax runs over the whole bank; ``k`` (teacher embeddings) and the bank are
+    The softmax runs over the whole bank, less the entries ``exclude`` marks for the row
+    (see :func:`cone_neighbour_loss`); ``k`` (teacher embeddings) and the bank are
     L2-normalised here. No gradient.
 
     Args:
@@ -70,11 +83,14 @@ def cone_dc_target(
         bank: Teacher embeddings in the bank ``[K, D]``.
         bank_probs: Teacher class probabilities stored with them ``[K, C]``.
         temperature: ``τ_dc``.
+        exclude: Optional boolean ``[B, K]``: entries row ``i`` must never use.
 
     Returns:
         Targets ``[B, C]``; rows are distributions when the rows of ``bank_probs`` are.
     """
     sims = F.normalize(teacher_emb, dim=1) @ F.normalize(bank, dim=1).T
+    if exclude is not None:
+        sims = sims.masked_fill(exclude, float("-inf"))
     return (sims / temperature).softmax(dim=1) @ bank_probs.to(sims.dtype)
 
 
@@ -85,6 +101,7 @@ def cone_dc_loss(
     bank_probs: Tensor,
     temperature: float,
     mask: Tensor | None = None,
+    exclude: Tensor | None = None,
 ) -> Tensor:
     """Distributional-consistency loss ``L_dc = Σ_i KL(t_i ‖ softmax(logits_i)) / B``.
 
@@ -99,11 +116,12 @@ def cone_dc_loss(
         temperature: ``τ_dc``.
         mask: Optional boolean ``[B]`` selecting the samples that contribute (the official
             confidence mask); the sum is still divided by ``B``.
+        exclude: Optional boolean ``[B, K]``: bank entries row ``i`` must never use.
 
     Returns:
         Scalar loss.
     """
-    target = cone_dc_target(teacher_emb, bank, bank_probs, temperature)
+    target = cone_dc_target(teacher_emb, bank, bank_probs, temperature, exclude)
     log_s = F.log_softmax(logits, dim=1)
     kl = (torch.special.xlogy(target, target) - target * log_s).sum(dim=1)
     if mask is not None:

@@ -47,10 +47,14 @@ def info_nce(
 
         L_i = −log exp(q_i·k_i/τ) / (exp(q_i·k_i/τ) + Σ_{n∈queue} exp(q_i·n/τ))
 
-    Without a queue (``queue=None``, MoCo v3 / in-batch negatives) the other keys of the
-    batch are the negatives::
+    Without a queue (``queue=None``, in-batch negatives) the other keys of the batch are
+    the negatives::
 
         L_i = −log exp(q_i·k_i/τ) / Σ_j exp(q_i·k_j/τ)
+
+    MoCo v3's loss is this times ``2τ`` with the keys gathered from every rank; the
+    method uses :func:`~nbr_contrast.losses.snclr.snclr_loss` with no neighbours, which
+    includes both.
 
     All vectors are L2-normalised here. Nothing is detached: momentum keys normally carry
     no gradient already; detach ``k``/``queue`` before calling if they might.

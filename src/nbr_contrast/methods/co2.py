@@ -17,7 +17,10 @@ snapshot ``n_1..n_K`` taken before this batch is enqueued::
 Implementation notes and deviations:
     * The queue is the shared neighbour index's bank ``queue`` (global across ranks,
       checkpointed). Both views' keys are enqueued after the step, so the loss always
-      sees the snapshot from before the batch.
+      sees the snapshot from before the batch. solo-learn's MoCo v2+ keeps one queue per
+      view (view-1 queries against past view-2 keys and vice versa); here both directions
+      share one queue holding both views' keys, and ``queue_size`` 65,536 spans the same
+      32,768 past samples as solo-learn's two queues of 32,768.
     * No shuffle-BN. Each view goes through the key encoder as its own batch, so a key's
       BN statistics never contain its query; under DDP, ``trainer=ddp`` turns on SyncBN,
       which computes the statistics over the global per-view batch (as MoCo v3 and
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from nbr_contrast.config import MethodConfig
+from nbr_contrast.config import MomentumMethodConfig
 from nbr_contrast.losses import co2_consistency, moco_infonce
 from nbr_contrast.methods.base import BaseMethod, StepOutput, TrainBatch
 from nbr_contrast.methods.momentum import momentum_copy
@@ -47,29 +50,31 @@ from nbr_contrast.neighbours.index import BankSpec
 
 
 @dataclass
-class CO2Config(MethodConfig):
-    """CO2 / MoCo v2 hyper-parameters (paper values).
+class CO2Config(MomentumMethodConfig):
+    """CO2 / MoCo v2 hyper-parameters (defaults: ``conf/method/co2.yaml``, which cites them).
+
+    The MoCo v2 values are solo-learn's CIFAR recipe (``mocov2plus.yaml``), the consistency
+    values the CO2 paper's; the momentum fields come from :class:`MomentumMethodConfig`.
 
     Attributes:
-        proj_hidden_dim: Head hidden width (2048).
-        proj_output_dim: Embedding size (128).
+        proj_hidden_dim: Head hidden width (2048; the head has no BN).
+        proj_output_dim: Embedding size (256; MoCo v2 paper 128).
         temperature: ``τ_ins`` of the instance loss (0.2).
         consistency_temperature: ``τ_con`` (0.05, unconfirmed).
         alpha: Weight of the consistency term (1; 0 gives MoCo v2).
-        queue_size: Negative queue length ``K`` (65,536; 4,096-16,384 on CIFAR).
-        momentum: Base EMA momentum of the key encoder (0.999).
-        final_momentum: Momentum at the end of training (equal to ``momentum``: fixed).
+        queue_size: Length ``K`` of the one queue of both views' keys (65,536 = the 32,768
+            past samples of solo-learn's two per-view queues).
     """
 
     _target_: str = "nbr_contrast.methods.co2.CO2"
     name: str = "co2"
     proj_hidden_dim: int = 2048
-    proj_output_dim: int = 128
+    proj_output_dim: int = 256
     temperature: float = 0.2
     consistency_temperature: float = 0.05
     alpha: float = 1.0
     queue_size: int = 65536
-    momentum: float = 0.999
+    momentum: float = 0.99
     final_momentum: float = 0.999
 
 
@@ -103,9 +108,6 @@ class CO2(BaseMethod):
         """Key encoder = EMA of backbone and projector."""
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
 
-    def momentum_range(self) -> tuple[float, float]:
-        """``momentum`` → ``final_momentum`` on a cosine (fixed when they are equal)."""
-        return float(self.cfg.method.momentum), float(self.cfg.method.final_momentum)
 
     def index_encoder(self) -> nn.Module:
         """Momentum backbone + projector: the key space the queue lives in."""

@@ -14,12 +14,14 @@ ranks agree), filled *after* the loss so a batch never retrieves itself. Negativ
 ``p_k`` are gathered from all ranks with a gradient-carrying all-gather.
 
 Deviations and options:
-    * ``use_nn=false`` replaces ``NN(z)`` by ``norm(z)`` itself (the paper's ablation,
-      a SimCLR-style baseline with a predictor).
+    * ``use_nn=false`` replaces ``NN(z)`` by ``norm(z)`` itself, with the gradient flowing
+      through it (the paper's ablation: a SimCLR-style baseline with a predictor, the only
+      difference from NNCLR being the neighbour). ``stop_grad_self=true`` detaches that
+      positive instead, as ``NN(z)`` is.
     * ``nn_warmup_steps`` (default 0, the paper's behaviour) uses ``z`` instead of ``NN(z)``
       for the first steps, while the bank still holds its random initial entries.
     * The bank is initialised with random unit vectors, as in the released
-      re-implementations; it is sized ``queue_size`` (paper 98,304).
+      re-implementations; it is sized ``queue_size`` (solo-learn 65,536, paper 98,304).
 """
 
 from __future__ import annotations
@@ -42,15 +44,17 @@ from nbr_contrast.utils.dist import gather_with_grad, rank
 
 @dataclass
 class NNCLRConfig(MethodConfig):
-    """NNCLR hyper-parameters (paper values unless noted).
+    """NNCLR hyper-parameters (defaults: solo-learn's CIFAR recipe, ``conf/method/nnclr.yaml``).
 
     Attributes:
-        proj_hidden_dim: Projector hidden width (paper 2048).
-        proj_output_dim: Embedding size ``d`` (paper 256).
-        pred_hidden_dim: Predictor hidden width (paper 4096).
-        temperature: ``τ`` (paper 0.1; solo-learn uses 0.2 on CIFAR).
-        queue_size: Support-set size (paper 98,304; keep at most the dataset size).
+        proj_hidden_dim: Projector hidden width (2048; paper 2048).
+        proj_output_dim: Embedding size ``d`` (256; paper 256).
+        pred_hidden_dim: Predictor hidden width (4096; paper 4096).
+        temperature: ``τ`` (0.2; paper 0.1).
+        queue_size: Support-set size (65,536; paper 98,304).
         use_nn: Use the nearest neighbour as the positive (``false``: ablation baseline).
+        stop_grad_self: When ``z`` itself is the positive (``use_nn=false`` or during
+            ``nn_warmup_steps``), stop its gradient as ``NN(z)``'s is.
         nn_warmup_steps: Steps during which ``z`` itself is used instead of ``NN(z)``.
     """
 
@@ -59,9 +63,10 @@ class NNCLRConfig(MethodConfig):
     proj_hidden_dim: int = 2048
     proj_output_dim: int = 256
     pred_hidden_dim: int = 4096
-    temperature: float = 0.1
-    queue_size: int = 98304
+    temperature: float = 0.2
+    queue_size: int = 65536
     use_nn: bool = True
+    stop_grad_self: bool = False
     nn_warmup_steps: int = 0
 
 
@@ -95,10 +100,10 @@ class NNCLR(BaseMethod):
 
     def positives(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None]:
         """``NN(z)`` from the support set (or ``z`` itself), and the neighbours' labels."""
+        m = self.cfg.method
         z = F.normalize(z, dim=1)
-        use_nn = self.cfg.method.use_nn and self.global_step >= self.cfg.method.nn_warmup_steps
-        if not use_nn:
-            return z.detach(), None
+        if not (m.use_nn and self.global_step >= m.nn_warmup_steps):
+            return (z.detach() if m.stop_grad_self else z), None
         found = self.bank("support").search(z.detach(), k=1)
         return found.embeddings[:, 0], found.payloads["label"][:, 0]
 

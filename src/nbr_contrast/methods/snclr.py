@@ -4,9 +4,12 @@ Ge, Wang, Tong, Chen, Song, Luo. "Soft Neighbors are Positive Supporters in Cont
 Visual Representation Learning", ICLR 2023 (arXiv 2303.17142). MoCo v3: Chen, Xie, He,
 ICCV 2021 (arXiv 2104.02057).
 
-Online ``f``, projector ``g`` (3 layers, 4096 hidden, 256 out, last BN without affine),
-predictor ``h`` (2 layers); momentum copies of ``f`` and ``g`` (m 0.99 → 1, cosine per
-step). For every momentum key ``k_i`` the bank of past view-2 keys gives the top-K
+Online ``f``, projector ``g`` and predictor ``h``, MoCo v3's heads for the backbone
+(``moco/builder.py``, as solo-learn's ``mocov3.py``): on a ResNet a 2-layer projector and a
+2-layer predictor without a last BN; on a ViT a 3-layer projector and a predictor ending
+in BN (last BNs without affine). SNCLR released only its ViT heads; on a ResNet it uses the
+same heads as its MoCo v3 baseline. Momentum copies of ``f`` and ``g`` (m 0.99 → 1, cosine
+per step). For every momentum key ``k_i`` the bank of past view-2 keys gives the top-K
 neighbours ``NN_1..K(k_i)``; the columns are every key and its neighbours from all ranks.
 Row ``i``'s target is 1 on its own key and ``w_ij = softmax_j(norm(y_i)·norm(NN_j(k_i)))``
 on its own neighbours (``y`` = projector output of the query view)::
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from nbr_contrast.config import MethodConfig
+from nbr_contrast.config import MomentumMethodConfig
 from nbr_contrast.losses import snclr_loss, snclr_weights
 from nbr_contrast.methods.base import BaseMethod, StepOutput, TrainBatch
 from nbr_contrast.methods.momentum import momentum_copy
@@ -50,7 +53,7 @@ ATTENTIONS = ("cosine", "learned")
 
 
 @dataclass
-class SNCLRConfig(MethodConfig):
+class SNCLRConfig(MomentumMethodConfig):
     """SNCLR / MoCo v3 hyper-parameters (official code values unless noted).
 
     Attributes:
@@ -58,14 +61,13 @@ class SNCLRConfig(MethodConfig):
         proj_output_dim: Embedding size (256).
         pred_hidden_dim: Predictor hidden width (4096).
         temperature: ``τ`` (0.2).
-        num_neighbours: ``K`` neighbours per key (30; 5-10 on CIFAR; 0 = MoCo v3).
-        queue_size: Bank size (128,000 in the official code).
+        num_neighbours: ``K`` neighbours per key (5, ours for small data; official 30 on
+            ImageNet; 0 = MoCo v3).
+        queue_size: Bank size (16,384, ours for small data; official 128,000).
         bank_scope: ``global`` (default) or ``rank`` (per-GPU, as the official code).
         attention: ``cosine`` (official, parameter-free) or ``learned``.
         detach_weights: Stop gradients through the positiveness weights.
         exclude_self: Never return bank entries of the sample's own dataset index.
-        momentum: Base momentum (0.99).
-        final_momentum: Final momentum (1.0).
     """
 
     _target_: str = "nbr_contrast.methods.snclr.SNCLR"
@@ -74,14 +76,12 @@ class SNCLRConfig(MethodConfig):
     proj_output_dim: int = 256
     pred_hidden_dim: int = 4096
     temperature: float = 0.2
-    num_neighbours: int = 30
-    queue_size: int = 128000
+    num_neighbours: int = 5
+    queue_size: int = 16384
     bank_scope: str = "global"
     attention: str = "cosine"
     detach_weights: bool = False
     exclude_self: bool = True
-    momentum: float = 0.99
-    final_momentum: float = 1.0
 
 
 class CrossAttentionWeights(nn.Module):
@@ -111,9 +111,10 @@ class SNCLR(BaseMethod):
         m = self.cfg.method
         if m.attention not in ATTENTIONS:
             raise ValueError(f"method.attention={m.attention!r}; valid: {ATTENTIONS}.")
+        vit = str(self.cfg.backbone.name).startswith("vit")
         self.projector = MLPHead(
             self.feature_dim,
-            [m.proj_hidden_dim, m.proj_hidden_dim],
+            [m.proj_hidden_dim] * (2 if vit else 1),
             m.proj_output_dim,
             last_bn=True,
             last_bn_affine=False,
@@ -122,7 +123,7 @@ class SNCLR(BaseMethod):
             m.proj_output_dim,
             [m.pred_hidden_dim],
             m.proj_output_dim,
-            last_bn=True,
+            last_bn=vit,
             last_bn_affine=False,
         )
         self.momentum_backbone = momentum_copy(self.backbone)
@@ -156,9 +157,6 @@ class SNCLR(BaseMethod):
         """Momentum backbone and projector."""
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
 
-    def momentum_range(self) -> tuple[float, float]:
-        """Cosine momentum 0.99 → 1 by default."""
-        return float(self.cfg.method.momentum), float(self.cfg.method.final_momentum)
 
     def index_encoder(self) -> nn.Module:
         """Momentum backbone + projector (the key space of the bank)."""

@@ -15,9 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from nbr_contrast.config import BackboneConfig
-
-SMALL_IMAGE_MAX = 64
+from nbr_contrast.config import SMALL_IMAGE_MAX, BackboneConfig
 
 
 @dataclass(frozen=True)
