@@ -117,7 +117,7 @@ def check_overrides(args: Sequence[str]) -> None:
     """
     overrides = [a for a in args if "=" in a and not a.startswith(("-", "+", "~", "hydra"))]
     schemas = _schemas(_selected_methods(overrides))
-    top = {f.name for f in dataclasses.fields(RunConfig)} | {"experiment"}
+    top = {f.name for f in dataclasses.fields(RunConfig)} | {"experiment", "views"}
     for a in overrides:
         key, value = a.split("=", 1)
         parts = key.split(".")

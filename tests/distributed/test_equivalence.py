@@ -66,7 +66,6 @@ CASES: dict[str, tuple[list[str], list[int]]] = {
     "cone": (
         [
             "method=cone",
-            "data=cifar10_mini_sup",
             *HEADS,
             "method.k=8",
             "method.ce_only_epochs=0",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+import torch
 from omegaconf import DictConfig
 
 from nbr_contrast.data.sources import DataSourceError
@@ -64,6 +65,7 @@ def validate_config(cfg: DictConfig) -> None:
         ConfigError: For the first setting that cannot work.
     """
     o, t, d = cfg.optim, cfg.trainer, cfg.data
+    validate_devices(t, torch.cuda.device_count())
     if str(o.name) not in OPTIMIZERS:
         _fail(f"optim.name={o.name!r} is unknown; valid: {', '.join(OPTIMIZERS)}.")
     if float(o.lr) <= 0:
@@ -108,3 +110,47 @@ def validate_neighbour_counts(setting: str, ks: Iterable[int], num_train: int) -
                 f"{setting}: k={k} must be between 1 and the {num_train} training images; "
                 f"lower {setting}."
             )
+
+
+def requested_devices(devices: object) -> int | None:
+    """How many devices ``trainer.devices`` asks for (``None`` for ``auto`` or ``-1``)."""
+    if isinstance(devices, int):
+        return None if devices == -1 else devices
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        return None
+    if text.isdigit():
+        return int(text)
+    ids = [part for part in text.strip("[]").split(",") if part.strip()]
+    return len(ids)
+
+
+def validate_devices(trainer: DictConfig, gpus: int) -> None:
+    """Refuse a device count the machine cannot give, instead of changing its meaning.
+
+    ``trainer.devices=8`` on a machine without 8 GPUs would otherwise start 8 CPU
+    processes (``accelerator=auto``) or fail deep inside Lightning (``accelerator=gpu``).
+    An explicit ``trainer.accelerator=cpu`` (``trainer=ddp_cpu``) keeps CPU processes.
+
+    Args:
+        trainer: The ``trainer`` config.
+        gpus: GPUs visible to this process.
+
+    Raises:
+        ConfigError: Naming what was asked, what is present and the fix.
+    """
+    wanted = requested_devices(trainer.devices)
+    accelerator = str(trainer.accelerator)
+    if wanted is None or accelerator == "cpu" or wanted <= max(gpus, 1):
+        return
+    if gpus == 0:
+        _fail(
+            f"trainer.devices={wanted} asks for {wanted} GPUs but no GPU is present, so it "
+            f"would start {wanted} CPU processes: use trainer.devices=1 to train on the CPU, "
+            f"or trainer=ddp_cpu trainer.devices={wanted} for distributed CPU processes (gloo)."
+        )
+    if accelerator in ("auto", "gpu", "cuda") and wanted > gpus:
+        _fail(
+            f"trainer.devices={wanted} asks for {wanted} GPUs but {gpus} are visible; set "
+            f"trainer.devices={gpus} (the learning rate follows the global batch)."
+        )
