@@ -27,9 +27,13 @@ commands, commit, hardware).
     python benchmarks/reproduce.py --trainer gpu --epochs 50 --jobs 4 --time-limit 540
     python benchmarks/reproduce.py --data cifar10_mini --epochs 1 --max-train-batches 4 \\
         --trainer cpu backbone.small_stem=false 'nnclr,snclr:method.pred_hidden_dim=256'
+    python benchmarks/reproduce.py --preset smoke --jobs 2      # CPU smoke table, 3 seeds
 
 Positional arguments are Hydra overrides for every run; ``RUN[,RUN...]:key=value`` applies
-one to the named runs only (run names as above).
+one to the named runs only (run names as above). ``--seeds 0,1,2`` trains every run once
+per seed and reports mean ± standard deviation. ``--preset smoke`` is the CPU smoke scale
+(:data:`PRESETS`): the same recipes on the built-in data at the quickstart's size, a check
+that every method learns (ends above its random-init kNN), not a reproduction.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -55,7 +60,6 @@ from shared_data import default_data, npz_paths
 
 from nbr_contrast import api
 from nbr_contrast.build import to_container
-from nbr_contrast.cli import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 KNN_K, KNN_TAU = 200, 0.1
@@ -80,6 +84,35 @@ RUNS: dict[str, Run] = {
     "cone": Run(("experiment=cone_cifar10",), supervised=True),
     "supervised": Run(("experiment=cone_cifar10", "method=supervised"), supervised=True),
 }
+# The CPU smoke scale: every recipe above on the built-in 5,000 images at the quickstart's
+# size (16 px, small heads, banks under one epoch of entries), 10 epochs of batch 128.
+# Every value is ours, chosen so that 27 runs (9 runs x 3 seeds) fit in about an hour on
+# 2 CPU cores; the method's own views and optimiser come from its recipe.
+HEADS = ["method.proj_hidden_dim=512", "method.proj_output_dim=128"]
+SMOKE_OVERRIDES = [
+    "data.image_size=16",  # the recipe's views at 16 px (quickstart)
+    "trainer.precision=auto",  # bf16 on CPUs with AMX / AVX-512 BF16
+    "trainer.channels_last=true",
+    "optim.warmup_epochs=1",  # 10% of the run (recipes: 10 of 1000, 5 of 100 epochs)
+    *(f"nnclr,nnclr_no_nn,co2,mocov2,clim,snclr,mocov3,cone,supervised:{o}" for o in HEADS),
+    "nnclr,nnclr_no_nn,snclr,mocov3:method.pred_hidden_dim=512",
+    "nnclr,nnclr_no_nn,co2,mocov2,clim,snclr,mocov3:method.queue_size=4096",
+    "nnclr,nnclr_no_nn:method.nn_warmup_steps=78",  # the quickstart's two epochs
+    "clim:method.warmup_epochs=4",  # mixing from epoch 4 (recipe: 10)
+    "clim:method.refresh_every=2",
+]
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "data": "cifar10_mini",
+        "epochs": 10,
+        "batch_size": 128,
+        "seeds": "0,1,2",
+        "trainer": "cpu",
+        "overrides": SMOKE_OVERRIDES,
+    }
+}
+METRICS = ("knn_acc_before", "knn_acc", "linear_probe_acc1", "top1")
+
 PAIRS: dict[str, str] = {
     "nnclr": "nnclr_no_nn",
     "co2": "mocov2",
@@ -89,12 +122,9 @@ PAIRS: dict[str, str] = {
 }
 
 
-def data_overrides(data: str, supervised: bool) -> list[str]:
-    """The data group (its ``_sup`` variant for supervised runs, if any) and npz paths."""
-    group = data
-    if supervised and (CONF_DIR / "data" / f"{data}_sup.yaml").is_file():
-        group = f"{data}_sup"
-    out = [f"data={group}"]
+def data_overrides(data: str) -> list[str]:
+    """The data group (the method's recipe chooses the views) and npz paths."""
+    out = [f"data={data}"]
     if data == "npz":
         out += npz_paths()
     return out
@@ -123,15 +153,15 @@ def split_overrides(extra: list[str]) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def run_overrides(
-    name: str, args: argparse.Namespace, common: list[str], own: list[str]
+    name: str, args: argparse.Namespace, common: list[str], own: list[str], seed: int | None = None
 ) -> list[str]:
     """Full override list of one run: recipe, data, shared schedule, then user overrides."""
     run = RUNS[name]
-    out = [*run.overrides, *data_overrides(args.data, run.supervised), f"trainer={args.trainer}"]
+    out = [*run.overrides, *data_overrides(args.data), f"trainer={args.trainer}"]
     out += [
         f"trainer.max_epochs={args.epochs}",
         f"data.batch_size={args.batch_size}",
-        f"seed={args.seed}",
+        f"seed={args.seeds[0] if seed is None else seed}",
         f"method.knn_k={KNN_K}",
         f"method.knn_temperature={KNN_TAU}",
         "trainer.enable_progress_bar=false",
@@ -208,6 +238,11 @@ def cli_command(overrides: list[str], run_dir: Path, resume: bool) -> list[str]:
     return ["python", "-m", "nbr_contrast", *overrides, *extra, f"hydra.run.dir={run_dir}"]
 
 
+def run_name(key: str) -> str:
+    """The run of a study key (``nnclr@1`` is seed 1 of ``nnclr``)."""
+    return key.split("@", 1)[0]
+
+
 def train(name: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Fit one run in this process (or reuse / resume it, see :func:`plan`); return its record."""
     action = plan(name, overrides, run_dir)
@@ -277,6 +312,7 @@ def record(name: str, overrides: list[str], run_dir: Path, reused: bool) -> dict
     )
     return {
         "method": summary["method"],
+        "seed": summary.get("config", {}).get("seed"),
         "supervised": RUNS[name].supervised,
         "output_dir": str(run_dir),
         "overrides": overrides,
@@ -292,6 +328,22 @@ def record(name: str, overrides: list[str], run_dir: Path, reused: bool) -> dict
         "linear_probe_acc1": first(summary.get("linear_probe_acc1"), logged["val/probe_acc1"]),
         "top1": logged["val/acc1"],
     }
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation of each metric over a run's seeds."""
+    out: dict[str, Any] = {"seeds": [r.get("seed") for r in records], "std": {}}
+    out["above_init"] = all(
+        r.get("knn_acc") is not None
+        and r.get("knn_acc_before") is not None
+        and r["knn_acc"] > r["knn_acc_before"]
+        for r in records
+    )
+    for key in METRICS:
+        values = [r[key] for r in records if r.get(key) is not None]
+        out[key] = statistics.fmean(values) if values else None
+        out["std"][key] = statistics.stdev(values) if len(values) > 1 else None
+    return out
 
 
 def delta(a: float | None, b: float | None) -> float | None:
@@ -310,6 +362,8 @@ def pair_rows(runs: dict[str, dict[str, Any]], methods: list[str]) -> list[dict[
                 "method": runs[method][key],
                 "baseline": runs[base][key],
                 "delta": delta(runs[method][key], runs[base][key]),
+                "method_std": runs[method].get("std", {}).get(key),
+                "baseline_std": runs[base].get("std", {}).get(key),
             }
             for key in keys
         }
@@ -352,18 +406,48 @@ def hardware(trainer: str) -> dict[str, Any]:
     }
 
 
-def fmt(x: float | None, signed: bool = False) -> str:
-    """Percent with two decimals (``n/a`` when missing)."""
+def fmt(x: float | None, signed: bool = False, std: float | None = None) -> str:
+    """Percent with two decimals, ``± std`` when given (``n/a`` when missing)."""
     if x is None:
         return "n/a"
-    return f"{x:+.2f}" if signed else f"{x:.2f}"
+    text = f"{x:+.2f}" if signed else f"{x:.2f}"
+    return text if std is None else f"{text} ± {std:.2f}"
+
+
+def run_table(report: dict[str, Any]) -> list[str]:
+    """One row per run: kNN at random init and after training, probe or top-1."""
+    lines = [
+        "| run | seeds | kNN at init | kNN after | Δ vs init | every seed above init "
+        "| probe / top-1 |",
+        "|---|---:|---:|---:|---:|:---:|---:|",
+    ]
+    for name, agg in report["summary"].items():
+        second = "top1" if RUNS[name].supervised else "linear_probe_acc1"
+        std = agg["std"]
+        label = "top-1" if second == "top1" else "probe"
+        lines.append(
+            f"| {name} | {len(agg['seeds'])} "
+            f"| {fmt(agg['knn_acc_before'], std=std['knn_acc_before'])} "
+            f"| {fmt(agg['knn_acc'], std=std['knn_acc'])} "
+            f"| {fmt(delta(agg['knn_acc'], agg['knn_acc_before']), True)} "
+            f"| {'yes' if agg['above_init'] else 'NO'} "
+            f"| {fmt(agg[second], std=std[second])} ({label}) |"
+        )
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
     """The study as a markdown table with settings, commands, commit and hardware."""
     s, hw = report["settings"], report["hardware"]
+    seeds = s["seeds"]
+    title = (
+        "Smoke-scale check (not a reproduction)"
+        if s.get("preset") == "smoke"
+        else ("Reproduction study")
+    )
     lines = [
-        f"# Reproduction study: {s['data']}, {s['epochs']} epoch(s), batch {s['batch_size']}",
+        f"# {title}: {s['data']}, {s['epochs']} epoch(s), batch {s['batch_size']}, "
+        f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}",
         "",
         f"Commit `{report['commit']}`{' (with uncommitted changes)' if report['dirty'] else ''}; "
         f"{hw['device_name']} ({hw['device']}), {hw['cpu_count']} CPUs, torch {hw['torch']}; "
@@ -372,7 +456,12 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"kNN: k={KNN_K}, τ={KNN_TAU}, cosine, backbone features of un-augmented images. "
         "Probe: online linear probe on detached backbone features. Top-1: the classifier "
-        "(CoNe / supervised). All at the final epoch; Δ = method − baseline, in points.",
+        "(CoNe / supervised). All at the final epoch; Δ = method − baseline, in points"
+        + (
+            f"; mean ± sample standard deviation over {len(seeds)} seeds."
+            if len(seeds) > 1
+            else "."
+        ),
         "",
         "| method | baseline | kNN method | kNN baseline | Δ kNN | probe / top-1 method "
         "| probe / top-1 baseline | Δ probe / top-1 |",
@@ -382,12 +471,15 @@ def markdown(report: dict[str, Any]) -> str:
         m = row["metrics"]
         second = m.get("top1") or m["linear_probe_acc1"]
         label = "top-1" if "top1" in m else "probe"
+        knn = m["knn_acc"]
         lines.append(
-            f"| {row['method']} | {row['baseline']} | {fmt(m['knn_acc']['method'])} "
-            f"| {fmt(m['knn_acc']['baseline'])} | {fmt(m['knn_acc']['delta'], True)} "
-            f"| {fmt(second['method'])} ({label}) | {fmt(second['baseline'])} "
+            f"| {row['method']} | {row['baseline']} | {fmt(knn['method'], std=knn['method_std'])} "
+            f"| {fmt(knn['baseline'], std=knn['baseline_std'])} | {fmt(knn['delta'], True)} "
+            f"| {fmt(second['method'], std=second['method_std'])} ({label}) "
+            f"| {fmt(second['baseline'], std=second['baseline_std'])} "
             f"| {fmt(second['delta'], True)} |"
         )
+    lines += ["", *run_table(report)]
     if report.get("pending"):
         lines += [
             "",
@@ -402,22 +494,29 @@ def markdown(report: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="a named scale (its data, epochs, batch, seeds, trainer and overrides are the "
+        "defaults; flags and overrides given here still apply)",
+    )
+    parser.add_argument(
         "--data",
-        default=default_data(),
+        default=None,
         help="data group: npz (full CIFAR-10 from ../shared/data), cifar10_mini, ...",
     )
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=None, help="default 50")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 256")
     parser.add_argument(
         "--methods", default=",".join(PAIRS), help=f"comma-separated subset of {','.join(PAIRS)}"
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--seeds", default=None, help="comma-separated seeds, one run each (default 42)"
+    )
     parser.add_argument(
         "--max-train-batches", type=int, default=0, help="training batches per epoch (0: all)"
     )
-    parser.add_argument(
-        "--trainer", choices=["gpu", "cpu"], default="gpu" if torch.cuda.is_available() else "cpu"
-    )
+    parser.add_argument("--trainer", choices=["gpu", "cpu"], default=None)
     parser.add_argument(
         "--out",
         type=Path,
@@ -448,12 +547,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     unknown = [a for a in extra if a.startswith("--")]
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    preset = PRESETS.get(args.preset or "", {})
+    defaults = {
+        "data": default_data(),
+        "epochs": 50,
+        "batch_size": 256,
+        "seeds": "42",
+        "trainer": "gpu" if torch.cuda.is_available() else "cpu",
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, preset.get(key, value))
+    args.seeds = [int(x) for x in str(args.seeds).split(",") if x]
+    extra = [*preset.get("overrides", []), *extra]
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in PAIRS]
     if bad:
         parser.error(f"unknown method(s) {bad}; choose from {', '.join(PAIRS)}")
     args.methods = methods
-    args.out = args.out or REPO / "benchmarks" / "results" / f"reproduce_{args.trainer}"
+    stem = f"reproduce_{args.trainer}" + (f"_{args.preset}" if args.preset else "")
+    args.out = args.out or REPO / "benchmarks" / "results" / stem
     args.runs_dir = args.runs_dir or Path("outputs") / "reproduce" / args.out.name
     return args, extra
 
@@ -463,25 +576,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common, per_run = split_overrides(extra)
     names = list(dict.fromkeys(n for m in args.methods for n in (m, PAIRS[m])))
     start, cpu_start = time.time(), time.process_time()
-    todo = [(n, run_overrides(n, args, common, per_run[n]), args.runs_dir / n) for n in names]
+    several = len(args.seeds) > 1
+    todo = [
+        (
+            f"{n}@{seed}" if several else n,
+            run_overrides(n, args, common, per_run[n], seed),
+            args.runs_dir / (f"{n}_s{seed}" if several else n),
+        )
+        for seed in args.seeds
+        for n in names
+    ]
     runs: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
     pending: list[str] = []
     if args.jobs > 1 or args.time_limit is not None:
         failed, reused = train_in_subprocesses(todo, args.jobs, args.time_limit)
-        for name, overrides, run_dir in todo:
+        for key, overrides, run_dir in todo:
             if (run_dir / "summary.json").is_file():
-                runs[name] = record(name, overrides, run_dir, reused=name in reused)
-            elif name not in failed:
-                pending.append(name)
+                runs[key] = record(run_name(key), overrides, run_dir, reused=key in reused)
+            elif key not in failed:
+                pending.append(key)
     else:
-        for name, overrides, run_dir in todo:
+        for key, overrides, run_dir in todo:
             try:
-                runs[name] = train(name, overrides, run_dir)
+                runs[key] = train(run_name(key), overrides, run_dir)
             except Exception as err:  # one failed run must not lose the others' results
-                failed[name] = f"{type(err).__name__}: {err}"
-                print(f"[reproduce] {name} FAILED: {failed[name]}", file=sys.stderr, flush=True)
-    done = [m for m in args.methods if m in runs and PAIRS[m] in runs]
+                failed[key] = f"{type(err).__name__}: {err}"
+                print(f"[reproduce] {key} FAILED: {failed[key]}", file=sys.stderr, flush=True)
+    complete = {n for n in names if all((f"{n}@{s}" if several else n) in runs for s in args.seeds)}
+    summary = {
+        n: aggregate([runs[f"{n}@{s}" if several else n] for s in args.seeds])
+        for n in names
+        if n in complete
+    }
+    done = [m for m in args.methods if m in complete and PAIRS[m] in complete]
     commit, dirty = git_commit()
     report: dict[str, Any] = {
         "commit": commit,
@@ -490,10 +618,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": "python benchmarks/reproduce.py "
         + shlex.join(argv if argv is not None else sys.argv[1:]),
         "settings": {
+            "preset": args.preset,
             "data": args.data,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
-            "seed": args.seed,
+            "seeds": args.seeds,
             "trainer": args.trainer,
             "max_train_batches": args.max_train_batches or None,
             "overrides": extra,
@@ -508,7 +637,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "total_seconds": round(time.time() - start, 1),
         "total_cpu_seconds": round(time.process_time() - cpu_start, 1),
-        "pairs": pair_rows(runs, done),
+        "pairs": pair_rows(summary, done),
+        "summary": summary,
         "runs": runs,
         "failed": failed,
         "pending": pending,

@@ -29,7 +29,7 @@ def reproduce() -> ModuleType:
 
 def args(**kw: object) -> argparse.Namespace:
     base = {"data": "cifar10_mini", "trainer": "cpu", "epochs": 3, "batch_size": 64}
-    return argparse.Namespace(**{**base, "seed": 1, "max_train_batches": 0, **kw})
+    return argparse.Namespace(**{**base, "seeds": [1], "max_train_batches": 0, **kw})
 
 
 def test_per_run_overrides_go_to_the_named_runs_only(reproduce: ModuleType) -> None:
@@ -64,9 +64,13 @@ def test_method_and_baseline_share_every_setting_but_the_method(
     assert a.method.knn_k == b.method.knn_k == reproduce.KNN_K
 
 
-def test_supervised_runs_use_the_supervised_data_config(reproduce: ModuleType) -> None:
-    assert reproduce.data_overrides("cifar10_mini", supervised=True) == ["data=cifar10_mini_sup"]
-    assert reproduce.data_overrides("cifar10_mini", supervised=False) == ["data=cifar10_mini"]
+def test_supervised_runs_get_the_supervised_views_from_their_method(
+    reproduce: ModuleType, tmp_path: Path
+) -> None:
+    args, _ = reproduce.parse_args(["--data", "cifar10_mini", "--epochs", "1"])
+    cfg = api.compose(reproduce.run_overrides("supervised", args, [], []), output_dir=tmp_path)
+    assert reproduce.data_overrides("cifar10_mini") == ["data=cifar10_mini"]
+    assert [v.crop for v in cfg.data.views] == ["pad"]
 
 
 def test_pair_rows_report_the_delta(reproduce: ModuleType) -> None:
