@@ -100,6 +100,10 @@ SMOKE_OVERRIDES = [
     "nnclr,nnclr_no_nn:method.nn_warmup_steps=78",  # the quickstart's two epochs
     "clim:method.warmup_epochs=4",  # mixing from epoch 4 (recipe: 10)
     "clim:method.refresh_every=2",
+    # a constant momentum of 0.99 (the MoCo CIFAR-10 demo's) so that 390 steps leave 2% of
+    # the momentum encoder's random init (recipes: 0.99 -> 0.999 or 1, CoNe 0.996 -> 1)
+    "co2,mocov2,clim,snclr,mocov3,cone,supervised:method.momentum=0.99",
+    "co2,mocov2,clim,snclr,mocov3,cone,supervised:method.final_momentum=0.99",
 ]
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
