@@ -7,6 +7,9 @@ a config edit that drifts from its source fails here.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +221,50 @@ def test_clim_differs_from_mocov2_in_its_own_parts_only(tmp_path: Path) -> None:
         assert diff - {f"method.{k}" for k in own} == {"data.views"}
         assert a.data.views[:2] == b.data.views
         assert a.data.views[2].size == 24
+
+
+def test_more_devices_than_gpus_is_one_line_not_cpu_processes(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR",)}
+    env["CUDA_VISIBLE_DEVICES"] = ""  # no GPU, whatever the machine has
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbr_contrast", "method=cone", "trainer.devices=8"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "Error: trainer.devices=8 asks for 8 GPUs but no GPU is present, so it would start 8 "
+        "CPU processes: use trainer.devices=1 to train on the CPU, or trainer=ddp_cpu "
+        "trainer.devices=8 for distributed CPU processes (gloo)."
+    ]
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.ckpt"))
+
+
+def test_validate_devices_rules() -> None:
+    from nbr_contrast.reliability.validation import ConfigError, validate_devices
+
+    def trainer(devices: object, accelerator: str = "auto") -> Any:
+        return OmegaConf.create({"devices": devices, "accelerator": accelerator})
+
+    validate_devices(trainer(1), gpus=0)
+    validate_devices(trainer("auto"), gpus=0)
+    validate_devices(trainer(2, "cpu"), gpus=0)  # trainer=ddp_cpu
+    validate_devices(trainer(4, "gpu"), gpus=4)
+    validate_devices(trainer("0,1"), gpus=2)
+    with pytest.raises(ConfigError, match=r"trainer\.devices=4 asks for 4 GPUs but 2 are visible"):
+        validate_devices(trainer(4, "gpu"), gpus=2)
+    with pytest.raises(ConfigError, match="no GPU is present"):
+        validate_devices(trainer("[0, 1]"), gpus=0)
+
+
+def test_bare_cone_trains_with_supervised_views_and_sgd(tmp_path: Path) -> None:
+    from .runs import TINY
+
+    cfg = api.compose(["method=cone", "trainer.devices=1", *TINY, "method.k=8"], tmp_path)
+    assert [v.crop for v in cfg.data.views] == ["pad"] and cfg.data.views[0].jitter_p == 0.0
+    assert cfg.optim.name == "sgd"
+    summary = api.fit(cfg)
+    assert summary["steps"] == 2 and summary["method"] == "cone"

@@ -22,6 +22,9 @@ Deviations and options:
       for the first steps, while the bank still holds its random initial entries.
     * The bank is initialised with random unit vectors, as in the released
       re-implementations; it is sized ``queue_size`` (solo-learn 65,536, paper 98,304).
+    * The default recipe is solo-learn's CIFAR one (``conf/method/nnclr.yaml``): τ 0.2
+      (paper 0.1), LARS lr 0.4·B/256 with ``clip_lr``, wd 1e-5, BYOL's views without blur on
+      small images.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ Deviations and options:
       ``bank_scope: rank``) and is checkpointed (the official one is not).
     * ``exclude_self`` drops bank entries carrying the sample's own dataset index, so a
       sample never retrieves its own older key.
+    * The default recipe is for small data: ``num_neighbours`` 5 and a 16,384-entry bank
+      (official ImageNet values 30 and 128,000), with solo-learn's MoCo v3 CIFAR optimiser
+      (``conf/optim/mocov3.yaml``) and BYOL's views; the official ViT recipe is AdamW
+      (``optim=adamw``).
 """
 
 from __future__ import annotations
