@@ -306,4 +306,9 @@ def main() -> None:
     except OverrideError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    try:
+        _hydra_main()
+    finally:
+        from nbr_contrast.reliability.run_lock import release_all
+
+        release_all()

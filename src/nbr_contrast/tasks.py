@@ -36,6 +36,7 @@ from nbr_contrast.reliability import (
     check_resumable,
     resolve_checkpoint,
     resume_command,
+    run_folder,
     validate_config,
     validate_neighbour_counts,
     write_resume_note,
@@ -112,7 +113,8 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     ``resume=true`` continues the run in ``cfg.output_dir`` from its ``last.ckpt``;
     ``ckpt=PATH`` (or ``ckpt=last``, the newest run of the method) starts from a checkpoint
     and writes to a new run folder. ``RESUME.md`` in the run folder gives the command that
-    continues this run.
+    continues this run. The run owns its folder while it runs
+    (:mod:`~nbr_contrast.reliability.run_lock`).
 
     Returns:
         The run summary (also written to ``summary.json`` in the run folder).
@@ -121,7 +123,13 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         ConfigError: For settings that cannot work (see :mod:`nbr_contrast.reliability`).
         NonFiniteLossError: When a loss becomes NaN or infinite.
         RunInterrupted: When SIGTERM or SIGINT stopped the run (after saving ``last.ckpt``).
+        RunFolderBusyError: When another live run owns ``cfg.output_dir``.
     """
+    with run_folder(cfg.output_dir):
+        return _fit(cfg)
+
+
+def _fit(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)
     ckpt = resolve_checkpoint(cfg)
     if ckpt is not None:
