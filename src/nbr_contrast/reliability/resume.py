@@ -22,13 +22,38 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nbr_contrast.reliability.validation import ConfigError
 
 OUTPUTS_ROOT = Path("outputs")
 RESUME_NOTE = "RESUME.md"
 RESUME_KEYS = ("method.name", "backbone.name", "data.name")
+# settings a resumed run must share with its checkpoint: they shape the training trajectory
+# (a group name covers every field of the group)
+TRAJECTORY_KEYS = (
+    "seed",
+    "method",
+    "backbone",
+    "optim",
+    "index",
+    "data.name",
+    "data.batch_size",
+    "data.views",
+    "data.image_size",
+    "data.mean",
+    "data.std",
+    "data.num_classes",
+    "data.class_list",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.precision",
+    "trainer.limit_train_batches",
+    "trainer.accumulate_grad_batches",
+    "trainer.gradient_clip_val",
+    "trainer.sync_batchnorm",
+)
+MISSING_VALUE = "<missing>"
 
 
 def _rng_state() -> dict[str, Any]:
@@ -168,12 +193,54 @@ def resolve_checkpoint(cfg: DictConfig, root: Path = OUTPUTS_ROOT) -> str | None
     return ckpt
 
 
+def _flat(node: Any, key: str, depth: int) -> dict[str, Any]:
+    """``{dotted key: value}`` of ``node``, ``depth`` levels down (deeper values whole)."""
+    if depth == 0 or not isinstance(node, dict):
+        return {key: node}
+    flat: dict[str, Any] = {}
+    for name, value in node.items():
+        flat.update(_flat(value, f"{key}.{name}", depth - 1))
+    return flat
+
+
+def trajectory_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The :data:`TRAJECTORY_KEYS` settings of ``now`` that differ from ``saved``.
+
+    Args:
+        saved: The checkpoint's run config (a plain dict).
+        now: This run's config (a plain dict).
+
+    Returns:
+        ``key=new (was old)`` for every difference, in key order.
+    """
+    changes = []
+    for key in TRAJECTORY_KEYS:
+        group, _, name = key.partition(".")
+        old_group, new_group = saved.get(group), now.get(group)
+        if name:
+            old_group = {name: (old_group or {}).get(name, MISSING_VALUE)}
+            new_group = {name: (new_group or {}).get(name, MISSING_VALUE)}
+        old = _flat(old_group, group, 1)
+        new = _flat(new_group, group, 1)
+        for k in sorted(set(old) | set(new)):
+            before, after = old.get(k, MISSING_VALUE), new.get(k, MISSING_VALUE)
+            if before != after and MISSING_VALUE not in (before, after):
+                changes.append(f"{k}={after} (was {before})")
+    return changes
+
+
 def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
     """Fail early when a checkpoint was written by an incompatible run.
 
+    Any start from a checkpoint needs the same ``method.name``, ``backbone.name`` and
+    ``data.name``. ``resume=true`` continues the trajectory, so every setting that shapes it
+    (:data:`TRAJECTORY_KEYS`: batch size, views, optimiser and schedule, method, backbone,
+    index, seed, ...) must match; ``trainer.max_epochs`` may grow, and logging, progress,
+    paths and loader workers may change.
+
     Raises:
-        ConfigError: Naming the first of ``method.name``, ``backbone.name`` and
-            ``data.name`` that differs between the checkpoint and ``cfg``.
+        ConfigError: Naming the first differing of the three names, or (``resume=true``)
+            every differing setting, in one line with the fix.
     """
     saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
     saved_cfg = saved.get("hyper_parameters", {}).get("cfg", {})
@@ -186,6 +253,16 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
                 f"{key}={new} but the checkpoint {str(ckpt)!r} was trained with {key}={old}; "
                 f"resume with {key}={old} (the run's RESUME.md has the full command)."
             )
+    if not cfg.resume:
+        return
+    now = OmegaConf.to_container(cfg, resolve=True)
+    changes = trajectory_changes(saved_cfg, now)  # type: ignore[arg-type]
+    if changes:
+        raise ConfigError(
+            f"resume=true with settings that change the run's trajectory: {', '.join(changes)}; "
+            "resume with the run's own settings (its RESUME.md has the command; only "
+            "trainer.max_epochs may grow), or start a new run without resume=true."
+        )
 
 
 def _launch_overrides() -> list[str] | None:
