@@ -30,6 +30,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
@@ -173,6 +174,16 @@ def _fail(error: BaseException, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def hydra_quote(value: str) -> str:
+    r"""``value`` as a quoted string of Hydra's override grammar (spaces, non-ASCII, quotes).
+
+    Inside single quotes Hydra reads ``\'`` as a quote, and a backslash as an escape only
+    where backslashes run up to a quote or the end; those runs are doubled.
+    """
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"
+
+
 def _record_failure(hydra_cfg: Any, error: BaseException, code: int | None) -> None:
     """Report a failed multirun job and append it to ``<sweep dir>/failures.txt``.
 
@@ -228,7 +239,7 @@ def rank_command(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | Non
         argv[0],
         *flags,
         *json.loads(overrides),
-        f'hydra.run.dir="{job_dir}"',
+        f"hydra.run.dir={hydra_quote(job_dir)}",
         f"hydra.job.name=train_ddp_process_{local_rank}",
         "hydra.output_subdir=null",
     ]

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from nbr_contrast.cli import hydra_quote
 from nbr_contrast.reliability.validation import ConfigError
 
 OUTPUTS_ROOT = Path("outputs")
@@ -278,7 +279,8 @@ def resume_command(cfg: DictConfig) -> str:
     """The command that continues this run from its ``checkpoints/last.ckpt``.
 
     From the CLI: this interpreter with the same overrides plus ``resume=true
-    hydra.run.dir=<run folder>``.
+    hydra.run.dir=<run folder>``, the folder quoted for Hydra's override grammar and the
+    whole line for the shell (paths with spaces, quotes or non-ASCII letters work).
     From the notebook API: the matching ``api.compose`` call.
     """
     out = str(Path(cfg.output_dir).resolve())
@@ -289,7 +291,7 @@ def resume_command(cfg: DictConfig) -> str:
     keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in dropped]
     words = [shlex.quote(sys.executable), "-m nbr_contrast", *(shlex.quote(o) for o in keep)]
     words.append("resume=true")
-    words.append(shlex.quote(f"hydra.run.dir={out}"))
+    words.append(shlex.quote(f"hydra.run.dir={hydra_quote(out)}"))
     return " ".join(words)
 
 
