@@ -72,10 +72,15 @@ def evaluate(
     overrides: list[str] | None = None,
     output_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint with ``kind`` = ``knn``, ``linear`` or ``export``."""
-    cfg = compose([f"task={kind}", *(overrides or [])], output_dir=output_dir)
+    """Evaluate a checkpoint with ``kind`` = ``knn``, ``linear`` or ``export``.
+
+    ``knn`` and ``linear`` use the data the checkpoint was trained on, except what
+    ``overrides`` set (``data=<option>``, ``data.<key>=...``).
+    """
+    command = [f"task={kind}", *(overrides or [])]
+    cfg = compose(command, output_dir=output_dir)
     cfg.ckpt = str(ckpt)
-    return tasks.run_task(cfg)
+    return tasks.run_task(cfg, overrides=command)
 
 
 def load(ckpt: str | Path) -> BaseMethod:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from nbr_contrast.build import (
     to_container,
 )
 from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.eval.data_choice import use_checkpoint_data
 from nbr_contrast.eval.export import export_backbone
 from nbr_contrast.eval.features import extract_features
 from nbr_contrast.eval.knn import knn_accuracy
@@ -41,6 +42,7 @@ from nbr_contrast.reliability import (
     validate_neighbour_counts,
     write_resume_note,
 )
+from nbr_contrast.reliability.resume import launch_overrides
 
 TASKS = ("fit", "knn", "linear", "export")
 
@@ -220,6 +222,7 @@ def knn(cfg: DictConfig) -> dict[str, Any]:
         "task": "knn",
         "ckpt": str(cfg.ckpt),
         "data": cfg.data.name,
+        "image_size": int(cfg.data.image_size),
         "temperature": float(cfg.task.temperature),
         "accuracy": {str(k): v for k, v in accs.items()},
     }
@@ -246,7 +249,14 @@ def linear(cfg: DictConfig) -> dict[str, Any]:
         device=device,
         seed=int(cfg.seed),
     )
-    result.update({"task": "linear", "ckpt": str(cfg.ckpt), "data": cfg.data.name})
+    result.update(
+        {
+            "task": "linear",
+            "ckpt": str(cfg.ckpt),
+            "data": cfg.data.name,
+            "image_size": int(cfg.data.image_size),
+        }
+    )
     path = _write_json(cfg, "linear.json", result)
     _print_table(
         "Linear evaluation",
@@ -266,8 +276,15 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def run_task(cfg: DictConfig) -> dict[str, Any]:
+def run_task(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """Validate the settings, resolve ``ckpt=last`` for evaluations, dispatch on the task.
+
+    ``knn`` and ``linear`` evaluate on the data the checkpoint was trained on unless the
+    command chose other data (:func:`~nbr_contrast.eval.data_choice.use_checkpoint_data`).
+
+    Args:
+        cfg: The run config.
+        overrides: The command's overrides (default: the CLI's, none from the notebook API).
 
     Raises:
         ValueError: For an unknown task or an evaluation without ``ckpt``.
@@ -289,4 +306,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
                 f"task={name} needs a checkpoint: add ckpt=PATH/TO/last.ckpt (or ckpt=last)."
             )
         cfg.ckpt = resolve_checkpoint(cfg)
+    if name in ("knn", "linear"):
+        given = overrides if overrides is not None else launch_overrides()
+        use_checkpoint_data(cfg, given or [])
     return tasks[name](cfg)

@@ -266,7 +266,7 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
         )
 
 
-def _launch_overrides() -> list[str] | None:
+def launch_overrides() -> list[str] | None:
     """The command-line overrides of this Hydra run (``None`` outside the CLI)."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -284,7 +284,7 @@ def resume_command(cfg: DictConfig) -> str:
     From the notebook API: the matching ``api.compose`` call.
     """
     out = str(Path(cfg.output_dir).resolve())
-    overrides = _launch_overrides()
+    overrides = launch_overrides()
     if overrides is None:
         return f"api.fit(api.compose([<the same overrides>, 'resume=true'], output_dir={out!r}))"
     dropped = ("resume", "ckpt", "hydra.run.dir")
