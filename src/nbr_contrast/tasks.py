@@ -42,6 +42,7 @@ from nbr_contrast.reliability import (
     validate_neighbour_counts,
     write_resume_note,
 )
+from nbr_contrast.reliability.checkpoint_io import read_checkpoint
 from nbr_contrast.reliability.resume import launch_overrides
 
 TASKS = ("fit", "knn", "linear", "export")
@@ -79,6 +80,7 @@ def load_method(path: str | Path) -> BaseMethod:
 
     Raises:
         FileNotFoundError: Naming the ``ckpt`` setting when the file does not exist.
+        CheckpointReadError: When it is truncated, corrupt or not such a checkpoint.
     """
     path = Path(path)
     if not path.is_file():
@@ -86,7 +88,7 @@ def load_method(path: str | Path) -> BaseMethod:
             f"ckpt={path} does not exist. Pass the path of a checkpoint written by a run "
             "(its folder's checkpoints/last.ckpt)."
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
     method = build_method(cfg)
     method.load_state_dict(ckpt["state_dict"])

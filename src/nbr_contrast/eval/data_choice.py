@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
+
+from nbr_contrast.reliability.checkpoint_io import read_checkpoint
 
 # data settings of the machine running the evaluation, not of the trained model
 LOCAL_KEYS = ("num_workers", "eval_batch_size", "pipeline", "download")
@@ -22,8 +23,7 @@ LOCAL_KEYS = ("num_workers", "eval_batch_size", "pipeline", "download")
 
 def checkpoint_config(ckpt: str | Path) -> dict:
     """The run config saved in a checkpoint written by ``task=fit``."""
-    saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
-    return dict(saved.get("hyper_parameters", {}).get("cfg", {}))
+    return dict(read_checkpoint(ckpt)["hyper_parameters"]["cfg"])
 
 
 def use_checkpoint_data(cfg: DictConfig, overrides: Sequence[str]) -> str:

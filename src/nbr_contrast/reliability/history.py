@@ -13,9 +13,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
+
+from nbr_contrast.reliability.checkpoint_io import read_checkpoint
 
 
 def resumed_step(ckpt: str | Path) -> int:
@@ -24,7 +25,7 @@ def resumed_step(ckpt: str | Path) -> int:
     Lightning's count of stepped batches, plus one when the checkpoint was written at the end
     of a training batch (as Lightning counts that batch when it restarts there).
     """
-    saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
+    saved = read_checkpoint(ckpt)
     loop = saved.get("loops", {}).get("fit_loop", {})
     step = int(loop.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", 0))
     total = loop.get("epoch_loop.batch_progress", {}).get("total", {})

@@ -15,6 +15,7 @@ import os
 import random
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from nbr_contrast.cli import hydra_quote
+from nbr_contrast.reliability.checkpoint_io import read_checkpoint, readable
 from nbr_contrast.reliability.validation import ConfigError
 
 OUTPUTS_ROOT = Path("outputs")
@@ -153,6 +155,42 @@ def _newest_last(method: str, root: Path) -> Path:
     return found[-1]
 
 
+def _resume_checkpoint(folder: Path) -> Path:
+    """``last.ckpt`` of a run's ``checkpoints`` folder, or its newest readable checkpoint.
+
+    A run killed while writing leaves an orphan ``.<name>.<random>.tmp`` (removed here) and
+    possibly no ``last.ckpt``; a damaged ``last.ckpt`` is passed over too, with a warning.
+
+    Raises:
+        ConfigError: If the folder holds no readable checkpoint.
+    """
+    for orphan in folder.glob(".*.tmp"):
+        orphan.unlink(missing_ok=True)
+    last = folder / "last.ckpt"
+    if last.is_file() and readable(last):
+        return last
+    older = sorted(
+        (p for p in folder.glob("*.ckpt") if p != last and not p.name.startswith("nonfinite")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for ckpt in older:
+        if readable(ckpt):
+            state = "unreadable" if last.exists() else "missing"
+            warnings.warn(
+                f"resume=true: {str(last)!r} is {state}; resuming from {str(ckpt)!r}, the "
+                "newest readable checkpoint of the run.",
+                stacklevel=2,
+            )
+            return ckpt
+    if last.exists():
+        read_checkpoint(last, "resume=true: checkpoint")
+    raise ConfigError(
+        f"resume=true but {str(last)!r} does not exist; pass the folder of the run to "
+        "resume as hydra.run.dir=outputs/<method>/<run> (its RESUME.md has the command)."
+    )
+
+
 def resolve_checkpoint(cfg: DictConfig, root: Path = OUTPUTS_ROOT) -> str | None:
     """The checkpoint a task starts from, with ``ckpt=last`` and ``resume=true`` resolved.
 
@@ -177,13 +215,7 @@ def resolve_checkpoint(cfg: DictConfig, root: Path = OUTPUTS_ROOT) -> str | None
             )
         if str(cfg.task.name) != "fit":
             raise ConfigError(f"resume=true applies to task=fit, not task={cfg.task.name}.")
-        last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            raise ConfigError(
-                f"resume=true but {str(last)!r} does not exist; pass the folder of the run to "
-                "resume as hydra.run.dir=outputs/<method>/<run> (its RESUME.md has the command)."
-            )
-        return str(last)
+        return str(_resume_checkpoint(Path(cfg.output_dir) / "checkpoints"))
     if ckpt == "last":
         return str(_newest_last(str(cfg.method.name), root))
     if ckpt is not None and "://" not in ckpt and not Path(ckpt).is_file():
@@ -243,8 +275,9 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
         ConfigError: Naming the first differing of the three names, or (``resume=true``)
             every differing setting, in one line with the fix.
     """
-    saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
-    saved_cfg = saved.get("hyper_parameters", {}).get("cfg", {})
+    saved_cfg = read_checkpoint(ckpt, "resume=true: checkpoint" if cfg.resume else "ckpt")[
+        "hyper_parameters"
+    ]["cfg"]
     for key in RESUME_KEYS:
         group, name = key.split(".")
         old = saved_cfg.get(group, {}).get(name)
