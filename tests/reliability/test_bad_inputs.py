@@ -38,6 +38,12 @@ CASES = [
     (["data.train_path=/no/such.npz"], "data.train_path='/no/such.npz' does not exist"),
     (["data.train_path={corrupt}"], "cannot be decoded (cannot identify image file"),
     (["data=imagefolder", "data.root={empty}"], "must hold train/ and val/ (or test/)"),
+    (["data.train_path={empty_npz}"], "(empty, truncated or another format: No data left"),
+    (["data.train_path={truncated}"], "(empty, truncated or another format: File is not a zip"),
+    (
+        ["data.train_path={labels}"],
+        "data.num_classes=10 but 1 training label(s) fall outside [0, 10) (e.g. 12)",
+    ),
     (["task=knn"], "task=knn needs a checkpoint: add ckpt=PATH/TO/last.ckpt (or ckpt=last)."),
     (["task=knn", "ckpt=/no/such.ckpt"], "ckpt=/no/such.ckpt does not exist."),
     (["task=knn", "ckpt=last"], "ckpt=last: no run of method nnclr has a checkpoints/last.ckpt"),
@@ -77,7 +83,23 @@ def paths(tiny_data: list[str], tmp_path: Path) -> dict[str, str]:
     np.savez(corrupt, **arrays)
     empty = tmp_path / "empty"
     empty.mkdir()
-    return {"train": train, "corrupt": str(corrupt), "empty": str(empty)}
+    empty_npz = tmp_path / "empty.npz"
+    empty_npz.write_bytes(b"")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(Path(train).read_bytes()[: Path(train).stat().st_size // 2])
+    with np.load(train) as a:
+        clean = {k: a[k].copy() for k in a}
+    clean["labels"][7] = 12  # a label beyond the 10 classes
+    relabelled = tmp_path / "labels.npz"
+    np.savez(relabelled, **clean)
+    return {
+        "train": train,
+        "corrupt": str(corrupt),
+        "empty": str(empty),
+        "empty_npz": str(empty_npz),
+        "truncated": str(truncated),
+        "labels": str(relabelled),
+    }
 
 
 @pytest.mark.parametrize(("overrides", "message"), CASES, ids=[" ".join(c[0]) for c in CASES])

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import io
 import warnings
+import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from importlib import resources
@@ -180,10 +182,12 @@ def load_npz(
         with np.load(path) as archive:
             jpeg, offsets = archive["jpeg"], archive["offsets"]
             labels, classes = archive["labels"], archive["classes"]
-    except (KeyError, OSError, ValueError) as err:
+    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        reason = str(err) or type(err).__name__
         raise DataSourceError(
             f"{setting}={str(path)!r} is not a JPEG archive with arrays jpeg, offsets, labels "
-            f"and classes: {err}"
+            f"and classes (empty, truncated or another format: {reason}); point {setting} at "
+            "a complete .npz (see scripts/make_mini_dataset.py)."
         ) from err
     if len(offsets) != len(labels) + 1:
         raise DataSourceError(
