@@ -5,12 +5,12 @@ composes them, so a misspelt key or group option fails at once with the valid ch
 the closest match.
 
 Exit codes: 0 done; 2 a setting cannot work (one ``Error:`` line on stderr naming the
-setting and the fix, no traceback); 1 the loss became NaN/inf (one ``Error:`` line; a
-diagnostic checkpoint is saved) or a bug (full traceback); 128 + signal number when
-SIGTERM/SIGINT stopped the run after saving ``last.ckpt``. ``HYDRA_FULL_ERROR=1`` shows
-the traceback for every error. A multirun goes on past a failed job: each failure is
-reported and listed in ``failures.txt`` in the sweep folder, and the sweep exits with the
-first failed job's code.
+setting and the fix, no traceback; a run folder holding nothing yet is removed); 1 the
+loss became NaN/inf (one ``Error:`` line; a diagnostic checkpoint is saved) or a bug (full
+traceback); 128 + signal number when SIGTERM/SIGINT stopped the run after saving
+``last.ckpt``. ``HYDRA_FULL_ERROR=1`` shows the traceback for every error. A multirun goes
+on past a failed job: each failure is reported and listed in ``failures.txt`` in the sweep
+folder, and the sweep exits with the first failed job's code.
 
 Distributed runs: every rank of one run (or of one multirun job) writes into the same
 folder. Lightning's ``ddp`` launcher re-runs the command line for each extra local rank;
@@ -310,6 +310,7 @@ def shared_run_stamp(env: Mapping[str, str]) -> str | None:
 def _hydra_main(cfg: DictConfig) -> float | None:
     from nbr_contrast.methods.base import NonFiniteLossError
     from nbr_contrast.reliability import RunInterrupted, is_user_error, resume_command
+    from nbr_contrast.reliability.run_lock import discard_if_unused
     from nbr_contrast.tasks import run_task
 
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -328,6 +329,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
             return None
         if code is None:
             raise
+        if code == 2:
+            discard_if_unused(cfg.output_dir, f"{hydra_cfg.job.name}.log")
         _fail(err, code)
     value = result.get(f"knn_acc_after@{cfg.method.knn_k}")
     return float(value) if isinstance(value, int | float) else None

@@ -114,6 +114,8 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Pretrain the configured method; report kNN accuracy before and after training.
 
+    ``knn_report=false`` skips the two kNN passes (their accuracies are then ``None``).
+
     ``resume=true`` continues the run in ``cfg.output_dir`` from its ``last.ckpt``;
     ``ckpt=PATH`` (or ``ckpt=last``, the newest run of the method) starts from a checkpoint
     and writes to a new run folder. ``RESUME.md`` in the run folder gives the command that
@@ -150,9 +152,9 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
     ks = [int(cfg.method.knn_k)]
     tau = float(cfg.method.knn_temperature)
     progress = bool(cfg.trainer.enable_progress_bar)
-    before = None
+    before = after = None
     classes = int(cfg.data.num_classes)
-    if trainer.is_global_zero and ckpt is None:
+    if trainer.is_global_zero and ckpt is None and cfg.knn_report:
         before = knn_of(*split_features(method, datamodule, device, progress), ks, tau, classes)
         before = before[ks[0]]
     start = time.time()
@@ -161,8 +163,10 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"method": cfg.method.name, "output_dir": str(cfg.output_dir)}
     if not trainer.is_global_zero:
         return summary
-    train, test = split_features(method, datamodule, device, progress)
-    after = knn_of(train, test, ks, tau, classes)[ks[0]]
+    if cfg.knn_report or cfg.plots:
+        train, test = split_features(method, datamodule, device, progress)
+    if cfg.knn_report:
+        after = knn_of(train, test, ks, tau, classes)[ks[0]]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     last = checkpoint_dir(cfg) / "last.ckpt"
     summary.update(

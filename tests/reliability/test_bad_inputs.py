@@ -127,6 +127,7 @@ def test_bad_input_exits_2_with_one_line(
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("Error: ")]
     assert len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "run").exists()  # no empty run folder left behind
 
 
 def test_range_checks_cover_method_fields_by_name(tiny_cfg: Callable[..., DictConfig]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -116,6 +117,23 @@ def release(folder: str | Path) -> None:
         del _held[folder]
         with contextlib.suppress(FileNotFoundError):
             (folder / LOCK_NAME).unlink()
+
+
+def discard_if_unused(folder: str | Path, log_name: str) -> bool:
+    """Remove a run folder that holds nothing but Hydra's bookkeeping.
+
+    A run that fails before it writes anything (a setting that cannot work) would leave a
+    folder with only ``.hydra/``, Hydra's ``<job>.log`` (``log_name``) and ``run.lock``.
+
+    Returns:
+        Whether the folder was removed.
+    """
+    folder = Path(folder)
+    bookkeeping = {".hydra", log_name, LOCK_NAME}
+    if not folder.is_dir() or any(p.name not in bookkeeping for p in folder.iterdir()):
+        return False
+    shutil.rmtree(folder)
+    return True
 
 
 def release_all() -> None:
