@@ -102,3 +102,21 @@ def test_default_folders_of_runs_started_in_the_same_second_differ() -> None:
         b = compose(config_name="config", return_hydra_config=True)
     assert a.hydra.run.dir != b.hydra.run.dir
     assert a.hydra.sweep.dir != b.hydra.sweep.dir
+
+
+def test_an_unusable_run_folder_gives_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["nbr_contrast", f"hydra.run.dir={blocker / 'run'}"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        f"Error: hydra.run.dir={str(blocker / 'run')!r} cannot be used as a run folder (Not a "
+        "directory); set hydra.run.dir to a folder this user can write."
+    ]

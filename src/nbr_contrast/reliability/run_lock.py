@@ -37,6 +37,10 @@ class RunFolderBusyError(ConfigError):
     """Another live run owns the folder."""
 
 
+class UnusableFolderError(ConfigError):
+    """The run folder cannot be created or written."""
+
+
 def owns_runs(env: Mapping[str, str]) -> bool:
     """Whether this process owns the runs it starts (not a rank started for another's run)."""
     return all(env.get(name, "0") in ("", "0") for name in RANK_VARIABLES)
@@ -72,39 +76,55 @@ def _create(lock: Path) -> bool:
     return True
 
 
-def _busy(folder: Path, owner: dict[str, Any]) -> RunFolderBusyError:
+def _busy(folder: Path, owner: dict[str, Any], setting: str) -> RunFolderBusyError:
     who = f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
     return RunFolderBusyError(
-        f"hydra.run.dir={str(folder)!r} is in use by another run ({who}); give this run its "
+        f"{setting}={str(folder)!r} is in use by another run ({who}); give this run its "
         "own folder (drop hydra.run.dir or set another one), or wait for that run to end "
         f"(if it is gone, delete {str(folder / LOCK_NAME)!r})."
     )
 
 
-def acquire(folder: str | Path) -> None:
+def acquire(folder: str | Path, setting: str = "hydra.run.dir") -> None:
     """Take ``<folder>/run.lock`` for this process (again, if it already holds it).
+
+    Args:
+        folder: The run (or sweep) folder.
+        setting: The config key that names it, for the messages.
 
     Raises:
         RunFolderBusyError: If a live process (or one on another host) holds the folder.
+        UnusableFolderError: If the folder cannot be created or written.
     """
     folder = Path(folder).resolve()
     if folder in _held:
         _held[folder] += 1
         return
+    try:
+        _lock(folder, setting)
+    except OSError as err:
+        raise UnusableFolderError(
+            f"{setting}={str(folder)!r} cannot be used as a run folder "
+            f"({err.strerror or err}); set {setting} to a folder this user can write."
+        ) from err
+    _held[folder] = 1
+
+
+def _lock(folder: Path, setting: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
+    if _create(lock):
+        return
+    owner = _read(lock)
+    host, pid = owner.get("host"), owner.get("pid")
+    mine = host == socket.gethostname() and pid == os.getpid()
+    stale = host == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+    if not (mine or stale):
+        raise _busy(folder, owner, setting)
+    with contextlib.suppress(FileNotFoundError):
+        lock.unlink()
     if not _create(lock):
-        owner = _read(lock)
-        host, pid = owner.get("host"), owner.get("pid")
-        mine = host == socket.gethostname() and pid == os.getpid()
-        stale = host == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
-        if not (mine or stale):
-            raise _busy(folder, owner)
-        with contextlib.suppress(FileNotFoundError):
-            lock.unlink()
-        if not _create(lock):
-            raise _busy(folder, _read(lock))
-    _held[folder] = 1
+        raise _busy(folder, _read(lock), setting)
 
 
 def release(folder: str | Path) -> None:
@@ -172,8 +192,8 @@ class RunFolderCallback(Callback):
             return
         folder = str(OmegaConf.select(config, key))
         try:
-            acquire(folder)
-        except RunFolderBusyError as busy:
+            acquire(folder, key)
+        except ConfigError as busy:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"Error: {busy}", file=sys.stderr)
