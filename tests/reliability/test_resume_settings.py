@@ -50,3 +50,8 @@ def test_resume_lists_every_changed_trajectory_setting_and_allows_the_others(
     )
     check_resumable(allowed, last)
     check_resumable(run_cfg(tmp_path / "new", "ckpt=" + str(last), "optim.lr=0.1"), last)
+    other_heads = run_cfg(tmp_path / "new", "ckpt=" + str(last), "method.proj_output_dim=16")
+    with pytest.raises(
+        ConfigError, match=r"weights of other sizes .*proj_output_dim=16 \(was 32\)"
+    ):
+        check_resumable(other_heads, last)

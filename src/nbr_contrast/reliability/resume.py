@@ -236,18 +236,28 @@ def _flat(node: Any, key: str, depth: int) -> dict[str, Any]:
     return flat
 
 
-def trajectory_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """The :data:`TRAJECTORY_KEYS` settings of ``now`` that differ from ``saved``.
+def _weight_shape_keys(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """Settings that size saved weights or banks: ``backbone.*``, ``method.*_dim``/``*_size``."""
+    method = [f"method.{n}" for n in cfg.get("method") or {} if n.endswith(("_dim", "_size"))]
+    backbone = [f"backbone.{n}" for n in cfg.get("backbone") or {}]
+    return (*backbone, *method, "data.num_classes")
+
+
+def trajectory_changes(
+    saved: dict[str, Any], now: dict[str, Any], keys: tuple[str, ...] = ()
+) -> list[str]:
+    """The ``keys`` settings of ``now`` that differ from ``saved``.
 
     Args:
         saved: The checkpoint's run config (a plain dict).
         now: This run's config (a plain dict).
+        keys: Settings or whole groups to compare (default :data:`TRAJECTORY_KEYS`).
 
     Returns:
         ``key=new (was old)`` for every difference, in key order.
     """
     changes = []
-    for key in TRAJECTORY_KEYS:
+    for key in keys or TRAJECTORY_KEYS:
         group, _, name = key.partition(".")
         old_group, new_group = saved.get(group), now.get(group)
         if name:
@@ -266,14 +276,17 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
     """Fail early when a checkpoint was written by an incompatible run.
 
     Any start from a checkpoint needs the same ``method.name``, ``backbone.name`` and
-    ``data.name``. ``resume=true`` continues the trajectory, so every setting that shapes it
-    (:data:`TRAJECTORY_KEYS`: batch size, views, optimiser and schedule, method, backbone,
-    index, seed, ...) must match; ``trainer.max_epochs`` may grow, and logging, progress,
-    paths and loader workers may change.
+    ``data.name``, and the same settings that size its weights (``backbone.*``,
+    ``method.*_dim``/``*_size``, ``data.num_classes``). ``resume=true`` continues the
+    trajectory, so every setting that shapes it (:data:`TRAJECTORY_KEYS`: batch size, views,
+    optimiser and schedule, method, backbone, index, seed, ...) must match;
+    ``trainer.max_epochs`` may grow, and logging, progress, paths and loader workers may
+    change.
 
     Raises:
-        ConfigError: Naming the first differing of the three names, or (``resume=true``)
-            every differing setting, in one line with the fix.
+        ConfigError: Naming the first differing of the three names, or every differing
+            weight-size setting (``resume=true``: trajectory setting), in one line with
+            the fix.
     """
     saved_cfg = read_checkpoint(ckpt, "resume=true: checkpoint" if cfg.resume else "ckpt")[
         "hyper_parameters"
@@ -287,10 +300,16 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
                 f"{key}={new} but the checkpoint {str(ckpt)!r} was trained with {key}={old}; "
                 f"resume with {key}={old} (the run's RESUME.md has the full command)."
             )
+    now: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     if not cfg.resume:
+        changes = trajectory_changes(saved_cfg, now, _weight_shape_keys(now))
+        if changes:
+            raise ConfigError(
+                f"ckpt={str(ckpt)!r} holds weights of other sizes than this run's: "
+                f"{', '.join(changes)}; start from it with the checkpoint's values."
+            )
         return
-    now = OmegaConf.to_container(cfg, resolve=True)
-    changes = trajectory_changes(saved_cfg, now)  # type: ignore[arg-type]
+    changes = trajectory_changes(saved_cfg, now)
     if changes:
         raise ConfigError(
             f"resume=true with settings that change the run's trajectory: {', '.join(changes)}; "
