@@ -21,7 +21,11 @@ from nbr_contrast.reliability import (
     StopOnSignal,
     resolve_checkpoint,
 )
-from nbr_contrast.reliability.history import HistoryCSVLogger, resumed_step
+from nbr_contrast.reliability.history import (
+    EpochAveragesCallback,
+    HistoryCSVLogger,
+    resumed_step,
+)
 
 
 def uses_gpu(cfg: DictConfig) -> bool:
@@ -76,6 +80,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     callbacks: list[L.Callback] = [
         NeighbourIndexCallback(cfg.index, seed=int(cfg.seed)),
         ResumeStateCallback(),
+        EpochAveragesCallback(),
         StopOnSignal(),
         ModelCheckpoint(
             dirpath=checkpoint_dir(cfg),
