@@ -15,8 +15,8 @@ Exploring a representation:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def compose(overrides: list[str] | None = None, output_dir: str | Path | None = 
     check_overrides(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=overrides)
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S.%f")
     cfg.output_dir = str(output_dir or Path("outputs") / str(cfg.method.name) / stamp)
     return cfg
 
@@ -72,10 +72,15 @@ def evaluate(
     overrides: list[str] | None = None,
     output_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint with ``kind`` = ``knn``, ``linear`` or ``export``."""
-    cfg = compose([f"task={kind}", *(overrides or [])], output_dir=output_dir)
+    """Evaluate a checkpoint with ``kind`` = ``knn``, ``linear`` or ``export``.
+
+    ``knn`` and ``linear`` use the data the checkpoint was trained on, except what
+    ``overrides`` set (``data=<option>``, ``data.<key>=...``).
+    """
+    command = [f"task={kind}", *(overrides or [])]
+    cfg = compose(command, output_dir=output_dir)
     cfg.ckpt = str(ckpt)
-    return tasks.run_task(cfg)
+    return tasks.run_task(cfg, overrides=command)
 
 
 def load(ckpt: str | Path) -> BaseMethod:

@@ -9,13 +9,23 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.methods.base import BaseMethod
 from nbr_contrast.neighbours.callback import NeighbourIndexCallback
-from nbr_contrast.reliability import AtomicCheckpointIO, ResumeStateCallback, StopOnSignal
+from nbr_contrast.reliability import (
+    AtomicCheckpointIO,
+    ResumeStateCallback,
+    StopOnSignal,
+    resolve_checkpoint,
+)
+from nbr_contrast.reliability.history import (
+    EpochAveragesCallback,
+    HistoryCSVLogger,
+    resumed_step,
+)
 
 
 def uses_gpu(cfg: DictConfig) -> bool:
@@ -70,6 +80,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     callbacks: list[L.Callback] = [
         NeighbourIndexCallback(cfg.index, seed=int(cfg.seed)),
         ResumeStateCallback(),
+        EpochAveragesCallback(),
         StopOnSignal(),
         ModelCheckpoint(
             dirpath=checkpoint_dir(cfg),
@@ -88,13 +99,18 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """CSV and TensorBoard loggers in the run folder (and W&B when asked)."""
+    """CSV and TensorBoard loggers in the run folder (and W&B when asked).
+
+    A resumed run (``resume=true``) continues the folder's CSV file and TensorBoard events
+    from the checkpoint's step (:mod:`~nbr_contrast.reliability.history`).
+    """
     out = Path(cfg.output_dir)
+    resumed = resumed_step(str(resolve_checkpoint(cfg))) if cfg.resume else None
     loggers: list[Logger] = []
     if cfg.logger.csv:
-        loggers.append(CSVLogger(out, name="", version="csv"))
+        loggers.append(HistoryCSVLogger(out, name="", version="csv", keep_before=resumed))
     if cfg.logger.tensorboard:
-        loggers.append(TensorBoardLogger(out, name="", version="tensorboard"))
+        loggers.append(TensorBoardLogger(out, name="", version="tensorboard", purge_step=resumed))
     if cfg.logger.wandb:
         from lightning.pytorch.loggers import WandbLogger
 

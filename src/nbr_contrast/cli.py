@@ -5,10 +5,12 @@ composes them, so a misspelt key or group option fails at once with the valid ch
 the closest match.
 
 Exit codes: 0 done; 2 a setting cannot work (one ``Error:`` line on stderr naming the
-setting and the fix, no traceback); 1 the loss became NaN/inf (one ``Error:`` line; a
-diagnostic checkpoint is saved) or a bug (full traceback); 128 + signal number when
-SIGTERM/SIGINT stopped the run after saving ``last.ckpt``. ``HYDRA_FULL_ERROR=1`` shows
-the traceback for every error.
+setting and the fix, no traceback; a run folder holding nothing yet is removed); 1 the
+loss became NaN/inf (one ``Error:`` line; a diagnostic checkpoint is saved) or a bug (full
+traceback); 128 + signal number when SIGTERM/SIGINT stopped the run after saving
+``last.ckpt``. ``HYDRA_FULL_ERROR=1`` shows the traceback for every error. A multirun goes
+on past a failed job: each failure is reported and listed in ``failures.txt`` in the sweep
+folder, and the sweep exits with the first failed job's code.
 
 Distributed runs: every rank of one run (or of one multirun job) writes into the same
 folder. Lightning's ``ddp`` launcher re-runs the command line for each extra local rank;
@@ -28,13 +30,16 @@ import difflib
 import json
 import logging
 import os
+import re
 import sys
+import traceback
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import nbr_contrast.config as c
@@ -49,6 +54,9 @@ RUN_STAMP_ENV = "NBR_CONTRAST_RUN_STAMP"
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 # Hydra flags that take their value as the next argument
 VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+# a multirun's failed jobs (their exit codes) and where they are listed in the sweep folder
+FAILED_JOBS: list[int] = []
+FAILURES = "failures.txt"
 
 
 class OverrideError(ValueError):
@@ -166,6 +174,37 @@ def _fail(error: BaseException, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def hydra_quote(value: str) -> str:
+    r"""``value`` as a quoted string of Hydra's override grammar (spaces, non-ASCII, quotes).
+
+    Inside single quotes Hydra reads ``\'`` as a quote, and a backslash as an escape only
+    where backslashes run up to a quote or the end; those runs are doubled.
+    """
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"
+
+
+def _record_failure(hydra_cfg: Any, error: BaseException, code: int | None) -> None:
+    """Report a failed multirun job and append it to ``<sweep dir>/failures.txt``.
+
+    The sweep goes on with its other jobs; :func:`main` exits non-zero at the end. A bug
+    (``code`` ``None``) also prints its traceback, and counts as exit code 1.
+    """
+    if code is None:
+        traceback.print_exc()
+    message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if code is None:
+        message = f"{type(error).__name__}: {message}"
+    overrides = " ".join(hydra_cfg.overrides.task)
+    line = f"job {hydra_cfg.job.num} ({overrides}): {message}"
+    print(f"Error: {line}", file=sys.stderr)
+    record = Path(hydra_cfg.sweep.dir) / FAILURES
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with record.open("a") as f:
+        f.write(f"{line} [exit code {code or 1}]\n")
+    FAILED_JOBS.append(code or 1)
+
+
 def rank_command(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | None:
     """The command line of a rank that Lightning's ``ddp`` launcher started for a job.
 
@@ -200,7 +239,7 @@ def rank_command(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | Non
         argv[0],
         *flags,
         *json.loads(overrides),
-        f'hydra.run.dir="{job_dir}"',
+        f"hydra.run.dir={hydra_quote(job_dir)}",
         f"hydra.job.name=train_ddp_process_{local_rank}",
         "hydra.output_subdir=null",
     ]
@@ -271,6 +310,7 @@ def shared_run_stamp(env: Mapping[str, str]) -> str | None:
 def _hydra_main(cfg: DictConfig) -> float | None:
     from nbr_contrast.methods.base import NonFiniteLossError
     from nbr_contrast.reliability import RunInterrupted, is_user_error, resume_command
+    from nbr_contrast.reliability.run_lock import discard_if_unused
     from nbr_contrast.tasks import run_task
 
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -282,12 +322,16 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except RunInterrupted as stop:
         print(f"{stop} Resume with:\n  {resume_command(cfg)}", file=sys.stderr)
         sys.exit(128 + stop.signum)
-    except NonFiniteLossError as err:
-        _fail(err, 1)
     except Exception as err:
-        if not is_user_error(err):
+        code = 1 if isinstance(err, NonFiniteLossError) else 2 if is_user_error(err) else None
+        if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            _record_failure(hydra_cfg, err, code)
+            return None
+        if code is None:
             raise
-        _fail(err, 2)
+        if code == 2:
+            discard_if_unused(cfg.output_dir, f"{hydra_cfg.job.name}.log")
+        _fail(err, code)
     value = result.get(f"knn_acc_after@{cfg.method.knn_k}")
     return float(value) if isinstance(value, int | float) else None
 
@@ -306,4 +350,17 @@ def main() -> None:
     except OverrideError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
-    _hydra_main()
+    FAILED_JOBS.clear()
+    try:
+        _hydra_main()
+    finally:
+        from nbr_contrast.reliability.run_lock import release_all
+
+        release_all()
+    if FAILED_JOBS:
+        print(
+            f"Error: {len(FAILED_JOBS)} job(s) of the sweep failed; they are listed in "
+            f"{FAILURES} in the sweep folder.",
+            file=sys.stderr,
+        )
+        sys.exit(FAILED_JOBS[0])

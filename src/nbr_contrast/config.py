@@ -342,6 +342,8 @@ class RunConfig:
         resume: Resume from the run directory's ``last.ckpt``.
         output_dir: Run directory (Hydra's, set at run time).
         plots: Write neighbour grid, curves and embedding map at the end of a fit.
+        knn_report: Report the kNN accuracy of the frozen features before and after a fit
+            (one feature pass over the train and test images each; off skips both).
     """
 
     method: Any = MISSING
@@ -357,6 +359,7 @@ class RunConfig:
     resume: bool = False
     output_dir: str = "."
     plots: bool = True
+    knn_report: bool = True
 
 
 def register_configs() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from nbr_contrast.build import (
     to_container,
 )
 from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.eval.data_choice import use_checkpoint_data
 from nbr_contrast.eval.export import export_backbone
 from nbr_contrast.eval.features import extract_features
 from nbr_contrast.eval.knn import knn_accuracy
@@ -36,10 +37,13 @@ from nbr_contrast.reliability import (
     check_resumable,
     resolve_checkpoint,
     resume_command,
+    run_folder,
     validate_config,
     validate_neighbour_counts,
     write_resume_note,
 )
+from nbr_contrast.reliability.checkpoint_io import read_checkpoint
+from nbr_contrast.reliability.resume import launch_overrides
 
 TASKS = ("fit", "knn", "linear", "export")
 
@@ -76,6 +80,7 @@ def load_method(path: str | Path) -> BaseMethod:
 
     Raises:
         FileNotFoundError: Naming the ``ckpt`` setting when the file does not exist.
+        CheckpointReadError: When it is truncated, corrupt or not such a checkpoint.
     """
     path = Path(path)
     if not path.is_file():
@@ -83,7 +88,7 @@ def load_method(path: str | Path) -> BaseMethod:
             f"ckpt={path} does not exist. Pass the path of a checkpoint written by a run "
             "(its folder's checkpoints/last.ckpt)."
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
     method = build_method(cfg)
     method.load_state_dict(ckpt["state_dict"])
@@ -109,10 +114,13 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Pretrain the configured method; report kNN accuracy before and after training.
 
+    ``knn_report=false`` skips the two kNN passes (their accuracies are then ``None``).
+
     ``resume=true`` continues the run in ``cfg.output_dir`` from its ``last.ckpt``;
     ``ckpt=PATH`` (or ``ckpt=last``, the newest run of the method) starts from a checkpoint
     and writes to a new run folder. ``RESUME.md`` in the run folder gives the command that
-    continues this run.
+    continues this run. The run owns its folder while it runs
+    (:mod:`~nbr_contrast.reliability.run_lock`).
 
     Returns:
         The run summary (also written to ``summary.json`` in the run folder).
@@ -121,7 +129,13 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
         ConfigError: For settings that cannot work (see :mod:`nbr_contrast.reliability`).
         NonFiniteLossError: When a loss becomes NaN or infinite.
         RunInterrupted: When SIGTERM or SIGINT stopped the run (after saving ``last.ckpt``).
+        RunFolderBusyError: When another live run owns ``cfg.output_dir``.
     """
+    with run_folder(cfg.output_dir):
+        return _fit(cfg)
+
+
+def _fit(cfg: DictConfig) -> dict[str, Any]:
     validate_config(cfg)
     ckpt = resolve_checkpoint(cfg)
     if ckpt is not None:
@@ -138,9 +152,9 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     ks = [int(cfg.method.knn_k)]
     tau = float(cfg.method.knn_temperature)
     progress = bool(cfg.trainer.enable_progress_bar)
-    before = None
+    before = after = None
     classes = int(cfg.data.num_classes)
-    if trainer.is_global_zero and ckpt is None:
+    if trainer.is_global_zero and ckpt is None and cfg.knn_report:
         before = knn_of(*split_features(method, datamodule, device, progress), ks, tau, classes)
         before = before[ks[0]]
     start = time.time()
@@ -149,8 +163,10 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"method": cfg.method.name, "output_dir": str(cfg.output_dir)}
     if not trainer.is_global_zero:
         return summary
-    train, test = split_features(method, datamodule, device, progress)
-    after = knn_of(train, test, ks, tau, classes)[ks[0]]
+    if cfg.knn_report or cfg.plots:
+        train, test = split_features(method, datamodule, device, progress)
+    if cfg.knn_report:
+        after = knn_of(train, test, ks, tau, classes)[ks[0]]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     last = checkpoint_dir(cfg) / "last.ckpt"
     summary.update(
@@ -212,6 +228,7 @@ def knn(cfg: DictConfig) -> dict[str, Any]:
         "task": "knn",
         "ckpt": str(cfg.ckpt),
         "data": cfg.data.name,
+        "image_size": int(cfg.data.image_size),
         "temperature": float(cfg.task.temperature),
         "accuracy": {str(k): v for k, v in accs.items()},
     }
@@ -238,7 +255,14 @@ def linear(cfg: DictConfig) -> dict[str, Any]:
         device=device,
         seed=int(cfg.seed),
     )
-    result.update({"task": "linear", "ckpt": str(cfg.ckpt), "data": cfg.data.name})
+    result.update(
+        {
+            "task": "linear",
+            "ckpt": str(cfg.ckpt),
+            "data": cfg.data.name,
+            "image_size": int(cfg.data.image_size),
+        }
+    )
     path = _write_json(cfg, "linear.json", result)
     _print_table(
         "Linear evaluation",
@@ -258,8 +282,15 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def run_task(cfg: DictConfig) -> dict[str, Any]:
+def run_task(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """Validate the settings, resolve ``ckpt=last`` for evaluations, dispatch on the task.
+
+    ``knn`` and ``linear`` evaluate on the data the checkpoint was trained on unless the
+    command chose other data (:func:`~nbr_contrast.eval.data_choice.use_checkpoint_data`).
+
+    Args:
+        cfg: The run config.
+        overrides: The command's overrides (default: the CLI's, none from the notebook API).
 
     Raises:
         ValueError: For an unknown task or an evaluation without ``ckpt``.
@@ -281,4 +312,7 @@ def run_task(cfg: DictConfig) -> dict[str, Any]:
                 f"task={name} needs a checkpoint: add ckpt=PATH/TO/last.ckpt (or ckpt=last)."
             )
         cfg.ckpt = resolve_checkpoint(cfg)
+    if name in ("knn", "linear"):
+        given = overrides if overrides is not None else launch_overrides()
+        use_checkpoint_data(cfg, given or [])
     return tasks[name](cfg)

@@ -26,7 +26,7 @@ def test_started_rank_runs_exactly_its_job_in_the_job_folder() -> None:
         "/cfg",
         "method=co2",
         "optim.lr=0.1",
-        'hydra.run.dir="/runs/sweep/1_co2"',
+        "hydra.run.dir='/runs/sweep/1_co2'",
         "hydra.job.name=train_ddp_process_1",
         "hydra.output_subdir=null",
     ]

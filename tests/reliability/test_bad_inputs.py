@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import DictConfig, open_dict
 
 from nbr_contrast import cli
+from nbr_contrast.reliability import ConfigError, validate_config
 
 from .conftest import SMALL, TINY
 
@@ -29,16 +32,43 @@ CASES = [
     (["data.batch_size=1"], "data.batch_size=1 is too small to train"),
     (["data.views=[]"], "data.views has 0 view(s) but method=nnclr needs at least 2"),
     (["method.knn_k=500"], "method.knn_k: k=500 must be between 1 and the 100 training images"),
-    (["method.queue_size=0"], "method.queue_size=0 must be positive."),
+    (["method.queue_size=0"], "method.queue_size=0 must be positive"),
     (["data.num_classes=5"], "data.num_classes=5 but the dataset has 10 classes"),
     (["data.on_corrupt=ignore"], "data.on_corrupt='ignore' is not one of ('fail', 'skip')"),
     (["data.train_path=/no/such.npz"], "data.train_path='/no/such.npz' does not exist"),
     (["data.train_path={corrupt}"], "cannot be decoded (cannot identify image file"),
     (["data=imagefolder", "data.root={empty}"], "must hold train/ and val/ (or test/)"),
+    (["data.train_path={empty_npz}"], "(empty, truncated or another format: No data left"),
+    (["data.train_path={truncated}"], "(empty, truncated or another format: File is not a zip"),
+    (
+        ["data.train_path={labels}"],
+        "data.num_classes=10 but 1 training label(s) fall outside [0, 10) (e.g. 12)",
+    ),
     (["task=knn"], "task=knn needs a checkpoint: add ckpt=PATH/TO/last.ckpt (or ckpt=last)."),
     (["task=knn", "ckpt=/no/such.ckpt"], "ckpt=/no/such.ckpt does not exist."),
     (["task=knn", "ckpt=last"], "ckpt=last: no run of method nnclr has a checkpoints/last.ckpt"),
     (["resume=true"], "resume=true but"),
+    (
+        ["method.temperature=-0.1"],
+        "method.temperature=-0.1 must be > 0; change method.temperature.",
+    ),
+    (["method.knn_temperature=0"], "method.knn_temperature=0.0 must be > 0"),
+    (["optim.lr=nan"], "optim.lr=nan is not a finite number; set optim.lr to a number."),
+    (["optim.lr=inf"], "optim.lr=inf is not a finite number"),
+    (["optim.momentum=1.5"], "optim.momentum=1.5 must be in [0, 1]; change optim.momentum."),
+    (["optim.weight_decay=-1"], "optim.weight_decay=-1.0 must be >= 0"),
+    (["method.knn_k=0"], "method.knn_k=0 must be at least 1"),
+    (["method.proj_output_dim=0"], "method.proj_output_dim=0 must be positive"),
+    (["data.views=[{{size:0}},{{size:16}}]"], "data.views[0].size=0 must be positive"),
+    (
+        ["data.views=[{{size:16,flip_p:2}},{{size:16}}]"],
+        "data.views[0].flip_p=2.0 must be in [0, 1]",
+    ),
+    (["data.image_size=0"], "data.image_size=0 must be positive"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be at least 1 (or -1 for no epoch"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs=-1 (no epoch limit) needs a step limit"),
+    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 must be at least 1"),
+    (["task=knn", "task.k=[0]"], "task.k[0]=0 must be at least 1"),
 ]
 
 
@@ -53,7 +83,23 @@ def paths(tiny_data: list[str], tmp_path: Path) -> dict[str, str]:
     np.savez(corrupt, **arrays)
     empty = tmp_path / "empty"
     empty.mkdir()
-    return {"train": train, "corrupt": str(corrupt), "empty": str(empty)}
+    empty_npz = tmp_path / "empty.npz"
+    empty_npz.write_bytes(b"")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(Path(train).read_bytes()[: Path(train).stat().st_size // 2])
+    with np.load(train) as a:
+        clean = {k: a[k].copy() for k in a}
+    clean["labels"][7] = 12  # a label beyond the 10 classes
+    relabelled = tmp_path / "labels.npz"
+    np.savez(relabelled, **clean)
+    return {
+        "train": train,
+        "corrupt": str(corrupt),
+        "empty": str(empty),
+        "empty_npz": str(empty_npz),
+        "truncated": str(truncated),
+        "labels": str(relabelled),
+    }
 
 
 @pytest.mark.parametrize(("overrides", "message"), CASES, ids=[" ".join(c[0]) for c in CASES])
@@ -81,6 +127,22 @@ def test_bad_input_exits_2_with_one_line(
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("Error: ")]
     assert len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "run").exists()  # no empty run folder left behind
+
+
+def test_range_checks_cover_method_fields_by_name(tiny_cfg: Callable[..., DictConfig]) -> None:
+    """A field a method adds later is checked by its name, with no list of methods to edit."""
+    cfg = tiny_cfg()
+    with open_dict(cfg.method):
+        cfg.method.future_temperature = -1.0
+        cfg.method.target_momentum = 2.0
+    with pytest.raises(ConfigError, match=r"^method\.future_temperature=-1\.0 must be > 0"):
+        validate_config(cfg)
+    cfg.method.future_temperature = 0.5
+    with pytest.raises(ConfigError, match=r"^method\.target_momentum=2\.0 must be in \[0, 1\]"):
+        validate_config(cfg)
+    cfg.method.target_momentum = 1.0
+    validate_config(cfg)
 
 
 def test_real_command_line_exits_2_without_traceback(tmp_path: Path) -> None:

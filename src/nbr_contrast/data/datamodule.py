@@ -247,6 +247,18 @@ def _uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tenso
     return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.ToPureTensor()])
 
 
+def _check_labels(split: str, labels: np.ndarray, num_classes: int) -> None:
+    """Fail on labels outside ``[0, num_classes)`` when the data loads, not after training."""
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise ValueError(
+            f"data.num_classes={num_classes} but {bad.size} {split} label(s) fall outside "
+            f"[0, {num_classes}) (e.g. {int(bad[0])}); set data.num_classes="
+            f"{max(int(labels.max()) + 1, num_classes)} or relabel the data (labels count "
+            "from 0)."
+        )
+
+
 class NbrDataModule(L.LightningDataModule):
     """Training, validation and whole-train-set loaders for one :class:`DataConfig`.
 
@@ -288,7 +300,8 @@ class NbrDataModule(L.LightningDataModule):
         """Build the train and test sources (once; later calls do nothing).
 
         Raises:
-            ValueError: If the source has more classes than ``data.num_classes``.
+            ValueError: If the source has more classes than ``data.num_classes``, or a label
+                outside ``[0, data.num_classes)``.
         """
         if self._sources is not None:
             return
@@ -298,6 +311,8 @@ class NbrDataModule(L.LightningDataModule):
                 f"data.num_classes={self.cfg.num_classes} but the dataset has "
                 f"{len(train.classes)} classes; set data.num_classes={len(train.classes)}."
             )
+        for split, source in (("training", train), ("test", test)):
+            _check_labels(split, np.asarray(source.labels), int(self.cfg.num_classes))
         self._sources = (train, test)
 
     @property

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import io
 import warnings
+import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from importlib import resources
@@ -29,14 +31,36 @@ IMAGE_SUFFIXES = frozenset(
 )
 DECODE_ERRORS = (OSError, ValueError, SyntaxError)
 TEST_FOLDERS = ("val", "test")
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+# grayscale modes wider than 8 bits: scaled, not clipped, to 8 bits
+WIDE_MODES = (*SIXTEEN_BIT, "I", "F")
 
 
 class DataSourceError(ValueError):
     """A dataset cannot be loaded; the message names the setting to change and how."""
 
 
+def _wide_to_l(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grayscale image as 8-bit ``L``.
+
+    16-bit values (``I;16*`` always; ``I`` and ``F`` when a value exceeds 255) map
+    0..65535 to 0..255; ``F`` images within [0, 1] map to 0..255; other ``I``/``F`` values
+    are taken as 8-bit. Values outside the range are clipped.
+    """
+    values = np.asarray(image, dtype=np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if image.mode == "F" and top <= 1.0 and float(values.min(initial=0.0)) >= 0.0:
+        values = values * 255.0
+    elif image.mode in SIXTEEN_BIT or top > 255.0:
+        values = values * (255.0 / 65535.0)
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Return ``image`` as a loaded RGB image (grayscale, RGBA, palette, ... converted).
+
+    16-bit and float grayscale images are scaled to 8 bits (:func:`_wide_to_l`), not
+    clipped: Pillow's own conversion would turn a 16-bit PNG white.
 
     Args:
         image: Any Pillow image.
@@ -44,6 +68,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     Returns:
         A new RGB image that no longer depends on the file it was read from.
     """
+    if image.mode in WIDE_MODES:
+        image = _wide_to_l(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
@@ -156,10 +182,12 @@ def load_npz(
         with np.load(path) as archive:
             jpeg, offsets = archive["jpeg"], archive["offsets"]
             labels, classes = archive["labels"], archive["classes"]
-    except (KeyError, OSError, ValueError) as err:
+    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        reason = str(err) or type(err).__name__
         raise DataSourceError(
             f"{setting}={str(path)!r} is not a JPEG archive with arrays jpeg, offsets, labels "
-            f"and classes: {err}"
+            f"and classes (empty, truncated or another format: {reason}); point {setting} at "
+            "a complete .npz (see scripts/make_mini_dataset.py)."
         ) from err
     if len(offsets) != len(labels) + 1:
         raise DataSourceError(

@@ -5,6 +5,8 @@
   ``last.ckpt``; the NaN guard's diagnostic checkpoint.
 * :mod:`~nbr_contrast.reliability.resume`: the RNG states and the loader position travel in
   the checkpoint; ``resume=true`` and ``ckpt=last`` resolve to a checkpoint; ``RESUME.md``.
+* :mod:`~nbr_contrast.reliability.run_lock`: a run owns its folder (``run.lock``); a second
+  run in it refuses.
 * :mod:`~nbr_contrast.reliability.signals`: SIGTERM/SIGINT save ``last.ckpt`` at the next
   batch boundary and stop the run.
 * :mod:`~nbr_contrast.reliability.validation`: settings that cannot work fail before any
@@ -19,6 +21,7 @@ from nbr_contrast.reliability.resume import (
     resume_command,
     write_resume_note,
 )
+from nbr_contrast.reliability.run_lock import RunFolderBusyError, run_folder
 from nbr_contrast.reliability.signals import RunInterrupted, StopOnSignal
 from nbr_contrast.reliability.validation import (
     ConfigError,
@@ -31,12 +34,14 @@ __all__ = [
     "AtomicCheckpointIO",
     "ConfigError",
     "ResumeStateCallback",
+    "RunFolderBusyError",
     "RunInterrupted",
     "StopOnSignal",
     "check_resumable",
     "is_user_error",
     "resolve_checkpoint",
     "resume_command",
+    "run_folder",
     "save_diagnostic_checkpoint",
     "validate_config",
     "validate_neighbour_counts",

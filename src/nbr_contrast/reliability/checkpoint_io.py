@@ -1,8 +1,13 @@
-"""Atomic checkpoint writes and the NaN guard's diagnostic checkpoint."""
+"""Atomic checkpoint writes, one-line failures for unreadable checkpoints, NaN diagnostics.
+
+Checkpoints get the permissions of any other file the run writes (``0666`` less the
+umask), so colleagues on a shared cluster can read them; a full disk is reported as such.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +16,57 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from nbr_contrast.reliability.validation import ConfigError
+
+
+class DiskFullError(ConfigError):
+    """A checkpoint could not be written: the disk is full."""
+
+
+class CheckpointReadError(ConfigError):
+    """A checkpoint file is truncated, corrupt or not one written by ``task=fit``."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_checkpoint(path: str | Path, setting: str = "ckpt") -> dict[str, Any]:
+    """Load a checkpoint written by ``task=fit`` (memory-mapped), or fail with one line.
+
+    Args:
+        path: The checkpoint file.
+        setting: The config key that named it, for the message.
+
+    Raises:
+        CheckpointReadError: If the file is truncated, corrupt or not such a checkpoint.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as err:  # torch raises several types for a damaged zip or pickle
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointReadError(
+            f"{setting}={str(path)!r} cannot be read, the file is truncated or corrupt "
+            f"({reason}); pass another checkpoint (e.g. the run's checkpoints/epochNNN.ckpt)."
+        ) from err
+    if not isinstance(saved, dict) or "cfg" not in saved.get("hyper_parameters", {}):
+        raise CheckpointReadError(
+            f"{setting}={str(path)!r} is not a checkpoint written by task=fit (it has no run "
+            "config); pass a run's checkpoints/last.ckpt."
+        )
+    return saved
+
+
+def readable(path: str | Path) -> bool:
+    """Whether ``path`` is a checkpoint :func:`read_checkpoint` can load."""
+    try:
+        read_checkpoint(path)
+    except CheckpointReadError:
+        return False
+    return True
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -47,15 +103,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # as open() would create it, not mkstemp's 0600
         try:
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+                raise DiskFullError(
+                    f"No space left on the device while writing {str(target)!r}; the previous "
+                    f"checkpoint there is intact. Free space in {str(target.parent)!r} (or set "
+                    "hydra.run.dir to a folder on a disk with room) and resume."
+                ) from err
             raise
 
 

@@ -15,6 +15,7 @@ import os
 import random
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,40 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from nbr_contrast.cli import hydra_quote
+from nbr_contrast.reliability.checkpoint_io import read_checkpoint, readable
 from nbr_contrast.reliability.validation import ConfigError
 
 OUTPUTS_ROOT = Path("outputs")
 RESUME_NOTE = "RESUME.md"
 RESUME_KEYS = ("method.name", "backbone.name", "data.name")
+# settings a resumed run must share with its checkpoint: they shape the training trajectory
+# (a group name covers every field of the group)
+TRAJECTORY_KEYS = (
+    "seed",
+    "method",
+    "backbone",
+    "optim",
+    "index",
+    "data.name",
+    "data.batch_size",
+    "data.views",
+    "data.image_size",
+    "data.mean",
+    "data.std",
+    "data.num_classes",
+    "data.class_list",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.precision",
+    "trainer.limit_train_batches",
+    "trainer.accumulate_grad_batches",
+    "trainer.gradient_clip_val",
+    "trainer.sync_batchnorm",
+)
+MISSING_VALUE = "<missing>"
 
 
 def _rng_state() -> dict[str, Any]:
@@ -127,6 +155,42 @@ def _newest_last(method: str, root: Path) -> Path:
     return found[-1]
 
 
+def _resume_checkpoint(folder: Path) -> Path:
+    """``last.ckpt`` of a run's ``checkpoints`` folder, or its newest readable checkpoint.
+
+    A run killed while writing leaves an orphan ``.<name>.<random>.tmp`` (removed here) and
+    possibly no ``last.ckpt``; a damaged ``last.ckpt`` is passed over too, with a warning.
+
+    Raises:
+        ConfigError: If the folder holds no readable checkpoint.
+    """
+    for orphan in folder.glob(".*.tmp"):
+        orphan.unlink(missing_ok=True)
+    last = folder / "last.ckpt"
+    if last.is_file() and readable(last):
+        return last
+    older = sorted(
+        (p for p in folder.glob("*.ckpt") if p != last and not p.name.startswith("nonfinite")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for ckpt in older:
+        if readable(ckpt):
+            state = "unreadable" if last.exists() else "missing"
+            warnings.warn(
+                f"resume=true: {str(last)!r} is {state}; resuming from {str(ckpt)!r}, the "
+                "newest readable checkpoint of the run.",
+                stacklevel=2,
+            )
+            return ckpt
+    if last.exists():
+        read_checkpoint(last, "resume=true: checkpoint")
+    raise ConfigError(
+        f"resume=true but {str(last)!r} does not exist; pass the folder of the run to "
+        "resume as hydra.run.dir=outputs/<method>/<run> (its RESUME.md has the command)."
+    )
+
+
 def resolve_checkpoint(cfg: DictConfig, root: Path = OUTPUTS_ROOT) -> str | None:
     """The checkpoint a task starts from, with ``ckpt=last`` and ``resume=true`` resolved.
 
@@ -151,13 +215,7 @@ def resolve_checkpoint(cfg: DictConfig, root: Path = OUTPUTS_ROOT) -> str | None
             )
         if str(cfg.task.name) != "fit":
             raise ConfigError(f"resume=true applies to task=fit, not task={cfg.task.name}.")
-        last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            raise ConfigError(
-                f"resume=true but {str(last)!r} does not exist; pass the folder of the run to "
-                "resume as hydra.run.dir=outputs/<method>/<run> (its RESUME.md has the command)."
-            )
-        return str(last)
+        return str(_resume_checkpoint(Path(cfg.output_dir) / "checkpoints"))
     if ckpt == "last":
         return str(_newest_last(str(cfg.method.name), root))
     if ckpt is not None and "://" not in ckpt and not Path(ckpt).is_file():
@@ -168,15 +226,71 @@ def resolve_checkpoint(cfg: DictConfig, root: Path = OUTPUTS_ROOT) -> str | None
     return ckpt
 
 
+def _flat(node: Any, key: str, depth: int) -> dict[str, Any]:
+    """``{dotted key: value}`` of ``node``, ``depth`` levels down (deeper values whole)."""
+    if depth == 0 or not isinstance(node, dict):
+        return {key: node}
+    flat: dict[str, Any] = {}
+    for name, value in node.items():
+        flat.update(_flat(value, f"{key}.{name}", depth - 1))
+    return flat
+
+
+def _weight_shape_keys(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """Settings that size saved weights or banks: ``backbone.*``, ``method.*_dim``/``*_size``."""
+    method = [f"method.{n}" for n in cfg.get("method") or {} if n.endswith(("_dim", "_size"))]
+    backbone = [f"backbone.{n}" for n in cfg.get("backbone") or {}]
+    return (*backbone, *method, "data.num_classes")
+
+
+def trajectory_changes(
+    saved: dict[str, Any], now: dict[str, Any], keys: tuple[str, ...] = ()
+) -> list[str]:
+    """The ``keys`` settings of ``now`` that differ from ``saved``.
+
+    Args:
+        saved: The checkpoint's run config (a plain dict).
+        now: This run's config (a plain dict).
+        keys: Settings or whole groups to compare (default :data:`TRAJECTORY_KEYS`).
+
+    Returns:
+        ``key=new (was old)`` for every difference, in key order.
+    """
+    changes = []
+    for key in keys or TRAJECTORY_KEYS:
+        group, _, name = key.partition(".")
+        old_group, new_group = saved.get(group), now.get(group)
+        if name:
+            old_group = {name: (old_group or {}).get(name, MISSING_VALUE)}
+            new_group = {name: (new_group or {}).get(name, MISSING_VALUE)}
+        old = _flat(old_group, group, 1)
+        new = _flat(new_group, group, 1)
+        for k in sorted(set(old) | set(new)):
+            before, after = old.get(k, MISSING_VALUE), new.get(k, MISSING_VALUE)
+            if before != after and MISSING_VALUE not in (before, after):
+                changes.append(f"{k}={after} (was {before})")
+    return changes
+
+
 def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
     """Fail early when a checkpoint was written by an incompatible run.
 
+    Any start from a checkpoint needs the same ``method.name``, ``backbone.name`` and
+    ``data.name``, and the same settings that size its weights (``backbone.*``,
+    ``method.*_dim``/``*_size``, ``data.num_classes``). ``resume=true`` continues the
+    trajectory, so every setting that shapes it (:data:`TRAJECTORY_KEYS`: batch size, views,
+    optimiser and schedule, method, backbone, index, seed, ...) must match;
+    ``trainer.max_epochs`` may grow, and logging, progress, paths and loader workers may
+    change.
+
     Raises:
-        ConfigError: Naming the first of ``method.name``, ``backbone.name`` and
-            ``data.name`` that differs between the checkpoint and ``cfg``.
+        ConfigError: Naming the first differing of the three names, or every differing
+            weight-size setting (``resume=true``: trajectory setting), in one line with
+            the fix.
     """
-    saved = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=False)
-    saved_cfg = saved.get("hyper_parameters", {}).get("cfg", {})
+    saved_cfg = read_checkpoint(ckpt, "resume=true: checkpoint" if cfg.resume else "ckpt")[
+        "hyper_parameters"
+    ]["cfg"]
     for key in RESUME_KEYS:
         group, name = key.split(".")
         old = saved_cfg.get(group, {}).get(name)
@@ -186,9 +300,25 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
                 f"{key}={new} but the checkpoint {str(ckpt)!r} was trained with {key}={old}; "
                 f"resume with {key}={old} (the run's RESUME.md has the full command)."
             )
+    now: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    if not cfg.resume:
+        changes = trajectory_changes(saved_cfg, now, _weight_shape_keys(now))
+        if changes:
+            raise ConfigError(
+                f"ckpt={str(ckpt)!r} holds weights of other sizes than this run's: "
+                f"{', '.join(changes)}; start from it with the checkpoint's values."
+            )
+        return
+    changes = trajectory_changes(saved_cfg, now)
+    if changes:
+        raise ConfigError(
+            f"resume=true with settings that change the run's trajectory: {', '.join(changes)}; "
+            "resume with the run's own settings (its RESUME.md has the command; only "
+            "trainer.max_epochs may grow), or start a new run without resume=true."
+        )
 
 
-def _launch_overrides() -> list[str] | None:
+def launch_overrides() -> list[str] | None:
     """The command-line overrides of this Hydra run (``None`` outside the CLI)."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -201,18 +331,19 @@ def resume_command(cfg: DictConfig) -> str:
     """The command that continues this run from its ``checkpoints/last.ckpt``.
 
     From the CLI: this interpreter with the same overrides plus ``resume=true
-    hydra.run.dir=<run folder>``.
+    hydra.run.dir=<run folder>``, the folder quoted for Hydra's override grammar and the
+    whole line for the shell (paths with spaces, quotes or non-ASCII letters work).
     From the notebook API: the matching ``api.compose`` call.
     """
     out = str(Path(cfg.output_dir).resolve())
-    overrides = _launch_overrides()
+    overrides = launch_overrides()
     if overrides is None:
         return f"api.fit(api.compose([<the same overrides>, 'resume=true'], output_dir={out!r}))"
     dropped = ("resume", "ckpt", "hydra.run.dir")
     keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in dropped]
     words = [shlex.quote(sys.executable), "-m nbr_contrast", *(shlex.quote(o) for o in keep)]
     words.append("resume=true")
-    words.append(shlex.quote(f"hydra.run.dir={out}"))
+    words.append(shlex.quote(f"hydra.run.dir={hydra_quote(out)}"))
     return " ".join(words)
 
 

@@ -76,12 +76,16 @@ class StopOnSignal(Callback):
         """Put the previous handlers back when the fit fails or is interrupted."""
         self._restore()
 
-    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
+    def _stop_if_signalled(self, trainer: L.Trainer, batch_end: bool = False) -> None:
         received = self.received is not None
         if trainer.world_size > 1:
             received = trainer.strategy.reduce_boolean_decision(received, all=False)
         if not received:
             return
+        if batch_end:
+            # the loop logs a batch's step metrics after this hook; log this one's now, or
+            # the history would miss the step the checkpoint holds
+            trainer._logger_connector.update_train_step_metrics()
         path = checkpoint_folder(trainer) / "last.ckpt"
         trainer.save_checkpoint(path)
         raise RunInterrupted(self.received or signal.SIGTERM, path, int(trainer.global_step))
@@ -94,8 +98,8 @@ class StopOnSignal(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        """Save and stop if a signal arrived during this batch."""
-        self._stop_if_signalled(trainer)
+        """Log this batch's metrics, save and stop if a signal arrived during this batch."""
+        self._stop_if_signalled(trainer, batch_end=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save and stop if a signal arrived during validation."""

@@ -8,11 +8,14 @@ as one ``Error:`` line, exit code 2) and which are bugs (full traceback).
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nbr_contrast.data.sources import DataSourceError
 
@@ -35,6 +38,46 @@ PRECISIONS = (
 SINGLE_VIEW_METHODS = ("cone", "supervised")
 SETTING = re.compile(
     r"\b(?:method|backbone|data|trainer|optim|index|logger|task)\.[a-z_]+\b|\b(?:ckpt|resume)\b"
+)
+
+
+# groups whose numeric fields are range-checked by name (the trainer's are checked one by one)
+CHECKED_GROUPS = ("method", "backbone", "data", "optim", "index", "task")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A valid range for every numeric setting whose field name ``applies``."""
+
+    applies: Callable[[str], bool]
+    valid: Callable[[float], bool]
+    requirement: str
+
+
+RULES = (
+    Rule(lambda n: "temperature" in n, lambda v: v > 0, "must be > 0"),
+    Rule(lambda n: "momentum" in n, lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    Rule(lambda n: n == "k" or n.endswith("_k"), lambda v: v >= 1, "must be at least 1"),
+    Rule(
+        lambda n: n == "size" or n.endswith(("_size", "_dim")), lambda v: v >= 1, "must be positive"
+    ),
+    Rule(lambda n: n.endswith("_p"), lambda v: 0 <= v <= 1, "must be in [0, 1] (a probability)"),
+    Rule(lambda n: n == "lr" or n.endswith("_lr"), lambda v: v > 0, "must be positive"),
+    Rule(lambda n: n == "std", lambda v: v > 0, "must be positive"),
+    Rule(lambda n: n == "betas", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    Rule(
+        lambda n: n.endswith(("_epochs", "_steps", "_weight")) or n.startswith(("num_", "n_")),
+        lambda v: v >= 0,
+        "must be >= 0",
+    ),
+    Rule(lambda n: n == "weight_decay", lambda v: v >= 0, "must be >= 0"),
+    Rule(lambda n: n == "epochs" or n.endswith("_iters"), lambda v: v >= 1, "must be at least 1"),
+)
+TRAINER_AT_LEAST_1 = (
+    "num_nodes",
+    "log_every_n_steps",
+    "accumulate_grad_batches",
+    "check_val_every_n_epoch",
 )
 
 
@@ -65,6 +108,7 @@ def validate_config(cfg: DictConfig) -> None:
         ConfigError: For the first setting that cannot work.
     """
     o, t, d = cfg.optim, cfg.trainer, cfg.data
+    _check_finite(cfg)
     validate_devices(t, torch.cuda.device_count())
     if str(o.name) not in OPTIMIZERS:
         _fail(f"optim.name={o.name!r} is unknown; valid: {', '.join(OPTIMIZERS)}.")
@@ -78,6 +122,8 @@ def validate_config(cfg: DictConfig) -> None:
         _fail(f"data.num_workers={d.num_workers} must be >= 0.")
     if int(d.eval_batch_size) < 1:
         _fail(f"data.eval_batch_size={d.eval_batch_size} must be at least 1.")
+    _check_trainer_counts(t)
+    _check_ranges(cfg)
     if str(cfg.task.name) != "fit":
         return
     needed = 1 if str(cfg.method.name) in SINGLE_VIEW_METHODS else 2
@@ -91,6 +137,60 @@ def validate_config(cfg: DictConfig) -> None:
             f"data.batch_size={d.batch_size} is too small to train: BatchNorm layers and "
             "in-batch negatives need at least 2 samples; set data.batch_size >= 2."
         )
+
+
+def _leaves(node: Any, key: str, name: str) -> Iterator[tuple[str, str, Any]]:
+    """``(setting, field name, value)`` of every value under ``node`` (list items by index)."""
+    if isinstance(node, dict):
+        for field, value in node.items():
+            if not str(field).startswith("_"):
+                yield from _leaves(value, f"{key}.{field}", str(field))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, f"{key}[{i}]", name)
+    elif isinstance(node, int | float) and not isinstance(node, bool):
+        yield key, name, node
+
+
+def _numbers(cfg: DictConfig, groups: Iterable[str]) -> Iterator[tuple[str, str, Any]]:
+    for group in groups:
+        if group in cfg and cfg[group] is not None:
+            yield from _leaves(OmegaConf.to_container(cfg[group], resolve=True), group, group)
+
+
+def _check_finite(cfg: DictConfig) -> None:
+    """Reject NaN and infinite values in every group, naming the first."""
+    for key, _, value in _numbers(cfg, (*CHECKED_GROUPS, "trainer")):
+        if isinstance(value, float) and not math.isfinite(value):
+            _fail(f"{key}={value} is not a finite number; set {key} to a number.")
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    """Check every numeric setting against the :data:`RULES` its field name matches."""
+    for key, name, value in _numbers(cfg, CHECKED_GROUPS):
+        for rule in RULES:
+            if rule.applies(name) and not rule.valid(value):
+                _fail(f"{key}={value} {rule.requirement}; change {key}.")
+
+
+def _check_trainer_counts(t: DictConfig) -> None:
+    for name in TRAINER_AT_LEAST_1:
+        if int(t[name]) < 1:
+            _fail(f"trainer.{name}={t[name]} must be at least 1; change trainer.{name}.")
+    if int(t.max_steps) == 0 or int(t.max_steps) < -1:
+        _fail(f"trainer.max_steps={t.max_steps} must be at least 1, or -1 for no step limit.")
+    if int(t.max_epochs) == -1 and int(t.max_steps) == -1:
+        _fail(
+            "trainer.max_epochs=-1 (no epoch limit) needs a step limit; set trainer.max_steps "
+            "or trainer.max_epochs to at least 1."
+        )
+    if int(t.max_epochs) == 0 or int(t.max_epochs) < -1:
+        _fail(
+            f"trainer.max_epochs={t.max_epochs} must be at least 1 (or -1 for no epoch limit, "
+            "with trainer.max_steps set)."
+        )
+    if t.gradient_clip_val is not None and float(t.gradient_clip_val) < 0:
+        _fail(f"trainer.gradient_clip_val={t.gradient_clip_val} must be >= 0 (or null for none).")
 
 
 def validate_neighbour_counts(setting: str, ks: Iterable[int], num_train: int) -> None:
