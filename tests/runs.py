@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 CPU_RUN = [
     "trainer.accelerator=cpu",
     "trainer.max_epochs=1",
@@ -28,3 +33,18 @@ SMALL_NNCLR = [
     "method.queue_size=48",
     "method.knn_k=5",
 ]
+
+
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m nbr_contrast ARGS`` in ``cwd`` (``HYDRA_FULL_ERROR`` unset, ``env`` added)."""
+    full = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "nbr_contrast", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=cwd,
+        timeout=120,
+    )

@@ -7,9 +7,6 @@ a config edit that drifts from its source fails here.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from nbr_contrast import api
+
+from .runs import TINY, run_cli
 
 # solo-learn scripts/pretrain/cifar/augmentations: asymmetric.yaml (small images) and BYOL's
 # Table 6 (large images); symmetric_weak.yaml / MoCo v2 --aug-plus; the supervised recipes.
@@ -224,16 +223,8 @@ def test_clim_differs_from_mocov2_in_its_own_parts_only(tmp_path: Path) -> None:
 
 
 def test_more_devices_than_gpus_is_one_line_not_cpu_processes(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR",)}
-    env["CUDA_VISIBLE_DEVICES"] = ""  # no GPU, whatever the machine has
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbr_contrast", "method=cone", "trainer.devices=8"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    # no GPU, whatever the machine has
+    proc = run_cli(["method=cone", "trainer.devices=8"], tmp_path, {"CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "Error: trainer.devices=8 asks for 8 GPUs but no GPU is present, so it would start 8 "
@@ -261,8 +252,6 @@ def test_validate_devices_rules() -> None:
 
 
 def test_bare_cone_trains_with_supervised_views_and_sgd(tmp_path: Path) -> None:
-    from .runs import TINY
-
     cfg = api.compose(["method=cone", "trainer.devices=1", *TINY, "method.k=8"], tmp_path)
     assert [v.crop for v in cfg.data.views] == ["pad"] and cfg.data.views[0].jitter_p == 0.0
     assert cfg.optim.name == "sgd"

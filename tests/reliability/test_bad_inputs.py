@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +13,7 @@ from omegaconf import DictConfig, open_dict
 from nbr_contrast import cli
 from nbr_contrast.reliability import ConfigError, validate_config
 
+from ..runs import run_cli
 from .conftest import SMALL, TINY
 
 # (overrides, expected substring of the one-line message); {train}/{test}/{corrupt}/{empty}
@@ -146,15 +145,7 @@ def test_range_checks_cover_method_fields_by_name(tiny_cfg: Callable[..., DictCo
 
 
 def test_real_command_line_exits_2_without_traceback(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbr_contrast", "optim.name=adam", f"hydra.run.dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    proc = run_cli(["optim.name=adam", f"hydra.run.dir={tmp_path}"], tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "Error: optim.name='adam' is unknown; valid: sgd, lars, adamw."
