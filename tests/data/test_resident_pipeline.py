@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 
 from nbr_contrast.config import DataConfig, ViewConfig
-from nbr_contrast.data.datamodule import IndexDataset, NbrDataModule
+from nbr_contrast.data.datamodule import NbrDataModule, ResidentDataset
 from nbr_contrast.data.gpu_views import GpuViews
 
 PLAIN = ViewConfig(size=32, crop="none", flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
@@ -19,7 +19,7 @@ def make(views: list[ViewConfig]) -> NbrDataModule:
 
 def test_in_memory_source_is_served_as_indices() -> None:
     datamodule = make([PLAIN, PLAIN])
-    assert isinstance(datamodule.train_dataset(), IndexDataset)
+    assert isinstance(datamodule.train_dataset(), ResidentDataset)
     batch = next(iter(datamodule.train_dataloader()))
     assert set(batch) == {"label", "index"}
 
