@@ -268,7 +268,7 @@ class BaseMethod(L.LightningModule):
         return x
 
     def _check_due(self) -> bool:
-        every = int(self.cfg.trainer.finite_check_every_n_steps)
+        every = int(self.cfg.trainer.get("finite_check_every_n_steps", 0))
         return every > 0 and self.global_step % every == 0
 
     def _check_finite(self, terms: dict[str, Any]) -> None:
