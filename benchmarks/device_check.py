@@ -48,7 +48,7 @@ from opcount import OpCounter, sections
 from shared_data import default_data
 
 from nbr_contrast import api
-from nbr_contrast.build import build_datamodule, build_method, build_trainer
+from nbr_contrast.build import build_callbacks, build_datamodule, build_method, build_trainer
 from nbr_contrast.config import DataConfig, ViewConfig
 from nbr_contrast.data.gpu_views import GpuViews
 from nbr_contrast.neighbours.search import TorchSearch
@@ -264,9 +264,10 @@ def audit(device: torch.device, size: dict[str, Any]) -> dict[str, Any]:
     counter = OpCounter()
     window = Window(size["warmup"], size["warmup"] + steps, device)
     with sections(counter, method) as hooks, counter, window.waits():
+        keep = [c for c in build_callbacks(cfg) if not isinstance(c, throughput.SKIPPED)]
         trainer = build_trainer(
             cfg,
-            callbacks=[hooks, window],
+            callbacks=[*keep, hooks, window],
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,

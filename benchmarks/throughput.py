@@ -61,6 +61,8 @@ from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_f
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("cpu", "gpu", "ceiling", "lightly")
 VIEW_SIZE = 32
+SKIPPED = (ModelCheckpoint, LearningRateMonitor, RichProgressBar)
+"""Callbacks a measured fit leaves out (no checkpoints, LR logging or progress bar)."""
 
 
 class StepTimer(L.Callback):
@@ -151,8 +153,7 @@ def fit_and_time(
     cuda = cfg.trainer.accelerator in ("gpu", "cuda")
     last = args.warmup + args.steps
     timer = StepTimer(cuda, args.warmup, last)
-    skip = (ModelCheckpoint, LearningRateMonitor, RichProgressBar)
-    callbacks = [c for c in build_callbacks(cfg) if not isinstance(c, skip)]
+    callbacks = [c for c in build_callbacks(cfg) if not isinstance(c, SKIPPED)]
     method = build_method(cfg)
     counter = OpCounter() if args.count_ops else None
     with contextlib.ExitStack() as stack:
