@@ -20,7 +20,7 @@ measured):
 6. ``lightly``: lightly's NNCLR on the same tensors, when lightly is importable.
 
 On one GPU the whole check takes under 8 minutes; ``--device cpu --quick`` runs every part
-with tiny sizes in under two minutes (what the test runs), leaving out the compiled
+with tiny sizes, sized for two minutes (what the test runs), leaving out the compiled
 variants (compiling on the CPU alone takes minutes); they are marked as skipped.
 
     python benchmarks/device_check.py benchmarks/results/device_check_h200
