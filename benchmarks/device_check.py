@@ -19,7 +19,7 @@ measured):
    ops per step (``benchmarks/opcount.py``).
 6. ``lightly``: lightly's NNCLR on the same tensors, when lightly is importable.
 
-On one GPU the whole check takes under 8 minutes; ``--device cpu --quick`` runs every part
+On one GPU the whole check is sized for 8 minutes; ``--device cpu --quick`` runs every part
 with tiny sizes, sized for two minutes (what the test runs), leaving out the compiled
 variants (compiling on the CPU alone takes minutes); they are marked as skipped.
 
