@@ -1,8 +1,8 @@
 """Training throughput of NNCLR (ResNet-18, two 32 px views): data pipelines against a ceiling.
 
 Modes, each a real ``Trainer.fit`` built by ``nbr_contrast.build`` from
-``experiment=nnclr_cifar10`` (so the same step, optimiser, neighbour-index callback,
-precision and compile settings as a training run):
+``experiment=nnclr_cifar10`` or ``--experiment`` (so the same step, optimiser,
+neighbour-index callback, precision and compile settings as a training run):
 
 * ``cpu``: ``data.pipeline=cpu`` (per-sample torchvision views in loader workers);
 * ``gpu``: ``data.pipeline=gpu`` (dataset resident on the device, batched ``GpuViews``;
@@ -15,24 +15,30 @@ precision and compile settings as a training run):
   (``pip install -e ".[bench]"``).
 
 Throughput is images per second in steady state: the time from the end of optimiser step
-``--warmup`` to the end of the last step (``--steps`` more), CUDA synchronised; one image
-yields two views. Peak GPU memory is reported on CUDA. Writes a JSON file.
+``--warmup`` to the end of the last step (``--steps`` more), CUDA synchronised at those two
+steps only (so host and device work overlap as in training); one image yields two views.
+Peak GPU memory is reported on CUDA. Writes a JSON file.
+
+``--count-ops`` counts instead of timing: dispatched torch ops and host reads per step, split
+into backbone forward, backward, heads+loss, search/bank, optimiser, logging, views and
+loader (``benchmarks/opcount.py``).
 
     python benchmarks/throughput.py --trainer gpu                     # bf16, channels-last
     python benchmarks/throughput.py --trainer gpu --compile --batch-size 1024
     python benchmarks/throughput.py --trainer cpu --data cifar10_mini --batch-size 32 \\
         --warmup 2 --steps 5 --out benchmarks/results/throughput_cpu.json
+    python benchmarks/throughput.py --trainer cpu --data cifar10_mini --batch-size 32 \\
+        --warmup 3 --steps 10 --modes gpu,ceiling --count-ops \\
+        --out benchmarks/results/opcount_cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import os
 import platform
-import statistics
 import subprocess
 import tempfile
 import time
@@ -44,6 +50,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig
+from opcount import OpCounter, sections
 from shared_data import default_data, npz_paths
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -54,21 +61,29 @@ from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_f
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("cpu", "gpu", "ceiling", "lightly")
 VIEW_SIZE = 32
+SKIPPED = (ModelCheckpoint, LearningRateMonitor, RichProgressBar)
+"""Callbacks a measured fit leaves out (no checkpoints, LR logging or progress bar)."""
 
 
 class StepTimer(L.Callback):
-    """Wall-clock time at the end of every training batch (after the optimiser step)."""
+    """Wall-clock time at the end of optimiser steps ``warmup`` and ``last`` only.
 
-    def __init__(self, cuda: bool) -> None:
+    The device is synchronised at those two steps alone, so the timed window keeps the
+    overlap of host and device work that training has.
+    """
+
+    def __init__(self, cuda: bool, warmup: int, last: int) -> None:
         self.cuda = cuda
-        self.times: list[float] = []
+        self.marks = (warmup, last)
+        self.times: dict[int, float] = {}
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.times.append(time.perf_counter())
+        if trainer.global_step in self.marks:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.times[trainer.global_step] = time.perf_counter()
 
 
 class RepeatBatch(IterableDataset[dict[str, Any]]):
@@ -82,29 +97,27 @@ class RepeatBatch(IterableDataset[dict[str, Any]]):
             yield self.batch
 
 
-def steady_state(times: list[float], warmup: int, batch: int) -> dict[str, Any]:
-    """Images/s and step times between the end of step ``warmup`` and the last step."""
-    if warmup < 1 or len(times) <= warmup:
+def steady_state(times: dict[int, float], warmup: int, last: int, batch: int) -> dict[str, Any]:
+    """Images/s and mean step time between the end of step ``warmup`` and of step ``last``."""
+    if warmup < 1 or warmup not in times or last not in times or last <= warmup:
         raise RuntimeError(
-            f"{len(times)} steps ran with --warmup={warmup}; need 1 <= warmup < steps"
+            f"steps {sorted(times)} were timed with --warmup={warmup}; need 1 <= warmup < steps"
         )
-    timed = times[warmup - 1 :]  # times[i] is the end of step i + 1
-    steps = len(timed) - 1
-    elapsed = timed[-1] - timed[0]
-    step_ms = [1000 * (b - a) for a, b in itertools.pairwise(timed)]
+    steps = last - warmup
+    elapsed = times[last] - times[warmup]
     return {
         "images_per_s": steps * batch / elapsed,
         "timed_steps": steps,
         "warmup_steps": warmup,
-        "median_step_ms": statistics.median(step_ms),
+        "mean_step_ms": 1000 * elapsed / steps,
         "seconds": elapsed,
     }
 
 
 def compose(args: argparse.Namespace, pipeline: str, out_dir: Path) -> DictConfig:
-    """The NNCLR run config of one mode."""
+    """The run config of one mode (``--experiment``, NNCLR by default)."""
     overrides = [
-        "experiment=nnclr_cifar10",
+        f"experiment={args.experiment}",
         f"data={args.data}",
         f"trainer={args.trainer}",
         f"data.pipeline={pipeline}",
@@ -131,27 +144,41 @@ def compose(args: argparse.Namespace, pipeline: str, out_dir: Path) -> DictConfi
 def fit_and_time(
     cfg: DictConfig, args: argparse.Namespace, loader: DataLoader[Any] | None
 ) -> dict[str, Any]:
-    """Run ``Trainer.fit`` for warm-up + timed steps; return the steady-state numbers."""
+    """Run ``Trainer.fit`` for warm-up + timed steps; return the steady-state numbers.
+
+    With ``--count-ops`` the steps are not timed: every dispatched op is counted instead,
+    split by :data:`opcount.SECTIONS`, averaged over the steps after warm-up.
+    """
     L.seed_everything(int(cfg.seed))
     cuda = cfg.trainer.accelerator in ("gpu", "cuda")
-    timer = StepTimer(cuda)
-    skip = (ModelCheckpoint, LearningRateMonitor, RichProgressBar)
-    callbacks = [c for c in build_callbacks(cfg) if not isinstance(c, skip)]
-    trainer = build_trainer(
-        cfg,
-        callbacks=[*callbacks, timer],
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-    )
+    last = args.warmup + args.steps
+    timer = StepTimer(cuda, args.warmup, last)
+    callbacks = [c for c in build_callbacks(cfg) if not isinstance(c, SKIPPED)]
     method = build_method(cfg)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    if loader is None:
-        trainer.fit(method, datamodule=build_datamodule(cfg))
-    else:
-        trainer.fit(method, train_dataloaders=loader)
-    result = steady_state(timer.times, args.warmup, int(cfg.data.batch_size))
+    counter = OpCounter() if args.count_ops else None
+    with contextlib.ExitStack() as stack:
+        extra: list[L.Callback] = [timer]
+        if counter is not None:
+            extra = [stack.enter_context(sections(counter, method))]
+        trainer = build_trainer(
+            cfg,
+            callbacks=[*callbacks, *extra],
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+        )
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        fit = contextlib.nullcontext() if counter is None else counter
+        with fit:
+            if loader is None:
+                trainer.fit(method, datamodule=build_datamodule(cfg))
+            else:
+                trainer.fit(method, train_dataloaders=loader)
+    if counter is not None:
+        # the last step's window also holds the end of training: left out
+        return counter.summary(list(range(args.warmup, last - 1)))
+    result = steady_state(timer.times, args.warmup, last, int(cfg.data.batch_size))
     if cuda:
         result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return result
@@ -219,13 +246,15 @@ def lightly_reference(cfg: DictConfig, args: argparse.Namespace) -> dict[str, An
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(args.warmup + args.steps):
+    times = {}
+    last = args.warmup + args.steps
+    for i in range(1, last + 1):
         step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter())
-    result = steady_state(times, args.warmup, int(cfg.data.batch_size))
+        if i in (args.warmup, last):
+            if cuda:
+                torch.cuda.synchronize()
+            times[i] = time.perf_counter()
+    result = steady_state(times, args.warmup, last, int(cfg.data.batch_size))
     if cuda:
         result["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     import lightly
@@ -244,6 +273,8 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     pipeline = mode if mode in ("cpu", "gpu") else "cpu"
     cfg = compose(args, pipeline, work / mode)
     if mode == "lightly":
+        if args.count_ops:
+            return {"skipped": "--count-ops counts the project's own training step only"}
         try:
             import lightly  # noqa: F401
         except ImportError:
@@ -296,6 +327,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--experiment", default="nnclr_cifar10", help="experiment config, e.g. co2_cifar10"
+    )
+    parser.add_argument(
+        "--count-ops",
+        action="store_true",
+        help="count dispatched ops and host reads per step by section instead of timing",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -318,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = compose(args, "cpu", Path(tmp) / "cfg")
     report = {
         **environment(args.trainer),
-        "method": "nnclr",
+        "method": str(cfg.method.name),
         "backbone": str(cfg.backbone.name),
         "data": args.data,
         "batch_size": args.batch_size,
@@ -328,7 +367,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "channels_last": bool(cfg.trainer.channels_last),
         "compile": bool(cfg.trainer.compile),
         "overrides": args.overrides,
-        "unit": "training images per second (two views each), steady state after warm-up",
+        "unit": (
+            "dispatched ops and host reads per training step, mean over the steps after "
+            "warm-up but the last"
+            if args.count_ops
+            else "training images per second (two views each), steady state after warm-up"
+        ),
         "modes": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ def build_method(cfg: DictConfig) -> BaseMethod:
         method = method.to(memory_format=torch.channels_last)
     if cfg.trainer.compile:
         for module in method.compile_targets():
-            module.compile()
+            module.compile(mode=str(cfg.trainer.compile_mode))
     return method
 
 
@@ -94,7 +94,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
         LearningRateMonitor(logging_interval="step"),
     ]
     if cfg.trainer.enable_progress_bar:
-        callbacks.append(RichProgressBar())
+        callbacks.append(RichProgressBar(refresh_rate=int(cfg.trainer.progress_bar_refresh_rate)))
     return callbacks
 
 
@@ -168,6 +168,7 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
         "gradient_clip_val": t.gradient_clip_val,
         "sync_batchnorm": t.sync_batchnorm,
         "deterministic": t.deterministic,
+        "benchmark": t.benchmark,
         "enable_progress_bar": t.enable_progress_bar,
         "default_root_dir": cfg.output_dir,
         "callbacks": build_callbacks(cfg),

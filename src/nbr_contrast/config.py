@@ -212,6 +212,16 @@ class TrainerConfig:
         compile: ``torch.compile`` the backbone, the heads and the GPU view pipeline.
         enable_progress_bar: Show the rich progress bar.
         checkpoint_every_n_steps: Also write ``last.ckpt`` every N steps (0: epoch end only).
+        benchmark: cuDNN autotuning (``torch.backends.cudnn.benchmark``): picks the fastest
+            convolution kernels for fixed input shapes on the first steps.
+        compile_mode: ``torch.compile`` mode of the model (``default``, ``reduce-overhead``
+            for CUDA graphs, ``max-autotune``).
+        progress_bar_refresh_rate: Redraw the progress bar every N steps. Showing a
+            progress bar reads the loss back to the host every step; turn it off
+            (``enable_progress_bar=false``) for the last per-step wait.
+        finite_check_every_n_steps: Read the non-finite loss record every N steps (0: on
+            logging steps only). It is also read before every checkpoint and at the end of
+            training; 1 gives a diagnostic checkpoint of the failing step's state.
     """
 
     accelerator: str = "auto"
@@ -233,6 +243,10 @@ class TrainerConfig:
     compile: bool = False
     enable_progress_bar: bool = True
     checkpoint_every_n_steps: int = 0
+    benchmark: bool = False
+    compile_mode: str = "default"
+    progress_bar_refresh_rate: int = 1
+    finite_check_every_n_steps: int = 0
 
 
 @dataclass

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 
 from nbr_contrast.config import DataConfig, ViewConfig
-from nbr_contrast.data.datamodule import IndexDataset, NbrDataModule
+from nbr_contrast.data.datamodule import NbrDataModule, ResidentDataset, ResumableSampler
 from nbr_contrast.data.gpu_views import GpuViews
 
 PLAIN = ViewConfig(size=32, crop="none", flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
@@ -19,7 +19,7 @@ def make(views: list[ViewConfig]) -> NbrDataModule:
 
 def test_in_memory_source_is_served_as_indices() -> None:
     datamodule = make([PLAIN, PLAIN])
-    assert isinstance(datamodule.train_dataset(), IndexDataset)
+    assert isinstance(datamodule.train_dataset(), ResidentDataset)
     batch = next(iter(datamodule.train_dataloader()))
     assert set(batch) == {"label", "index"}
 
@@ -57,3 +57,32 @@ def test_validation_batches_are_left_alone() -> None:
     batch = next(iter(datamodule.val_dataloader()))
     out = datamodule.on_after_batch_transfer(dict(batch), 0)
     assert set(out) == {"image", "label", "index"}
+
+
+def test_batches_follow_the_per_sample_sampler_order_and_resume_exactly() -> None:
+    datamodule = make([PLAIN, PLAIN])
+    loader = datamodule.train_dataloader()
+    loader.sampler.set_epoch(3)
+    batches = [b["index"] for b in loader]
+    assert len(batches) == datamodule.num_train // 8
+    reference = ResumableSampler(datamodule.train_dataset(), 8, seed=0)
+    reference.set_epoch(3)
+    order = torch.tensor([i for i, _ in reference])
+    assert torch.equal(torch.cat(batches), order[: len(batches) * 8])
+    datamodule.resume_at(3, 5)
+    assert torch.equal(next(iter(loader))["index"], batches[5])
+
+
+def test_served_neighbours_are_reproducible_per_batch() -> None:
+    datamodule = make([PLAIN, PLAIN])
+    datamodule.enable_neighbour_serving(3)
+    n = datamodule.num_train
+    table = torch.stack([(torch.arange(n) + s) % n for s in (1, 2, 3)], dim=1)
+    datamodule.set_neighbour_table(table, torch.full((n,), 3, dtype=torch.int64))
+    batches = list(datamodule.train_dataloader())
+    again = [b["neighbour_index"] for b in datamodule.train_dataloader()]
+    first = [b["neighbour_index"] for b in batches]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    index = torch.cat([b["index"] for b in batches])
+    columns = (torch.cat(first) - index) % n
+    assert set(columns.tolist()) == {1, 2, 3}  # each sample draws among its three

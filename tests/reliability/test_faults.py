@@ -105,8 +105,86 @@ def test_nan_loss_stops_with_one_line_and_a_diagnostic_checkpoint(
     assert "Traceback" not in err
     diagnostic = run / "checkpoints" / "nonfinite-step2.ckpt"
     assert str(diagnostic) in err
+    assert f"{run / 'checkpoints' / 'last.ckpt'} still holds the last good state" in err
     assert _load(diagnostic)["global_step"] == 2
     last = _load(run / "checkpoints" / "last.ckpt")
     assert last["global_step"] == 2
     weights = [v for v in last["state_dict"].values() if v.is_floating_point()]
     assert all(torch.isfinite(v).all() for v in weights)
+
+
+def test_nan_found_later_stops_before_any_checkpoint_holds_it(
+    tiny_data: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Checked on logging steps only: the NaN of step 1 is found at step 3 and named."""
+    real_step = NNCLR.step
+
+    def nan_at_step_1(self: NNCLR, batch: Any) -> StepOutput:
+        out = real_step(self, batch)
+        if self.trainer.global_step == 1:
+            out.loss = out.loss * float("inf")
+        return out
+
+    monkeypatch.setattr(NNCLR, "step", nan_at_step_1)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    args = [*TINY, *tiny_data, *SMALL, "trainer.limit_train_batches=6"]
+    args.append("trainer.log_every_n_steps=4")
+    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *args, f"hydra.run.dir={run}"])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "Error: Non-finite loss at global step 1 (epoch 0): loss=inf" in err
+    assert "found at step 3" in err
+    assert "Traceback" not in err
+    folder = run / "checkpoints"
+    assert not folder.exists() or not list(folder.glob("*.ckpt"))
+
+
+def test_nan_is_never_saved_even_between_checks(
+    tiny_data: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A checkpoint due before the next check reads the record first and refuses."""
+    real_step = NNCLR.step
+
+    def nan_at_step_1(self: NNCLR, batch: Any) -> StepOutput:
+        out = real_step(self, batch)
+        if self.trainer.global_step == 1:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(NNCLR, "step", nan_at_step_1)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    args = [*TINY, *tiny_data, *SMALL, "trainer.limit_train_batches=6"]
+    args += ["trainer.log_every_n_steps=50", "trainer.checkpoint_every_n_steps=1"]
+    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *args, f"hydra.run.dir={run}"])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert "Error: Non-finite loss at global step 1 (epoch 0): loss=nan" in err
+    last = _load(run / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 1
+    weights = [v for v in last["state_dict"].values() if v.is_floating_point()]
+    assert all(torch.isfinite(v).all() for v in weights)
+
+
+def test_nan_message_says_when_no_good_checkpoint_exists(
+    tiny_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    method = build_method(tiny_cfg(*SMALL))
+    assert "no checkpoint was saved before the failure" in method._last_good()
+    last = Path(method.cfg.output_dir) / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    assert method._last_good() == f"{last} still holds the last good state."

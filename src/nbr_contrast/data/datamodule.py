@@ -5,8 +5,9 @@ the source), so neighbour banks and dataset indices can refer back to images:
 
 * training, ``pipeline=cpu``: ``{"views": [float [3, s, s], ...], "label", "index"}``;
 * training, ``pipeline=gpu`` with an in-memory source (CIFAR, STL-10, npz, the built-in
-  subset): ``{"label", "index"}`` only. The whole dataset lives on the device as one
-  ``uint8 [N, 3, H, W]`` tensor; after the batch is moved, the images are gathered by
+  subset): ``{"label", "index"}`` only, whole batches sliced on the device from one
+  permutation per epoch (:class:`ResidentBatchSampler`). The whole dataset lives on the
+  device as one ``uint8 [N, 3, H, W]`` tensor; after the batch is moved, the images are gathered by
   index there and turned into ``"views"`` by :attr:`NbrDataModule.gpu_views`, so the
   loader never decodes, copies or augments an image;
 * training, ``pipeline=gpu`` with a lazy source (image folders): ``{"image": uint8
@@ -21,6 +22,7 @@ the sample drawn per step from a :class:`NeighbourTable`: ``"neighbour_views"`` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -93,6 +95,7 @@ class NeighbourTable:
         self.ids = torch.full((num_images, k), -1, dtype=torch.int64).share_memory_()
         self.counts = torch.zeros(num_images, dtype=torch.int64).share_memory_()
         self.active = torch.zeros((), dtype=torch.bool).share_memory_()
+        self.version = 0
 
     def update(self, table: Tensor, counts: Tensor) -> None:
         """Replace the table (shapes must match) and start serving neighbours."""
@@ -104,6 +107,7 @@ class NeighbourTable:
         self.ids.copy_(table)
         self.counts.copy_(counts)
         self.active.fill_(True)
+        self.version += 1
 
     def draw(self, i: int) -> int:
         """One of image ``i``'s selected neighbours, uniformly (``i`` itself if none)."""
@@ -162,30 +166,52 @@ class SourceDataset(Dataset[dict[str, Any]]):
         return item
 
 
-class IndexDataset(Dataset[dict[str, Any]]):
-    """Items ``{"label", "index"}`` (and a served ``"neighbour_index"``) of a source.
+class ResidentDataset(Dataset[dict[str, Any]]):
+    """Whole batches ``{"label", "index"}`` (and ``"neighbour_index"``) sliced on the device.
 
-    Used by the GPU pipeline for in-memory sources: images are gathered on the device.
+    The GPU pipeline's dataset for in-memory sources: the key is a batch of dataset indices
+    already on the device plus the batch's seed (from :class:`ResidentBatchSampler`), and
+    the item is the whole batch, gathered with one indexing op per field, with no Python
+    per image and no read back to the host. A served neighbour is drawn per sample from
+    the batch's seed, so a resumed run draws the same ones.
 
     Args:
         source: The images and labels.
-        neighbours: Table of neighbours to serve with each item (while it is active).
+        device: Where labels, indices and the neighbour table live.
+        neighbours: Table of neighbours to serve with each item (once one is set).
     """
 
-    def __init__(self, source: ImageSource, neighbours: NeighbourTable | None = None) -> None:
-        self.labels = torch.as_tensor(np.asarray(source.labels), dtype=torch.int64)
+    def __init__(
+        self, source: ImageSource, device: torch.device, neighbours: NeighbourTable | None = None
+    ) -> None:
+        self.device = device
+        self.labels = torch.as_tensor(np.asarray(source.labels), dtype=torch.int64).to(device)
         self.neighbours = neighbours
+        self._table: tuple[int, Tensor, Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
-        with seeded_rng(key) as i:
-            item = {"label": self.labels[i], "index": torch.tensor(i, dtype=torch.int64)}
-            if self.neighbours is not None and bool(self.neighbours.active):
-                j = self.neighbours.draw(i)
-                item["neighbour_index"] = torch.tensor(j, dtype=torch.int64)
+    def __getitem__(self, key: tuple[Tensor, int]) -> dict[str, Any]:
+        index, seed = key
+        item = {"label": self.labels[index], "index": index}
+        if self.neighbours is not None and self.neighbours.version > 0:
+            item["neighbour_index"] = self.draw_neighbours(index, seed)
         return item
+
+    def draw_neighbours(self, index: Tensor, seed: int) -> Tensor:
+        """One selected neighbour per sample, uniformly (itself if none), seeded by ``seed``."""
+        assert self.neighbours is not None
+        if self._table is None or self._table[0] != self.neighbours.version:
+            ids = self.neighbours.ids.to(self.device)
+            counts = self.neighbours.counts.to(self.device)
+            self._table = (self.neighbours.version, ids, counts)
+        _, ids, counts = self._table
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        u = torch.rand(index.shape, generator=generator, device=self.device)
+        n = counts[index].clamp_min(1)
+        column = torch.minimum((u * n).long(), n - 1)
+        return ids[index, column]
 
 
 class ResumableSampler(DistributedSampler[int]):
@@ -238,6 +264,56 @@ class ResumableSampler(DistributedSampler[int]):
         indices = list(super().__iter__())
         skip, self.skip_batches = self.skip_batches * self.batch_size, 0
         return iter([(i, item_seed(self.seed, self.epoch, i)) for i in indices[skip:]])
+
+
+class ResidentBatchSampler(ResumableSampler):
+    """Whole batches of dataset indices sliced on the device from one permutation per epoch.
+
+    The permutation is :class:`ResumableSampler`'s (the same seeded order, padded and
+    sharded over ranks the same way), made with one ``randperm`` per epoch and moved to the
+    device once; each batch is a slice of it, yielded with its seed
+    (:func:`item_seed` of the batch's first position), so the loader runs no Python per
+    image. Incomplete last batches are dropped. Used with ``batch_size=None``.
+
+    Args:
+        dataset: The training dataset (only its length is used).
+        batch_size: Per-device batch size.
+        seed: Seed of the order.
+        device: Where the batches of indices live.
+        num_replicas: Number of ranks.
+        rank: This process's rank.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        super().__init__(dataset, batch_size, seed, num_replicas, rank)
+        self.device = device
+
+    def __len__(self) -> int:
+        return self.num_samples // self.batch_size
+
+    def permutation(self) -> Tensor:
+        """This rank's order of epoch :attr:`epoch` (as ``DistributedSampler`` shards it)."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
+        padding = self.total_size - len(order)
+        if padding > 0:
+            order = torch.cat([order, order.repeat(math.ceil(padding / len(order)))[:padding]])
+        return order[self.rank : self.total_size : self.num_replicas].to(self.device)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, int]]:  # type: ignore[override]
+        order = self.permutation()
+        skip, self.skip_batches = self.skip_batches, 0
+        b = self.batch_size
+        for i in range(skip, len(self)):
+            yield order[i * b : (i + 1) * b], item_seed(self.seed, self.epoch, i * b)
 
 
 def _uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tensor]:
@@ -393,7 +469,7 @@ class NbrDataModule(L.LightningDataModule):
     def train_dataset(self) -> Dataset[dict[str, Any]]:
         """The training dataset of the resolved pipeline (views, raw uint8, or indices)."""
         if self.resolved_pipeline == "gpu" and self.train_source.as_uint8() is not None:
-            return IndexDataset(self.train_source, self.neighbours)
+            return ResidentDataset(self.train_source, self.train_device(), self.neighbours)
         if self.resolved_pipeline == "gpu":
             size = max(int(v.size) for v in self.cfg.views)
             transform = _uint8_transform(self.train_source, size)
@@ -454,6 +530,8 @@ class NbrDataModule(L.LightningDataModule):
         ranks, this = (
             (trainer.world_size, trainer.global_rank) if trainer else (world_size(), rank())
         )
+        if isinstance(dataset, ResidentDataset):
+            return self._resident_loader(dataset, batch_size, ranks, this)
         self.train_sampler = ResumableSampler(dataset, batch_size, self.seed, ranks, this)
         if self._resume_position is not None:
             self.train_sampler.resume_at(*self._resume_position)
@@ -469,6 +547,18 @@ class NbrDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def _resident_loader(
+        self, dataset: ResidentDataset, batch_size: int, ranks: int, this: int
+    ) -> DataLoader[dict[str, Any]]:
+        """Batches sliced on the device in the main process (no workers: nothing to load)."""
+        self.train_sampler = ResidentBatchSampler(
+            dataset, batch_size, self.seed, dataset.device, ranks, this
+        )
+        if self._resume_position is not None:
+            self.train_sampler.resume_at(*self._resume_position)
+            self._resume_position = None
+        return DataLoader(dataset, batch_size=None, sampler=self.train_sampler, num_workers=0)
 
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         """Test images with the evaluation transform, in order."""
@@ -503,6 +593,11 @@ class NbrDataModule(L.LightningDataModule):
         return self._loader(SourceDataset(self.train_source, transform, "image"), batch_size, True)
 
     # ------------------------------------------------------------------- device
+    def train_device(self) -> torch.device:
+        """The device training runs on (the CPU without a trainer)."""
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
     def resident_images(self, device: torch.device) -> Tensor:
         """The training set as one ``uint8 [N, 3, H, W]`` tensor on ``device`` (cached)."""
         if self._resident is None or self._resident.device != device:

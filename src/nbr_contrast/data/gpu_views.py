@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -95,6 +96,12 @@ def _select(mask: Tensor | None, changed: Tensor, original: Tensor) -> Tensor:
     if mask is None:
         return changed
     return torch.where(mask.view(-1, *([1] * (changed.dim() - 1))), changed, original)
+
+
+@lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A small constant tensor, copied to ``device`` once and reused (never written to)."""
+    return torch.tensor(values, device=device, dtype=dtype)
 
 
 def _per_sample(values: Tensor) -> Tensor:
@@ -376,7 +383,7 @@ def adjust_hue(images: Tensor, shifts: Tensor) -> Tensor:
         torch.where(argmax == 1, (b - r) / safe_chroma + 2, (r - g) / safe_chroma + 4),
     )
     hue6 = hue6 + 6 * shifts.to(images.dtype).view(-1, 1, 1)
-    n = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype).view(3, 1, 1)
+    n = _constant((5.0, 3.0, 1.0), images.device, images.dtype).view(3, 1, 1)
     k = torch.remainder(n + hue6.unsqueeze(-3), 6.0)
     ramp = torch.minimum(k, 4 - k).clamp_(0.0, 1.0)
     return (value.unsqueeze(-3) - chroma.unsqueeze(-3) * ramp).clamp_(0.0, 1.0)
@@ -427,8 +434,8 @@ def color_jitter_params(
     ranges = [(max(0.0, 1 - s), 1 + s) for s in (brightness, contrast, saturation)]
     ranges.append((-hue, hue))
     u = _uniform((b, 4), 0.0, 1.0, generator, device)
-    low = torch.tensor([lo for lo, _ in ranges], device=u.device)
-    high = torch.tensor([hi for _, hi in ranges], device=u.device)
+    low = _constant(tuple(lo for lo, _ in ranges), u.device, u.dtype)
+    high = _constant(tuple(hi for _, hi in ranges), u.device, u.dtype)
     factors = low + (high - low) * u
     order = _uniform((b, 4), 0.0, 1.0, generator, device).argsort(dim=1)
     return factors, order
@@ -455,7 +462,7 @@ def color_jitter(
     """
     factors = factors.to(images.device, images.dtype)
     order = order.to(images.device)
-    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=images.device, dtype=images.dtype)
+    identity = _constant((1.0, 1.0, 1.0, 0.0), images.device, images.dtype)
     out = images
     for step in range(order.shape[1]):
         chosen = order[:, step, None] == torch.arange(len(JITTER_OPS), device=images.device)
@@ -733,7 +740,9 @@ class GpuViews(torch.nn.Module):
                 f"expected uint8 images [B, 3, H, W], got {images.dtype} {tuple(images.shape)}"
             )
         b, _, h, w = images.shape
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        if self.mean.device != images.device:
+            self.to(images.device)
+        mean, std = self.mean, self.std
         if self.compiled and generator is None:
             return [self.random_view(images, view, mean, std) for view in self.views]
         out = []

@@ -3,14 +3,18 @@
 It holds the backbone, the online linear probe (on detached features, own learning rate,
 no weight decay), the online kNN monitor, the optimiser and per-step schedule (learning
 rate scaled by the *global* batch), the momentum-encoder bookkeeping, the NaN guard and
-the read handle on the neighbour index. A method implements :meth:`BaseMethod.step`
-(its heads and loss wiring) and, if it uses neighbours, :meth:`BaseMethod.neighbour_specs`.
+the read handle on the neighbour index. A steady-state step never reads a device value back
+to the host: metrics are logged on logging steps only and the NaN guard is a device-side
+record checked there (see :mod:`nbr_contrast.methods.guard`). A method implements
+:meth:`BaseMethod.step` (its heads and loss wiring) and, if it uses neighbours,
+:meth:`BaseMethod.neighbour_specs`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -22,6 +26,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from nbr_contrast.eval.knn import knn_predict
+from nbr_contrast.methods.guard import FiniteGuard, NonFiniteRecord
 from nbr_contrast.methods.momentum import ema_update
 from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_features
 from nbr_contrast.neighbours.bank import NeighbourBank
@@ -30,6 +35,7 @@ from nbr_contrast.reliability.checkpoint_io import save_diagnostic_checkpoint
 from nbr_contrast.utils.dist import gather_no_grad
 from nbr_contrast.utils.lars import LARS
 from nbr_contrast.utils.schedules import cosine_momentum, ema_initial_share, warmup_cosine
+from nbr_contrast.utils.steps import is_logging_step
 
 EMA_INIT_SHARE_WARNING = 0.01
 """Warn when a momentum encoder keeps more than this share of its initial weights."""
@@ -99,6 +105,9 @@ class BaseMethod(L.LightningModule):
             self.num_classes, top_k=min(5, self.num_classes), average="micro"
         )
         self.register_buffer("ema_last_step", torch.tensor(-1, dtype=torch.long))
+        self._ema_last_step: int | None = None
+        self.finite_guard = FiniteGuard(("loss", "probe_loss"))
+        self._diagnosing = False
         self.neighbours: NeighbourIndex | None = None
         self._knn_train: list[tuple[Tensor, Tensor]] = []
         self._knn_val: list[tuple[Tensor, Tensor]] = []
@@ -163,29 +172,43 @@ class BaseMethod(L.LightningModule):
         return (agree & valid).float().mean()
 
     # ---------------------------------------------------------------- momentum bookkeeping
-    def _momentum_step(self) -> None:
+    def _momentum_step(self, log: bool) -> None:
         """EMA-update every momentum pair once per optimiser step, before the forward.
 
         Counting ``trainer.global_step`` (optimiser steps) makes the schedule independent
-        of gradient accumulation; the last step seen is a buffer, so resume is exact.
+        of gradient accumulation; the last step seen is a buffer, so resume is exact. Its
+        host copy is read from the buffer once per fit, so steps never read it back.
         """
         pairs = self.momentum_pairs()
         step = int(self.trainer.global_step) if self._trainer is not None else 0
-        if not pairs or step <= int(self.ema_last_step):
+        if not pairs:
             return
-        if int(self.ema_last_step) >= 0:
+        if self._ema_last_step is None:
+            self._ema_last_step = int(self.ema_last_step)
+        if step <= self._ema_last_step:
+            return
+        if self._ema_last_step >= 0:
             base, final = self.momentum_range()
             total = max(1, int(self.trainer.estimated_stepping_batches))
             m = cosine_momentum(step, total, base, final)
             copy_buffers = bool(self.cfg.method.get("copy_ema_buffers", False))
             for online, target in pairs:
                 ema_update(online, target, m, copy_buffers)
-            self.log("train/momentum", m, on_step=True, on_epoch=False)
+            if log:
+                self.log("train/momentum", m, on_step=True, on_epoch=False)
         self.ema_last_step.fill_(step)
+        self._ema_last_step = step
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Load weights and buffers; the EMA step's host copy is re-read at the next step."""
+        self._ema_last_step = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ---------------------------------------------------------------- training
     def on_train_start(self) -> None:
-        """Warn when the run is too short for the momentum schedule to forget the random init."""
+        """Start the NaN guard afresh; warn when the momentum schedule is too short."""
+        self.finite_guard.reset()
+        self._ema_last_step = None
         if not self.momentum_pairs():
             return
         base, final = self.momentum_range()
@@ -205,8 +228,13 @@ class BaseMethod(L.LightningModule):
         self._knn_train = []
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Run the method's step, add the probe loss, guard against NaN, log."""
-        self._momentum_step()
+        """Run the method's step, add the probe loss, guard against NaN, log.
+
+        Metrics are logged on logging steps only (every ``trainer.log_every_n_steps``), so
+        other steps never read a device value back to the host.
+        """
+        log = is_logging_step(self._trainer)
+        self._momentum_step(log)
         nb_views = batch.get("neighbour_views")
         train_batch = TrainBatch(
             views=[self._to_memory_format(v) for v in batch["views"]],
@@ -222,11 +250,14 @@ class BaseMethod(L.LightningModule):
         feats = out.features.detach()
         probe_loss = F.cross_entropy(self.probe(feats), labels)
         loss = out.loss + probe_loss
-        self._check_finite(loss, {"loss": out.loss, "probe_loss": probe_loss, **out.logs})
+        self.finite_guard.update((out.loss, probe_loss), self.global_step, self.current_epoch)
+        if log or self._check_due():
+            self._check_finite({"loss": out.loss, "probe_loss": probe_loss, **out.logs})
         logs = {f"train/{k}": v for k, v in out.logs.items()}
         logs.update({"train/loss": out.loss, "train/probe_loss": probe_loss})
         self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, sync_dist=False)
-        self.log("loss", out.loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        if self._trainer is not None and self._trainer.progress_bar_callback is not None:
+            self.log("loss", out.loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
         self._remember_train_features(feats, labels)
         enqueue = {
             bank: {key: t.detach() for key, t in entries.items()}
@@ -239,27 +270,68 @@ class BaseMethod(L.LightningModule):
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _check_finite(self, loss: Tensor, terms: dict[str, Any]) -> None:
-        """Raise :class:`NonFiniteLossError` if ``loss`` is NaN/inf, after saving a checkpoint.
+    def _check_due(self) -> bool:
+        every = int(self.cfg.trainer.get("finite_check_every_n_steps", 0))
+        return every > 0 and self.global_step % every == 0
 
-        The diagnostic checkpoint (``checkpoints/nonfinite-step<N>.ckpt``) holds the state
-        that produced the bad loss; ``last.ckpt`` is left as it was.
+    def _check_finite(self, terms: dict[str, Any]) -> None:
+        """Raise :class:`NonFiniteLossError` if a loss so far was NaN/inf (reads the device).
+
+        When the failing step is the current one, a diagnostic checkpoint
+        (``checkpoints/nonfinite-step<N>.ckpt``) first saves the state that produced the
+        bad loss; ``last.ckpt`` is left as it was.
         """
-        if torch.isfinite(loss).all():
+        found = self.finite_guard.read()
+        if found is None:
             return
+        step = int(self.trainer.global_step)
+        if found.step != step:
+            raise self._late_error(found, step)
         values = {
             k: (float(v.detach().float().mean()) if isinstance(v, Tensor) else float(v))
             for k, v in terms.items()
         }
         parts = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-        step = int(self.trainer.global_step)
-        path = save_diagnostic_checkpoint(self.trainer, f"nonfinite-step{step}")
+        self._diagnosing = True
+        try:
+            path = save_diagnostic_checkpoint(self.trainer, f"nonfinite-step{step}")
+        finally:
+            self._diagnosing = False
         raise NonFiniteLossError(
             f"Non-finite loss at global step {step} (epoch {self.current_epoch}): {parts}. "
-            f"State at the failing step saved to {path}; checkpoints/last.ckpt still holds "
-            "the last good state. Lower optim.lr, check the data, or use "
-            "trainer.precision=32-true."
+            f"State at the failing step saved to {path}; {self._last_good()} Lower optim.lr, "
+            "check the data, or use trainer.precision=32-true."
         )
+
+    def _last_good(self) -> str:
+        """Where the last good state is: ``last.ckpt`` when one was saved before the failure."""
+        last = Path(str(self.cfg.get("output_dir", "."))) / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            return f"{last} still holds the last good state."
+        return "no checkpoint was saved before the failure, so there is no good state to resume."
+
+    def _late_error(self, found: NonFiniteRecord, now: int) -> NonFiniteLossError:
+        parts = ", ".join(f"{k}={v:.4g}" for k, v in found.terms.items())
+        return NonFiniteLossError(
+            f"Non-finite loss at global step {found.step} (epoch {found.epoch}): {parts}; "
+            f"found at step {now}, so no diagnostic checkpoint holds the failing state (set "
+            f"trainer.finite_check_every_n_steps=1 for one). {self._last_good()} Lower "
+            "optim.lr, check the data, or use trainer.precision=32-true."
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to save a checkpoint after a non-finite loss (diagnostic ones excepted)."""
+        if self._diagnosing:
+            return
+        found = self.finite_guard.read()
+        if found is not None:
+            raise self._late_error(found, int(self.trainer.global_step))
+
+    def on_train_end(self) -> None:
+        """A run never ends quietly after a non-finite loss."""
+        found = self.finite_guard.read()
+        if found is not None:
+            raise self._late_error(found, int(self.trainer.global_step))
 
     def _remember_train_features(self, feats: Tensor, labels: Tensor) -> None:
         kept = sum(f.shape[0] for f, _ in self._knn_train)

@@ -152,8 +152,10 @@ class CLIM(CO2):
     def mix(self, anchor: Tensor, neighbour: Tensor) -> tuple[Tensor, Tensor]:
         """CutMix or mixup with per-sample ``λ ~ Beta(α, α)`` (area-corrected for CutMix)."""
         alpha = float(self.cfg.method.mix_alpha)
-        beta = torch.distributions.Beta(alpha, alpha)
-        lam = beta.sample((anchor.shape[0],)).to(anchor.device)
+        concentration = torch.full((), alpha, device=anchor.device)
+        # drawn on the device, without argument checks (each would read the device back)
+        beta = torch.distributions.Beta(concentration, concentration, validate_args=False)
+        lam = beta.sample((anchor.shape[0],))
         if self.cfg.method.mixer == "cutmix":
             return cutmix(anchor, neighbour, lam)
         return mixup(anchor, neighbour, lam)

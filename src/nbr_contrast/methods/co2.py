@@ -108,7 +108,6 @@ class CO2(BaseMethod):
         """Key encoder = EMA of backbone and projector."""
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
 
-
     def index_encoder(self) -> nn.Module:
         """Momentum backbone + projector: the key space the queue lives in."""
         return nn.Sequential(self.momentum_backbone, self.momentum_projector)

@@ -169,7 +169,6 @@ class CoNe(BaseMethod):
         """The teacher is an EMA of the whole student."""
         return [(self.student, self.teacher)]
 
-
     def step(self, batch: TrainBatch) -> StepOutput:
         """CE, then (after epoch 0) neighbour and distributional-consistency terms."""
         m = self.cfg.method

@@ -161,7 +161,6 @@ class SNCLR(BaseMethod):
         """Momentum backbone and projector."""
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
 
-
     def index_encoder(self) -> nn.Module:
         """Momentum backbone + projector (the key space of the bank)."""
         return nn.Sequential(self.momentum_backbone, self.momentum_projector)

@@ -9,7 +9,6 @@ and checkpoints it through :meth:`NeighbourBank.state_dict`.
 
 from __future__ import annotations
 
-import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from nbr_contrast.neighbours.search import SearchBackend, TorchSearch, check_k
+from nbr_contrast.neighbours.timing import SearchTimer
 
 INITS = ("random", "zeros")
 RESERVED = ("embeddings", "ptr", "num_seen")
@@ -110,8 +110,8 @@ class NeighbourBank:
         }
         self.ptr = 0
         self.num_seen = 0
-        self.search_ms_total = 0.0
-        self.search_calls = 0
+        self.timed = False
+        self.timers: list[SearchTimer] = []
 
     @property
     def device(self) -> torch.device:
@@ -213,10 +213,7 @@ class NeighbourBank:
             ValueError: ``k`` exceeds the searchable entries, or ``exclude_index`` is given
                 for a bank without an ``index`` payload.
         """
-        sync = self.device.type == "cuda" or queries.is_cuda
-        if sync:
-            torch.cuda.synchronize()
-        began = time.perf_counter()
+        timer = SearchTimer(queries.device) if self.timed else None
         valid = self.num_valid if only_filled else self.size
         if exclude_index is None:
             sims, ids = self.backend.topk(queries, self.embeddings, k, valid=valid)
@@ -229,20 +226,27 @@ class NeighbourBank:
             embeddings=self.embeddings[bank_ids].to(queries.device),
             payloads={key: t[bank_ids].to(queries.device) for key, t in self.payloads.items()},
         )
-        if sync:
-            torch.cuda.synchronize()
-        self.search_ms_total += (time.perf_counter() - began) * 1000.0
-        self.search_calls += 1
+        if timer is not None:
+            self.timers.append(timer.stop())
         return found
+
+    def take_search_ms(self) -> float:
+        """Milliseconds spent in the searches timed since the last call (waits for them)."""
+        total = sum(timer.elapsed_ms() for timer in self.timers)
+        self.timers = []
+        return total
 
     def search_excluding(
         self, queries: Tensor, k: int, exclude_index: Tensor, valid: int
     ) -> tuple[Tensor, Tensor]:
         """Top-``k`` without entries sharing the query's dataset index.
 
-        Searches ``k + extra`` candidates, where ``extra`` is the largest number of entries any
-        query must skip (counted exactly on the sorted ``index`` payload), masks the skipped
-        ones and keeps the best ``k`` of the rest.
+        The torch backend (used for every bank on a GPU) masks those entries while scoring,
+        on the device; a query whose own copies leave fewer than ``k`` other searchable
+        entries gets ``-inf`` similarities for the missing neighbours. FAISS on the CPU
+        searches ``k + extra`` candidates, where ``extra`` is the largest number of entries
+        any query must skip (counted exactly on the sorted ``index`` payload, on the host),
+        masks the skipped ones and keeps the best ``k`` of the rest.
         """
         if "index" not in self.payloads:
             raise ValueError(
@@ -256,6 +260,9 @@ class NeighbourBank:
                 f"index per query), got {list(exclude_index.shape)}."
             )
         own = exclude_index.to(device=stored.device, dtype=stored.dtype)
+        if isinstance(self.backend, TorchSearch) or self.device.type == "cuda":
+            masked = self.backend if isinstance(self.backend, TorchSearch) else TorchSearch()
+            return masked.topk(queries, self.embeddings, k, valid=valid, skip=(stored, own))
         ordered = stored.sort().values
         counts = torch.searchsorted(ordered, own, right=True) - torch.searchsorted(ordered, own)
         extra = int(counts.max()) if counts.numel() else 0

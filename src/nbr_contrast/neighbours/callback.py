@@ -10,7 +10,9 @@
 - ``on_train_epoch_start``: rebuild the whole-dataset index on its schedule.
 - ``state_dict``/``load_state_dict``: banks and dataset index travel in the checkpoint.
 
-It logs the search time per step (``index/search_ms``) for every bank.
+On logging steps (every ``trainer.log_every_n_steps``) it times the step's searches (CUDA
+events on GPUs) and logs their sum, ``index/search_ms``; other steps neither time nor log,
+so they never wait for the device.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from nbr_contrast.neighbours.dataset_index import DatasetIndex
 from nbr_contrast.neighbours.index import DatasetIndexSpec, NeighbourIndex
 from nbr_contrast.neighbours.search import make_backend
 from nbr_contrast.utils.dist import gather_no_grad, rank, world_size
+from nbr_contrast.utils.steps import is_logging_step
 
 
 class NeighbourIndexCallback(Callback):
@@ -42,7 +45,6 @@ class NeighbourIndexCallback(Callback):
         self.seed = seed
         self.index: NeighbourIndex | None = None
         self._pending: dict[str, Any] | None = None
-        self._search_ms_seen = 0.0
 
     @property
     def state_key(self) -> str:
@@ -66,6 +68,15 @@ class NeighbourIndexCallback(Callback):
         if self.index is not None:
             self.index.to(pl_module.device)
 
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Time this step's searches if it is a logging step."""
+        if self.index is not None:
+            timed = is_logging_step(trainer)
+            for bank in self.index.banks.values():
+                bank.timed = timed
+
     def on_train_batch_end(
         self,
         trainer: L.Trainer,
@@ -83,10 +94,10 @@ class NeighbourIndexCallback(Callback):
                 entries = {key: gather_no_grad(t) for key, t in entries.items()}
             payloads = {k: v for k, v in entries.items() if k != "embeddings"}
             self.index.bank(name).enqueue(entries["embeddings"], **payloads)
-        total = sum(b.search_ms_total for b in self.index.banks.values())
-        if self.index.banks:
-            pl_module.log("index/search_ms", total - self._search_ms_seen, on_step=True)
-        self._search_ms_seen = total
+        banks = list(self.index.banks.values())
+        if banks and banks[0].timed:
+            total = sum(b.take_search_ms() for b in banks)
+            pl_module.log("index/search_ms", total, on_step=True, on_epoch=False)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Rebuild the whole-dataset index when its schedule says so."""

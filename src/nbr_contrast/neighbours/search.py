@@ -44,6 +44,10 @@ def faiss_gpu_available() -> bool:
     return has_functions and faiss.get_num_gpus() > 0
 
 
+SkipRule = tuple[Tensor, Tensor]
+"""``(key_ids, query_ids)``: keys that a query must skip, matched by id (see TorchSearch)."""
+
+
 def check_k(k: int, searchable: int) -> None:
     """Raise a ``ValueError`` naming ``k`` unless ``1 <= k <= searchable``.
 
@@ -114,24 +118,49 @@ class TorchSearch(SearchBackend):
             return torch.float32
         return torch.float16 if device.type == "cuda" else torch.bfloat16
 
-    def chunk_topk(self, q: Tensor, keys: Tensor, start: int, k: int) -> tuple[Tensor, Tensor]:
+    def chunk_topk(
+        self, q: Tensor, keys: Tensor, start: int, k: int, skip: SkipRule | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Top-``k`` (or fewer, for a short last chunk) of the chunk of keys at ``start``."""
         chunk = keys[start : start + self.chunk_size].to(q.dtype)
-        sims, ids = (q @ chunk.T).topk(min(k, chunk.shape[0]), dim=1)
+        scores = q @ chunk.T
+        if skip is not None:
+            key_ids, query_ids = skip
+            own = key_ids[start : start + chunk.shape[0]][None, :] == query_ids[:, None]
+            scores = scores.masked_fill(own, float("-inf"))
+        sims, ids = scores.topk(min(k, chunk.shape[0]), dim=1)
         return sims, ids + start
 
     def topk(
-        self, queries: Tensor, keys: Tensor, k: int, valid: int | None = None
+        self,
+        queries: Tensor,
+        keys: Tensor,
+        k: int,
+        valid: int | None = None,
+        skip: SkipRule | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """See :meth:`SearchBackend.topk`."""
+        """See :meth:`SearchBackend.topk`.
+
+        Args:
+            queries: ``[B, D]`` queries.
+            keys: ``[N, D]`` keys.
+            k: Neighbours per query.
+            valid: Search only the first ``valid`` keys.
+            skip: ``(key_ids [N], query_ids [B])``: key ``j`` is never a neighbour of query
+                ``i`` when ``key_ids[j] == query_ids[i]`` (its score is ``-inf``), decided
+                on the device without reading anything back.
+        """
         keys = searchable_keys(keys, valid)
         check_k(k, keys.shape[0])
         dtype = self.compute_dtype(keys.device)
         q = queries.detach().to(device=keys.device, dtype=dtype)
-        best_sims, best_ids = self.chunk_topk(q, keys, 0, k)
+        if skip is not None:
+            skip = (skip[0].to(keys.device), skip[1].to(device=keys.device, dtype=skip[0].dtype))
+        best_sims, best_ids = self.chunk_topk(q, keys, 0, k, skip)
         for start in range(self.chunk_size, keys.shape[0], self.chunk_size):
-            sims, ids = self.chunk_topk(q, keys, start, k)
-            sims, order = torch.cat([best_sims, sims], dim=1).topk(k, dim=1)
+            sims, ids = self.chunk_topk(q, keys, start, k, skip)
+            merged = torch.cat([best_sims, sims], dim=1)
+            sims, order = merged.topk(min(k, merged.shape[1]), dim=1)
             best_ids = torch.cat([best_ids, ids], dim=1).gather(1, order)
             best_sims = sims
         return best_sims.float().to(queries.device), best_ids.to(queries.device)

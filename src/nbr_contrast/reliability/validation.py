@@ -101,6 +101,9 @@ def _fail(message: str) -> None:
     raise ConfigError(message)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Check the settings that can be checked without loading data or building a model.
 
@@ -118,6 +121,15 @@ def validate_config(cfg: DictConfig) -> None:
         _fail(f"trainer.precision={t.precision!r} is invalid; valid: {', '.join(PRECISIONS)}.")
     if int(t.checkpoint_every_n_steps) < 0:
         _fail(f"trainer.checkpoint_every_n_steps={t.checkpoint_every_n_steps} must be >= 0.")
+    if int(t.finite_check_every_n_steps) < 0:
+        _fail(f"trainer.finite_check_every_n_steps={t.finite_check_every_n_steps} must be >= 0.")
+    if int(t.progress_bar_refresh_rate) < 1:
+        _fail(f"trainer.progress_bar_refresh_rate={t.progress_bar_refresh_rate} must be >= 1.")
+    if str(t.compile_mode) not in COMPILE_MODES:
+        _fail(
+            f"trainer.compile_mode={t.compile_mode!r} is unknown; "
+            f"valid: {', '.join(COMPILE_MODES)}."
+        )
     if int(d.num_workers) < 0:
         _fail(f"data.num_workers={d.num_workers} must be >= 0.")
     if int(d.eval_batch_size) < 1:
