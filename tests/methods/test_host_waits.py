@@ -31,6 +31,7 @@ SMALL = {
     # GPU, and index=torch, mask them on the device
     "snclr": ["method.queue_size=64", "index=torch"],
     "clim": ["method.warmup_epochs=0"],
+    "cone": ["method.k=16"],  # the bank is one epoch of 24 batches of 8
 }
 
 

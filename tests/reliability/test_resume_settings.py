@@ -29,7 +29,7 @@ def test_resume_lists_every_changed_trajectory_setting_and_allows_the_others(
     for change in (
         "data.batch_size=8 (was 16)",
         "optim.lr=0.1 (was 0.4)",
-        "method.temperature=0.3 (was 0.1)",
+        "method.temperature=0.3 (was 0.2)",
         "seed=1 (was 42)",
     ):
         assert change in message

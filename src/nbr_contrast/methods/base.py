@@ -37,6 +37,9 @@ from nbr_contrast.utils.lars import LARS
 from nbr_contrast.utils.schedules import cosine_momentum, ema_initial_share, warmup_cosine
 from nbr_contrast.utils.steps import is_logging_step
 
+KNN_MONITOR_KEY = "knn_monitor"
+"""Checkpoint key of a stopped epoch's kNN monitor features."""
+
 EMA_INIT_SHARE_WARNING = 0.01
 """Warn when a momentum encoder keeps more than this share of its initial weights."""
 
@@ -209,6 +212,7 @@ class BaseMethod(L.LightningModule):
         """Start the NaN guard afresh; warn when the momentum schedule is too short."""
         self.finite_guard.reset()
         self._ema_last_step = None
+        self._knn_train = [(f.to(self.device), y.to(self.device)) for f, y in self._knn_train]
         if not self.momentum_pairs():
             return
         base, final = self.momentum_range()
@@ -320,12 +324,32 @@ class BaseMethod(L.LightningModule):
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to save a checkpoint after a non-finite loss (diagnostic ones excepted)."""
+        """Refuse to save after a non-finite loss (diagnostic ones excepted); keep the monitor.
+
+        A checkpoint saved mid-epoch (SIGTERM, ``checkpoint_every_n_steps``) also holds the
+        kNN monitor's training features of the epoch so far (at most
+        ``method.knn_max_train`` rows), so a resumed epoch's ``val/knn_acc`` is the
+        uninterrupted one's.
+        """
         if self._diagnosing:
             return
         found = self.finite_guard.read()
         if found is not None:
             raise self._late_error(found, int(self.trainer.global_step))
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if self._knn_train and done < self.trainer.num_training_batches:
+            checkpoint[KNN_MONITOR_KEY] = (
+                torch.cat([f for f, _ in self._knn_train]).cpu(),
+                torch.cat([y for _, y in self._knn_train]).cpu(),
+            )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore a stopped epoch's kNN monitor features (a resumed epoch does not restart).
+
+        They move to the model's device in :meth:`on_train_start`.
+        """
+        saved = checkpoint.get(KNN_MONITOR_KEY)
+        self._knn_train = [] if saved is None else [saved]
 
     def on_train_end(self) -> None:
         """A run never ends quietly after a non-finite loss."""
