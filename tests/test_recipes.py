@@ -252,7 +252,8 @@ def test_validate_devices_rules() -> None:
 
 
 def test_bare_cone_trains_with_supervised_views_and_sgd(tmp_path: Path) -> None:
-    cfg = api.compose(["method=cone", "trainer.devices=1", *TINY, "method.k=8"], tmp_path)
+    small = ["method.k=8", "method.proj_hidden_dim=64", "knn_report=false"]
+    cfg = api.compose(["method=cone", "trainer.devices=1", *TINY, *small], tmp_path)
     assert [v.crop for v in cfg.data.views] == ["pad"] and cfg.data.views[0].jitter_p == 0.0
     assert cfg.optim.name == "sgd"
     summary = api.fit(cfg)
