@@ -76,6 +76,22 @@ def test_crash_while_saving_mid_run_leaves_the_previous_last_ckpt(
     assert not [p for p in folder.iterdir() if p.suffix == ".tmp"]
 
 
+def _fit_cli(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    run: Path,
+    overrides: list[str],
+) -> tuple[object, str]:
+    """Run ``python -m nbr_contrast`` (tiny NNCLR) into ``run``; its exit code and stderr."""
+    monkeypatch.chdir(run.parent)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    argv = ["nbr_contrast", *TINY, *SMALL, *overrides, f"hydra.run.dir={run}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    return exit_.value.code, capsys.readouterr().err
+
+
 def test_nan_loss_stops_with_one_line_and_a_diagnostic_checkpoint(
     tiny_data: list[str],
     tmp_path: Path,
@@ -91,16 +107,10 @@ def test_nan_loss_stops_with_one_line_and_a_diagnostic_checkpoint(
         return out
 
     monkeypatch.setattr(NNCLR, "step", nan_at_step_2)
-    monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
-    args = [*TINY, *tiny_data, *SMALL, "trainer.checkpoint_every_n_steps=1"]
-    args.append("trainer.limit_train_batches=3")
-    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *args, f"hydra.run.dir={run}"])
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    assert exit_.value.code == 1
-    err = capsys.readouterr().err
+    extra = ["trainer.checkpoint_every_n_steps=1", "trainer.limit_train_batches=3"]
+    code, err = _fit_cli(monkeypatch, capsys, run, [*tiny_data, *extra])
+    assert code == 1
     assert "Error: Non-finite loss at global step 2 (epoch 0): loss=nan" in err
     assert "Traceback" not in err
     diagnostic = run / "checkpoints" / "nonfinite-step2.ckpt"
@@ -129,16 +139,10 @@ def test_nan_found_later_stops_before_any_checkpoint_holds_it(
         return out
 
     monkeypatch.setattr(NNCLR, "step", nan_at_step_1)
-    monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
-    args = [*TINY, *tiny_data, *SMALL, "trainer.limit_train_batches=6"]
-    args.append("trainer.log_every_n_steps=4")
-    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *args, f"hydra.run.dir={run}"])
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    assert exit_.value.code == 1
-    err = capsys.readouterr().err
+    extra = ["trainer.limit_train_batches=6", "trainer.log_every_n_steps=4"]
+    code, err = _fit_cli(monkeypatch, capsys, run, [*tiny_data, *extra])
+    assert code == 1
     assert "Error: Non-finite loss at global step 1 (epoch 0): loss=inf" in err
     assert "found at step 3" in err
     assert "Traceback" not in err
