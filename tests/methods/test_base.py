@@ -8,7 +8,7 @@ import pytest
 from omegaconf import DictConfig
 
 from nbr_contrast.build import build_method
-from nbr_contrast.methods import base
+from nbr_contrast.methods import momentum
 
 from .helpers import fit_small
 
@@ -36,13 +36,13 @@ def test_ema_counts_optimiser_steps_not_batches(
     tiny_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[float] = []
-    original = base.ema_update
+    original = momentum.ema_update
 
     def counting(online, target, momentum, copy_buffers=False):
         calls.append(momentum)
         original(online, target, momentum, copy_buffers)
 
-    monkeypatch.setattr(base, "ema_update", counting)
+    monkeypatch.setattr(momentum, "ema_update", counting)
     cfg = tiny_cfg(*CO2_SMALL, "trainer.limit_train_batches=4", "trainer.accumulate_grad_batches=2")
     method, trainer = fit_small(cfg)
     assert trainer.global_step == 2

@@ -2,12 +2,12 @@
 
 It holds the backbone, the online linear probe (on detached features, own learning rate,
 no weight decay), the online kNN monitor, the optimiser and per-step schedule (learning
-rate scaled by the *global* batch), the momentum-encoder bookkeeping, the NaN guard and
-the read handle on the neighbour index. A steady-state step never reads a device value back
-to the host: metrics are logged on logging steps only and the NaN guard is a device-side
-record checked there (see :mod:`nbr_contrast.methods.guard`). A method implements
-:meth:`BaseMethod.step` (its heads and loss wiring) and, if it uses neighbours,
-:meth:`BaseMethod.neighbour_specs`.
+rate scaled by the *global* batch), the NaN guard and the read handle on the neighbour
+index; :class:`~nbr_contrast.methods.momentum.MomentumMethod` adds momentum encoders. A
+steady-state step never reads a device value back to the host: metrics are logged on
+logging steps only and the NaN guard is a device-side record checked there (see
+:mod:`nbr_contrast.methods.guard`). A method implements :meth:`BaseMethod.step` (its heads
+and loss wiring) and, if it uses neighbours, :meth:`BaseMethod.neighbour_specs`.
 """
 
 from __future__ import annotations
@@ -20,28 +20,22 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from nbr_contrast.eval.knn import knn_predict
 from nbr_contrast.methods.guard import FiniteGuard, NonFiniteRecord
-from nbr_contrast.methods.momentum import ema_update
+from nbr_contrast.methods.optimisation import build_optimiser, param_groups, warmup_cosine_scheduler
 from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_features
 from nbr_contrast.neighbours.bank import NeighbourBank
 from nbr_contrast.neighbours.index import BankSpec, DatasetIndexSpec, NeighbourIndex
 from nbr_contrast.reliability.checkpoint_io import save_diagnostic_checkpoint
 from nbr_contrast.utils.dist import gather_no_grad
-from nbr_contrast.utils.lars import LARS
-from nbr_contrast.utils.schedules import cosine_momentum, ema_initial_share, warmup_cosine
 from nbr_contrast.utils.steps import is_logging_step
 
 KNN_MONITOR_KEY = "knn_monitor"
 """Checkpoint key of a stopped epoch's kNN monitor features."""
-
-EMA_INIT_SHARE_WARNING = 0.01
-"""Warn when a momentum encoder keeps more than this share of its initial weights."""
 
 
 @dataclass
@@ -87,7 +81,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class BaseMethod(L.LightningModule):
-    """Backbone, probe, kNN monitor, optimiser, EMA helper and neighbour-index handle.
+    """Backbone, probe, kNN monitor, optimiser, NaN guard and neighbour-index handle.
 
     Args:
         cfg: The whole run config (``method``, ``backbone``, ``data``, ``optim``, ...).
@@ -107,8 +101,6 @@ class BaseMethod(L.LightningModule):
         self.val_probe_top5 = MulticlassAccuracy(
             self.num_classes, top_k=min(5, self.num_classes), average="micro"
         )
-        self.register_buffer("ema_last_step", torch.tensor(-1, dtype=torch.long))
-        self._ema_last_step: int | None = None
         self.finite_guard = FiniteGuard(("loss", "probe_loss"))
         self._diagnosing = False
         self.neighbours: NeighbourIndex | None = None
@@ -132,14 +124,12 @@ class BaseMethod(L.LightningModule):
         """Encoder that embeds un-augmented images for the whole-dataset index."""
         return self.backbone
 
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        """(online, momentum copy) pairs updated by EMA before each forward."""
-        return []
+    def before_step(self, log: bool) -> None:
+        """Run before each training step's forward (the EMA update of momentum methods).
 
-    def momentum_range(self) -> tuple[float, float]:
-        """Base and final EMA momentum of the cosine schedule (``method.momentum`` → ``final``)."""
-        m = self.cfg.method
-        return float(m.get("momentum", 0.99)), float(m.get("final_momentum", 1.0))
+        Args:
+            log: Whether this is a logging step.
+        """
 
     def compile_targets(self) -> list[nn.Module]:
         """Modules compiled by ``trainer.compile=true``: the backbone and the heads."""
@@ -174,58 +164,11 @@ class BaseMethod(L.LightningModule):
         agree = neighbour_labels == labels.view(-1, *([1] * (neighbour_labels.dim() - 1)))
         return (agree & valid).float().mean()
 
-    # ---------------------------------------------------------------- momentum bookkeeping
-    def _momentum_step(self, log: bool) -> None:
-        """EMA-update every momentum pair once per optimiser step, before the forward.
-
-        Counting ``trainer.global_step`` (optimiser steps) makes the schedule independent
-        of gradient accumulation; the last step seen is a buffer, so resume is exact. Its
-        host copy is read from the buffer once per fit, so steps never read it back.
-        """
-        pairs = self.momentum_pairs()
-        step = int(self.trainer.global_step) if self._trainer is not None else 0
-        if not pairs:
-            return
-        if self._ema_last_step is None:
-            self._ema_last_step = int(self.ema_last_step)
-        if step <= self._ema_last_step:
-            return
-        if self._ema_last_step >= 0:
-            base, final = self.momentum_range()
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            m = cosine_momentum(step, total, base, final)
-            copy_buffers = bool(self.cfg.method.get("copy_ema_buffers", False))
-            for online, target in pairs:
-                ema_update(online, target, m, copy_buffers)
-            if log:
-                self.log("train/momentum", m, on_step=True, on_epoch=False)
-        self.ema_last_step.fill_(step)
-        self._ema_last_step = step
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """Load weights and buffers; the EMA step's host copy is re-read at the next step."""
-        self._ema_last_step = None
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
     # ---------------------------------------------------------------- training
     def on_train_start(self) -> None:
-        """Start the NaN guard afresh; warn when the momentum schedule is too short."""
+        """Start the NaN guard afresh; move a resumed epoch's kNN monitor to the device."""
         self.finite_guard.reset()
-        self._ema_last_step = None
         self._knn_train = [(f.to(self.device), y.to(self.device)) for f, y in self._knn_train]
-        if not self.momentum_pairs():
-            return
-        base, final = self.momentum_range()
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        share = ema_initial_share(total, base, final)
-        if share > EMA_INIT_SHARE_WARNING:
-            rank_zero_warn(
-                f"With method.momentum={base} rising to method.final_momentum={final} over "
-                f"{total} optimiser steps, the momentum encoder still holds {share:.0%} of its "
-                "random initialisation at the end of the run, so its keys, bank entries and "
-                "targets stay close to an untrained network's. Train longer or lower "
-                "method.momentum (and method.final_momentum) for short schedules."
-            )
 
     def on_train_epoch_start(self) -> None:
         """Reset the kNN monitor's training features for the new epoch."""
@@ -238,7 +181,7 @@ class BaseMethod(L.LightningModule):
         other steps never read a device value back to the host.
         """
         log = is_logging_step(self._trainer)
-        self._momentum_step(log)
+        self.before_step(log)
         nb_views = batch.get("neighbour_views")
         train_batch = TrainBatch(
             views=[self._to_memory_format(v) for v in batch["views"]],
@@ -421,29 +364,6 @@ class BaseMethod(L.LightningModule):
         """Peak learning rate: ``optim.lr × global batch / 256`` when ``optim.scale_lr``."""
         return float(self.cfg.optim.lr) * self.lr_scale()
 
-    def _param_groups(self) -> list[dict[str, Any]]:
-        o = self.cfg.optim
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad or name.startswith("probe."):
-                continue
-            if o.exclude_bias_and_norm and p.ndim <= 1:
-                no_decay.append(p)
-            else:
-                decay.append(p)
-        groups = [{"params": decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})
-        groups.append(
-            {
-                "params": list(self.probe.parameters()),
-                "lr": float(o.probe_lr) * self.lr_scale(),
-                "weight_decay": 0.0,
-                "lars_exclude": True,
-            }
-        )
-        return groups
-
     def _steps_per_epoch(self, total_steps: int) -> float:
         trainer = self.trainer
         if trainer.max_steps < 0 and trainer.max_epochs:
@@ -456,40 +376,10 @@ class BaseMethod(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """Optimiser (SGD, LARS or AdamW) and the per-step warm-up + cosine schedule."""
         o = self.cfg.optim
-        lr = self.learning_rate()
-        groups = self._param_groups()
-        if o.name == "lars":
-            opt: torch.optim.Optimizer = LARS(
-                groups,
-                lr=lr,
-                momentum=o.momentum,
-                weight_decay=o.weight_decay,
-                eta=o.eta,
-                clip_lr=bool(o.clip_lr),
-            )
-        else:
-            for g in groups:
-                g.pop("lars_exclude", None)
-            if o.name == "sgd":
-                opt = torch.optim.SGD(
-                    groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay
-                )
-            elif o.name == "adamw":
-                opt = torch.optim.AdamW(
-                    groups, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay
-                )
-            else:
-                raise ValueError(f"Unknown optim.name={o.name!r}. Valid: sgd, lars, adamw.")
+        groups = param_groups(self.named_parameters(), self.probe, o, self.lr_scale())
+        opt = build_optimiser(groups, o, self.learning_rate())
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = self._steps_per_epoch(total)
-        warmup = round(float(o.warmup_epochs) * steps_per_epoch)
-        min_ratio = float(o.min_lr_ratio)
-        if o.cosine_interval not in ("step", "epoch"):
-            raise ValueError(f"optim.cosine_interval={o.cosine_interval!r}; valid: step, epoch.")
-        per_epoch = steps_per_epoch if o.cosine_interval == "epoch" else None
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, total, warmup, min_ratio, per_epoch)
-        )
+        scheduler = warmup_cosine_scheduler(opt, o, total, self._steps_per_epoch(total))
         return {
             "optimizer": opt,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},

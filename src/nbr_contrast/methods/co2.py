@@ -38,12 +38,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from torch import Tensor, nn
+from torch import Tensor
 
 from nbr_contrast.config import MomentumMethodConfig
 from nbr_contrast.losses import co2_consistency, moco_infonce
-from nbr_contrast.methods.base import BaseMethod, StepOutput, TrainBatch
-from nbr_contrast.methods.momentum import momentum_copy
+from nbr_contrast.methods.base import StepOutput, TrainBatch
+from nbr_contrast.methods.momentum import MomentumMethod
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.index import BankSpec
@@ -78,7 +78,7 @@ class CO2Config(MomentumMethodConfig):
     final_momentum: float = 0.999
 
 
-class CO2(BaseMethod):
+class CO2(MomentumMethod):
     """CO2 (and MoCo v2 with ``alpha=0``) as a LightningModule."""
 
     def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
@@ -87,8 +87,7 @@ class CO2(BaseMethod):
         self.projector = MLPHead(
             self.feature_dim, [m.proj_hidden_dim], m.proj_output_dim, hidden_bn=False
         )
-        self.momentum_backbone = momentum_copy(self.backbone)
-        self.momentum_projector = momentum_copy(self.projector)
+        self.add_momentum_encoder()
 
     def neighbour_specs(self) -> list[BankSpec]:
         """The negative queue of momentum keys, with labels and dataset indices."""
@@ -103,20 +102,6 @@ class CO2(BaseMethod):
                 k=1,
             )
         ]
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        """Key encoder = EMA of backbone and projector."""
-        return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
-
-    def index_encoder(self) -> nn.Module:
-        """Momentum backbone + projector: the key space the queue lives in."""
-        return nn.Sequential(self.momentum_backbone, self.momentum_projector)
-
-    @torch.no_grad()
-    def keys(self, x: Tensor) -> Tensor:
-        """``norm(g_k(f_k(x)))`` from the momentum encoder."""
-        feats = torch.flatten(self.momentum_backbone(x), 1)
-        return F.normalize(self.momentum_projector(feats), dim=1)
 
     def contrast(self, q: Tensor, k: Tensor, queue: Tensor) -> tuple[Tensor, Tensor]:
         """Instance and consistency losses for one direction."""

@@ -49,8 +49,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from nbr_contrast.config import MomentumMethodConfig
 from nbr_contrast.losses import cone_dc_loss, cone_neighbour_loss
-from nbr_contrast.methods.base import BaseMethod, StepOutput, TrainBatch
-from nbr_contrast.methods.momentum import momentum_copy
+from nbr_contrast.methods.base import StepOutput, TrainBatch
+from nbr_contrast.methods.momentum import MomentumMethod
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.index import BankSpec
@@ -110,13 +110,13 @@ class Student(nn.Module):
         return feats, z, self.classifier(z)
 
 
-class CoNe(BaseMethod):
+class CoNe(MomentumMethod):
     """CoNe (and the CE baseline with both weights 0) as a LightningModule."""
 
     def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
         super().__init__(cfg)
         self.student = Student(self.backbone, self.feature_dim, self.cfg.method, self.num_classes)
-        self.teacher = momentum_copy(self.student)
+        self.teacher = self.momentum_of(self.student)
         top5 = min(5, self.num_classes)
         self.val_top1 = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
         self.val_top5 = MulticlassAccuracy(self.num_classes, top_k=top5, average="micro")
@@ -164,10 +164,6 @@ class CoNe(BaseMethod):
                 k=int(m.k) if float(m.sup_weight) > 0 else 1,
             )
         ]
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        """The teacher is an EMA of the whole student."""
-        return [(self.student, self.teacher)]
 
     def step(self, batch: TrainBatch) -> StepOutput:
         """CE, then (after epoch 0) neighbour and distributional-consistency terms."""

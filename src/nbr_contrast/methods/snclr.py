@@ -40,14 +40,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nbr_contrast.config import MomentumMethodConfig
 from nbr_contrast.losses import snclr_loss, snclr_weights
-from nbr_contrast.methods.base import BaseMethod, StepOutput, TrainBatch
-from nbr_contrast.methods.momentum import momentum_copy
+from nbr_contrast.methods.base import StepOutput, TrainBatch
+from nbr_contrast.methods.momentum import MomentumMethod
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.index import BankSpec
@@ -107,7 +106,7 @@ class CrossAttentionWeights(nn.Module):
         return ((q * k).sum(-1) * self.scale).softmax(dim=1)
 
 
-class SNCLR(BaseMethod):
+class SNCLR(MomentumMethod):
     """SNCLR (and MoCo v3 with ``num_neighbours=0``) as a LightningModule."""
 
     def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
@@ -130,8 +129,7 @@ class SNCLR(BaseMethod):
             last_bn=vit,
             last_bn_affine=False,
         )
-        self.momentum_backbone = momentum_copy(self.backbone)
-        self.momentum_projector = momentum_copy(self.projector)
+        self.add_momentum_encoder()
         self.attention = (
             CrossAttentionWeights(int(m.proj_output_dim)) if m.attention == "learned" else None
         )
@@ -156,20 +154,6 @@ class SNCLR(BaseMethod):
                 k=self.num_neighbours,
             )
         ]
-
-    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        """Momentum backbone and projector."""
-        return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
-
-    def index_encoder(self) -> nn.Module:
-        """Momentum backbone + projector (the key space of the bank)."""
-        return nn.Sequential(self.momentum_backbone, self.momentum_projector)
-
-    @torch.no_grad()
-    def keys(self, x: Tensor) -> Tensor:
-        """Normalised momentum keys ``norm(g_k(f_k(x)))``."""
-        feats = torch.flatten(self.momentum_backbone(x), 1)
-        return F.normalize(self.momentum_projector(feats), dim=1)
 
     def direction(
         self, q: Tensor, y: Tensor, keys: Tensor, labels: Tensor, indices: Tensor
