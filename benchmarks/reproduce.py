@@ -83,6 +83,8 @@ RUNS: dict[str, Run] = {
     "clim": Run(("experiment=clim_cifar10",)),
     "cone": Run(("experiment=cone_cifar10",), supervised=True),
     "supervised": Run(("experiment=cone_cifar10", "method=supervised"), supervised=True),
+    "msf": Run(("experiment=msf_cifar10",)),
+    "byol": Run(("experiment=msf_cifar10", "method=byol")),
 }
 # The CPU smoke scale: every recipe above on the built-in data at the quickstart's scale
 # (16 px, ResNet-18 with the small-image stem, small heads, banks under one epoch of
@@ -91,7 +93,7 @@ RUNS: dict[str, Run] = {
 # random-init kNN), nothing more: it is not a reproduction. (At 100 steps of batch 64 no
 # method had yet left the random-init kNN: training first lowers it.)
 SSL = "nnclr,nnclr_no_nn,co2,mocov2,clim,snclr,mocov3"
-MOMENTUM = "co2,mocov2,clim,snclr,mocov3,cone,supervised"
+MOMENTUM = "co2,mocov2,clim,snclr,mocov3,cone,supervised,msf,byol"
 SMOKE_OVERRIDES = [
     "data.image_size=16",  # the recipe's views at 16 px (quickstart)
     "trainer.precision=auto",  # bf16 on CPUs with AMX / AVX-512 BF16
@@ -100,7 +102,7 @@ SMOKE_OVERRIDES = [
     f"{SSL},cone,supervised:method.proj_hidden_dim=512",
     f"{SSL},cone,supervised:method.proj_output_dim=128",
     "nnclr,nnclr_no_nn,snclr,mocov3:method.pred_hidden_dim=512",
-    f"{SSL}:method.queue_size=4096",  # under the 4,992 samples of an epoch
+    f"{SSL},msf,byol:method.queue_size=4096",  # under the 4,992 samples of an epoch
     "nnclr,nnclr_no_nn:method.nn_warmup_steps=78",  # the quickstart's two epochs
     "clim:method.warmup_epochs=4",  # mixing from epoch 4 (recipe: 10)
     "clim:method.refresh_every=2",
@@ -127,6 +129,7 @@ PAIRS: dict[str, str] = {
     "snclr": "mocov3",
     "clim": "mocov2",
     "cone": "supervised",
+    "msf": "byol",
 }
 
 

@@ -1,7 +1,8 @@
 """Each method's recipe as ``method=X`` composes it, and its baseline differing only in the switch.
 
 The expected values are copied from the sources each config file cites (solo-learn's CIFAR
-configs and augmentation files, the official CoNe script, MoCo v2's and BYOL's papers), so
+configs and augmentation files, the official CoNe and MSF scripts, MoCo v2's and BYOL's
+papers), so
 a config edit that drifts from its source fails here.
 """
 
@@ -36,6 +37,22 @@ VIEWS: dict[str, dict[bool, list[dict[str, Any]]]] = {
         small: [{**MOCOV2, "crop_scale": [scale, 1.0], "blur_p": 0.5, "solarize_p": 0.0}] * 2
         for small, scale in ((True, 0.08), (False, 0.2))
     },
+    # MSF train_msf.py --weak_strong: MoCo v2's augmentation on the query, crop + flip on
+    # the target, crop scale (0.2, 1) at every size
+    "msf": {
+        small: [
+            {**MOCOV2, "crop_scale": [0.2, 1.0], "blur_p": 0.5, "solarize_p": 0.0},
+            {
+                "crop_scale": [0.2, 1.0],
+                "flip_p": 0.5,
+                "jitter_p": 0.0,
+                "grayscale_p": 0.0,
+                "blur_p": 0.0,
+                "solarize_p": 0.0,
+            },
+        ]
+        for small in (True, False)
+    },
     "supervised": {
         True: [{"crop": "pad", "pad": 4, "flip_p": 0.5, "jitter_p": 0.0, "grayscale_p": 0.0}],
         False: [{"crop": "rrc", "crop_scale": [0.08, 1.0], "flip_p": 0.5, "jitter_p": 0.0}],
@@ -57,6 +74,17 @@ OPTIM: dict[str, dict[str, Any]] = {
         "min_lr_ratio": 0.001,
         "cosine_interval": "epoch",
     },
+    # MSF train_msf.py and util.adjust_learning_rate (--cos: per epoch, to 0, no warm-up)
+    "msf": {
+        "name": "sgd",
+        "lr": 0.05,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        "exclude_bias_and_norm": False,
+        "warmup_epochs": 0,
+        "min_lr_ratio": 0.0,
+        "cosine_interval": "epoch",
+    },
 }
 SOLO_SCHEDULE = {"warmup_epochs": 10, "min_lr_ratio": 0.0, "cosine_interval": "step"}
 for _name in ("nnclr", "mocov3", "mocov2"):
@@ -76,6 +104,14 @@ MOCOV3_METHOD = {
     "temperature": 0.2,
     "momentum": 0.99,
     "final_momentum": 1.0,
+    "copy_ema_buffers": False,
+}
+MSF_METHOD = {
+    "proj_hidden_dim": None,
+    "proj_output_dim": None,
+    "queue_size": 16384,
+    "momentum": 0.99,
+    "final_momentum": 0.99,
     "copy_ema_buffers": False,
 }
 RECIPES: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -111,6 +147,10 @@ RECIPES: dict[str, tuple[str, str, dict[str, Any]]] = {
         },
     ),
     "supervised": ("supervised", "cone", {"sup_weight": 0.0, "dc_weight": 0.0}),
+    # MSF train_msf.py: --topk 5, --momentum 0.99 constant, heads from the backbone's width;
+    # the bank 16,384 on small images (ours; official --mem_bank_size 128000)
+    "msf": ("msf", "msf", {**MSF_METHOD, "k": 5}),
+    "byol": ("msf", "msf", {**MSF_METHOD, "k": 1}),
 }
 
 
@@ -195,6 +235,8 @@ PAIRS = [
         ["method=supervised"],
         {"method.name", "method.sup_weight", "method.dc_weight"},
     ),
+    (["method=msf"], ["method=byol"], {"method.name", "method.k"}),
+    (["experiment=msf_cifar10"], ["method=byol"], {"method.name", "method.k"}),
 ]
 
 

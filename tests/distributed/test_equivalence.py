@@ -60,6 +60,7 @@ CASES: dict[str, tuple[list[str], list[int]]] = {
     "nnclr": (["method=nnclr", *HEADS, *PRED, VIEWS], [8, 8]),
     "co2": (["method=co2", *HEADS, VIEWS], [8, 8]),
     "snclr": (["method=snclr", *HEADS, *PRED, "method.num_neighbours=3", VIEWS], [8, 8]),
+    "msf": (["method=msf", *HEADS, "method.k=3", VIEWS], [8, 8]),
     # before its warm-up CLIM is MoCo v2 plus the multi-resolution query (third view)
     "clim": (["method=clim", *HEADS, "data.views=[{size:8},{size:8},{size:4}]"], [8, 8, 4]),
     # the neighbour phase (epoch >= 1 in a real run) from the first step

@@ -3,7 +3,7 @@
 ``METHOD_CONFIGS`` maps each ``method=<name>`` choice to its structured config; the
 config's ``_target_`` names the LightningModule class. Baselines are the same classes with
 the neighbour part switched off (``mocov2`` = CO2 with α=0, ``mocov3`` = SNCLR with no
-neighbours, ``supervised`` = CoNe with both neighbour weights 0).
+neighbours, ``supervised`` = CoNe with both neighbour weights 0, ``byol`` = MSF with k=1).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from nbr_contrast.config import MethodConfig
 from nbr_contrast.methods.clim import CLIMConfig
 from nbr_contrast.methods.co2 import CO2Config
 from nbr_contrast.methods.cone import CoNeConfig
+from nbr_contrast.methods.msf import MSFConfig
 from nbr_contrast.methods.nnclr import NNCLRConfig
 from nbr_contrast.methods.snclr import SNCLRConfig
 
@@ -24,4 +25,6 @@ METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
     "clim": CLIMConfig,
     "cone": CoNeConfig,
     "supervised": CoNeConfig,
+    "msf": MSFConfig,
+    "byol": MSFConfig,
 }

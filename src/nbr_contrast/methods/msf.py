@@ -1,0 +1,122 @@
+"""MSF: mean shift for self-supervised learning, on a BYOL frame.
+
+Koohpayegani, Tejankar, Pirsiavash. "Mean Shift for Self-Supervised Learning", ICCV 2021
+(arXiv 2105.07269); official code UMBCvision/MSF ``train_msf.py``.
+
+Online backbone ``f``, projector ``g`` and predictor ``h``; the target ``f_t, g_t`` is an
+EMA of ``f, g``. The query view ``x_q`` gets strong augmentation, the target view ``x_t``
+weak (``conf/views/msf.yaml``). With ``q = norm(h(g(f(x_q))))``, the target
+``t = norm(g_t(f_t(x_t)))`` and ``b_i1..b_ik`` the ``k`` memory entries nearest to ``t_i``
+(the target's own distances choose them; ``t_i`` itself is in the memory)::
+
+    L = mean_i (1/k) Σ_j ‖q_i − b_ij‖²
+
+``k = 1`` (``method=byol``) is BYOL: the target is its own nearest neighbour, so the
+baseline needs no bank and differs from MSF only in ``k``.
+
+Deviations and options:
+    * The memory is the bank of past targets plus every target of this batch on all ranks
+      (:func:`~nbr_contrast.losses.msf_neighbours`); the batch is enqueued after the step.
+      The official code enqueues first, so its memory lacks the ``B`` oldest entries ours
+      can still return for one step.
+    * The bank is global across ranks and checkpointed; no shuffle-BN (as CO2).
+    * Hidden layers are ``Linear(bias=False) → BN → ReLU``: the official bias before BN
+      is cancelled by the BN's mean.
+    * The small-data recipe (``conf/method/msf.yaml``) keeps the official values except the
+      bank size; MSF publishes no small-data recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor
+
+from nbr_contrast.config import MomentumMethodConfig
+from nbr_contrast.losses import msf_loss, msf_neighbours
+from nbr_contrast.methods.base import StepOutput, TrainBatch
+from nbr_contrast.methods.momentum import MomentumMethod
+from nbr_contrast.models.heads import MLPHead
+from nbr_contrast.neighbours.bank import PayloadSpec
+from nbr_contrast.neighbours.index import BankSpec
+
+
+@dataclass
+class MSFConfig(MomentumMethodConfig):
+    """MSF / BYOL hyper-parameters (defaults: the official ``train_msf.py`` values).
+
+    Attributes:
+        proj_hidden_dim: Projector and predictor hidden width (None: 2 × backbone features,
+            as the official ``hidden_dim = feat_dim * 2``).
+        proj_output_dim: Embedding size (None: backbone features / 4, ``feat_dim // 4``).
+        k: Neighbours per target (5, paper's default; 1 = BYOL).
+        queue_size: Memory-bank size (128,000).
+        momentum: EMA momentum (0.99, constant: ``final_momentum`` 0.99).
+    """
+
+    _target_: str = "nbr_contrast.methods.msf.MSF"
+    name: str = "msf"
+    proj_hidden_dim: int | None = None
+    proj_output_dim: int | None = None
+    k: int = 5
+    queue_size: int = 128000
+    momentum: float = 0.99
+    final_momentum: float = 0.99
+
+
+class MSF(MomentumMethod):
+    """MSF (and BYOL with ``k=1``) as a LightningModule."""
+
+    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
+        super().__init__(cfg)
+        m = self.cfg.method
+        if int(m.k) < 1:
+            raise ValueError(f"method.k={m.k}: MSF needs k >= 1 neighbours (1 = BYOL).")
+        hidden = int(m.proj_hidden_dim or 2 * self.feature_dim)
+        self.embedding_dim = int(m.proj_output_dim or self.feature_dim // 4)
+        self.projector = MLPHead(self.feature_dim, [hidden], self.embedding_dim)
+        self.predictor = MLPHead(self.embedding_dim, [hidden], self.embedding_dim)
+        self.add_momentum_encoder()
+
+    @property
+    def k(self) -> int:
+        """Neighbours per target (1: BYOL)."""
+        return int(self.cfg.method.k)
+
+    def neighbour_specs(self) -> list[BankSpec]:
+        """The memory of past targets (none for BYOL, whose only neighbour is the target)."""
+        if self.k == 1:
+            return []
+        payloads = {"label": PayloadSpec(), "index": PayloadSpec()}
+        size, dim = int(self.cfg.method.queue_size), self.embedding_dim
+        return [BankSpec("memory", size, dim, payloads, scope="global", k=self.k)]
+
+    def mean_shift_targets(self, t: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``k`` neighbours of each target in bank ∪ batch, and their label purity."""
+        found = self.bank("memory").search(t, self.k)
+        batch_t, batch_y = self.gather(t), self.gather(labels)
+        neighbours, picked = msf_neighbours(t, found.sims, found.embeddings, batch_t)
+        candidates = torch.cat([found.payloads["label"], batch_y.expand(t.shape[0], -1)], 1)
+        purity = (candidates.gather(1, picked) == labels[:, None]).float().mean()
+        return neighbours, purity
+
+    def step(self, batch: TrainBatch) -> StepOutput:
+        """Regress the strong view's prediction onto the weak view's target neighbours."""
+        x_q, x_t = batch.views[0], batch.views[1]
+        feats = self.features(x_q)
+        q = F.normalize(self.predictor(self.projector(feats)), dim=1)
+        t = self.keys(x_t)
+        if self.k == 1:
+            return StepOutput(loss=msf_loss(q, t.unsqueeze(1)), features=feats)
+        neighbours, purity = self.mean_shift_targets(t, batch.labels)
+        entries = {"embeddings": t, "label": batch.labels, "index": batch.indices}
+        return StepOutput(
+            loss=msf_loss(q, neighbours),
+            features=feats,
+            logs={"purity": purity},
+            enqueue={"memory": entries},
+        )
