@@ -48,3 +48,10 @@ def run_cli(
         cwd=cwd,
         timeout=120,
     )
+
+
+def run_python(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in a fresh interpreter (nothing imported yet), asserted to succeed."""
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc

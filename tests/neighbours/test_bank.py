@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from torch.nn.functional import normalize
 from nbr_contrast.neighbours import search
 from nbr_contrast.neighbours.bank import NeighbourBank, PayloadSpec
 from nbr_contrast.neighbours.search import FaissSearch, TorchSearch
+
+from ..runs import run_python
 
 PAYLOADS = {
     "label": PayloadSpec(),
@@ -219,3 +222,39 @@ def test_state_mismatch_names_bank_and_setting() -> None:
 def test_to_returns_self() -> None:
     bank = make_bank()
     assert bank.to("cpu") is bank and bank.device.type == "cpu"
+
+
+# Builds a bank from plain arguments in a fresh interpreter, wraps it around once, and searches
+# for noisy copies of stored entries; prints what it found and which frameworks got imported.
+STANDALONE = """
+import json, sys, torch
+from torch.nn.functional import normalize
+from nbr_contrast.neighbours.bank import NeighbourBank, PayloadSpec
+from nbr_contrast.neighbours.search import search_backend
+
+torch.manual_seed(0)
+bank = NeighbourBank(
+    "plain", size=32, dim=16, payloads={"label": PayloadSpec()},
+    backend=search_backend("torch", chunk_size=5),
+)
+emb = normalize(torch.randn(40, 16), dim=1)
+for rows in torch.arange(40).split(8):
+    bank.enqueue(emb[rows], label=rows * 10)
+wanted = torch.tensor([8, 20, 39])
+found = bank.search(normalize(emb[wanted] + 0.01 * torch.randn(3, 16), dim=1), k=1)
+frameworks = {"lightning", "pytorch_lightning", "hydra", "omegaconf"} & set(sys.modules)
+print(json.dumps({
+    "nearest": [int((emb - row).abs().sum(1).argmin()) for row in found.embeddings[:, 0]],
+    "labels": found.payloads["label"][:, 0].tolist(),
+    "num_valid": bank.num_valid,
+    "frameworks": sorted(frameworks),
+}))
+"""
+
+
+def test_bank_from_plain_arguments_needs_no_framework() -> None:
+    out = json.loads(run_python(["-c", STANDALONE]).stdout)
+    assert out["nearest"] == [8, 20, 39]  # the stored entry each noisy query came from
+    assert out["labels"] == [80, 200, 390]  # its payload, aligned after the wrap-around
+    assert out["num_valid"] == 32
+    assert out["frameworks"] == []

@@ -8,7 +8,7 @@ from torch.nn.functional import normalize
 
 from nbr_contrast.config import IndexConfig
 from nbr_contrast.neighbours import search
-from nbr_contrast.neighbours.search import FaissSearch, TorchSearch, make_backend
+from nbr_contrast.neighbours.search import FaissSearch, TorchSearch, make_backend, search_backend
 
 needs_faiss = pytest.mark.skipif(not search.faiss_available(), reason="faiss not installed")
 
@@ -108,6 +108,23 @@ def test_make_backend_choices(monkeypatch: pytest.MonkeyPatch) -> None:
         make_backend(IndexConfig(backend="annoy"))
 
 
+def test_search_backend_from_plain_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = search_backend("torch", chunk_size=7, half=True)
+    assert isinstance(backend, TorchSearch) and (backend.chunk_size, backend.half) == (7, True)
+    from_cfg = make_backend(IndexConfig(backend="torch", chunk_size=9, half=True))
+    assert isinstance(from_cfg, TorchSearch) and (from_cfg.chunk_size, from_cfg.half) == (9, True)
+    monkeypatch.setattr(search, "faiss_available", lambda: False)
+    assert isinstance(search_backend(), TorchSearch)
+    with pytest.raises(ValueError, match=r"annoy"):
+        search_backend("annoy")
+
+
 @needs_faiss
 def test_auto_prefers_faiss_when_installed() -> None:
     assert isinstance(make_backend(IndexConfig(backend="auto")), FaissSearch)
+
+
+@needs_faiss
+def test_search_backend_passes_faiss_settings() -> None:
+    backend = search_backend("faiss", ivf_threshold=10, nprobe=3)
+    assert isinstance(backend, FaissSearch) and (backend.ivf_threshold, backend.nprobe) == (10, 3)

@@ -2,9 +2,11 @@
 
 The bank is the "support set" of NNCLR, the queue of MoCo-style methods (CO2, CLIM), the
 candidate set of SNCLR and the labelled queue of CoNe. It is a plain object, not an
-``nn.Module``: the neighbour index holds it outside the model so DDP never broadcasts it, and
-the callback that owns it gathers entries across ranks before :meth:`NeighbourBank.enqueue`
-and checkpoints it through :meth:`NeighbourBank.state_dict`.
+``nn.Module``, built from plain arguments, so it drops into any training loop (see
+``docs/examples/plain_pytorch.py``: NNCLR in plain PyTorch). In a run, the neighbour index
+holds it outside the model so DDP never broadcasts it, and the callback that owns it gathers
+entries across ranks before :meth:`NeighbourBank.enqueue` and checkpoints it through
+:meth:`NeighbourBank.state_dict`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,19 @@ class NeighbourBank:
     most recent entries. Until ``size`` entries have been written, the filled rows are
     exactly ``[0, num_valid)``.
 
+    The bank needs no trainer, config or process group: search before the optimiser step,
+    enqueue after it, and keep :meth:`state_dict` with the model's. Under DDP, gather the
+    entries across ranks first (:func:`nbr_contrast.utils.dist.gather_no_grad`) so every rank
+    holds the same bank. ``docs/examples/plain_pytorch.py`` trains NNCLR this way::
+
+        bank = NeighbourBank("support", size=65536, dim=256, payloads={"label": PayloadSpec()})
+        z1 = F.normalize(projector(backbone(x1)), dim=1)
+        found = bank.search(z1.detach(), k=1)  # .embeddings [B, 1, 256], .payloads["label"]
+        loss = nnclr_loss(found.embeddings[:, 0], predictor(projector(backbone(x2))), 0.2)
+        loss.backward()
+        optimizer.step()
+        bank.enqueue(z1.detach(), label=labels)  # every declared payload, one row per entry
+
     Args:
         name: Name used in error messages (the method's key for this bank).
         size: Number of entries ``K``.
@@ -71,7 +86,8 @@ class NeighbourBank:
         init: ``random``: L2-normalised Gaussian vectors, as the NNCLR paper and solo-learn
             (drawn from a generator seeded by ``torch.initial_seed()`` and the bank's name,
             so ranks seeded alike start with identical banks); ``zeros``: zero vectors.
-        backend: Search backend (default: :class:`TorchSearch` in fp32).
+        backend: Search backend (default: :class:`TorchSearch` in fp32;
+            :func:`~nbr_contrast.neighbours.search.search_backend` picks one by name).
         device: Where the tensors live.
     """
 
@@ -136,7 +152,8 @@ class NeighbourBank:
 
         A batch larger than the bank keeps only its last ``size`` rows, placed where
         writing the whole batch row by row would have left them. Entries are stored detached,
-        in the bank's dtype and on its device. Gathering across ranks is the caller's job.
+        in the bank's dtype and on its device. Gathering across ranks is the caller's job
+        (the callback's in a run).
 
         Args:
             embeddings: ``[N, D]`` L2-normalised embeddings.

@@ -12,6 +12,12 @@ decreasing similarity and land on the queries' device.
   the GPU for CUDA tensors when a working faiss-gpu is installed (detected at run time),
   otherwise on the CPU after a copy. It can also build an approximate IVF index for large
   static key sets (see :meth:`FaissSearch.build_ivf`).
+
+Backends are plain objects built from plain arguments and need no run config, trainer or
+process group; :func:`search_backend` picks one by name as ``index.backend`` does::
+
+    backend = search_backend("auto", device="cuda")  # FAISS GPU if it works, else torch
+    sims, ids = TorchSearch(chunk_size=65536).topk(queries, keys, k=5)
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from __future__ import annotations
 import importlib.util
 import math
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from nbr_contrast.config import IndexConfig
+if TYPE_CHECKING:
+    from nbr_contrast.config import IndexConfig
 
 BACKENDS = ("auto", "torch", "faiss")
 
@@ -270,16 +277,27 @@ def missing_faiss_message() -> str:
     )
 
 
-def make_backend(cfg: IndexConfig, device: torch.device | str = "cpu") -> SearchBackend:
-    """Build the search backend the ``index`` config names.
+def search_backend(
+    name: str = "auto",
+    device: torch.device | str = "cpu",
+    chunk_size: int = 262144,
+    half: bool = False,
+    ivf_threshold: int = 2_000_000,
+    nprobe: int = 64,
+) -> SearchBackend:
+    """Build the search backend called ``name`` for banks living on ``device``.
 
     ``auto`` searches where the bank lives: FAISS for CPU banks when it is installed, FAISS
     GPU for CUDA banks when a working faiss-gpu is installed, and torch otherwise (a CUDA
     bank is never copied to the CPU to be searched).
 
     Args:
-        cfg: ``index`` config; ``backend`` is ``auto``, ``torch`` or ``faiss``.
+        name: ``auto``, ``torch`` or ``faiss``.
         device: Where the banks will live.
+        chunk_size: Keys scored per chunk by :class:`TorchSearch`.
+        half: Score in half precision in :class:`TorchSearch`.
+        ivf_threshold: Key count above which :class:`FaissSearch` builds IVF dataset indices.
+        nprobe: IVF cells visited per query by :class:`FaissSearch`.
 
     Returns:
         The backend.
@@ -288,7 +306,6 @@ def make_backend(cfg: IndexConfig, device: torch.device | str = "cpu") -> Search
         ImportError: ``faiss`` was asked for and is not installed.
         ValueError: Unknown backend name.
     """
-    name = cfg.backend
     if name not in BACKENDS:
         raise ValueError(f"index.backend={name!r} is unknown; valid values: {list(BACKENDS)}.")
     if name == "faiss" and not faiss_available():
@@ -296,5 +313,25 @@ def make_backend(cfg: IndexConfig, device: torch.device | str = "cpu") -> Search
     on_cuda = torch.device(device).type == "cuda"
     faiss_fits = faiss_gpu_available() if on_cuda else faiss_available()
     if name == "faiss" or (name == "auto" and faiss_fits):
-        return FaissSearch(ivf_threshold=cfg.ivf_threshold, nprobe=cfg.ivf_nprobe)
-    return TorchSearch(chunk_size=cfg.chunk_size, half=cfg.half)
+        return FaissSearch(ivf_threshold=ivf_threshold, nprobe=nprobe)
+    return TorchSearch(chunk_size=chunk_size, half=half)
+
+
+def make_backend(cfg: IndexConfig, device: torch.device | str = "cpu") -> SearchBackend:
+    """Build the search backend the ``index`` config names (see :func:`search_backend`).
+
+    Args:
+        cfg: ``index`` config; ``backend`` is ``auto``, ``torch`` or ``faiss``.
+        device: Where the banks will live.
+
+    Returns:
+        The backend.
+    """
+    return search_backend(
+        cfg.backend,
+        device,
+        chunk_size=cfg.chunk_size,
+        half=cfg.half,
+        ivf_threshold=cfg.ivf_threshold,
+        nprobe=cfg.ivf_nprobe,
+    )
