@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.cli import hydra_quote
+from nbr_contrast.rank_launch import hydra_quote
 from nbr_contrast.reliability.checkpoint_io import read_checkpoint, readable
 from nbr_contrast.reliability.validation import ConfigError
 
