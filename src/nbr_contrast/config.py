@@ -38,6 +38,9 @@ def scaled(image_size: Any, factor: Any) -> int:
 OmegaConf.register_new_resolver("nbr.if_small", if_small, replace=True)
 OmegaConf.register_new_resolver("nbr.scaled", scaled, replace=True)
 
+CROP_KINDS = ("rrc", "pad", "none")
+"""The values of :attr:`ViewConfig.crop`."""
+
 
 @dataclass
 class ViewConfig:
