@@ -85,7 +85,7 @@ class ResumeStateCallback(Callback):
     """Saves and restores the RNG states and the training loader's position.
 
     The position is ``(epoch, batches already drawn in it)``; on resume the datamodule's
-    :class:`~nbr_contrast.data.datamodule.ResumableSampler` starts that epoch's fixed order
+    :class:`~nbr_contrast.data.sampling.ResumableSampler` starts that epoch's fixed order
     after those batches (Lightning itself only restores its batch counters). The RNG states
     are captured when the checkpoint is written and put back just before the first resumed
     batch is drawn, so the augmentations match an uninterrupted run. Under DDP only rank 0's
