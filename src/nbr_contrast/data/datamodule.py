@@ -38,9 +38,10 @@ from torchvision.transforms import v2
 
 from nbr_contrast.config import DataConfig, ViewConfig
 from nbr_contrast.data.datasets import ResidentDataset, SourceDataset
+from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.data.neighbour_table import NeighbourTable
 from nbr_contrast.data.sampling import ResidentBatchSampler, ResumableSampler
-from nbr_contrast.data.sources import ImageSource, build_sources
+from nbr_contrast.data.sources import build_sources
 from nbr_contrast.data.views import build_eval_transform, build_multiview, build_view_transform
 from nbr_contrast.utils.dist import rank, world_size
 

@@ -1,4 +1,4 @@
-"""Per-sample and per-batch datasets of an :class:`~nbr_contrast.data.sources.ImageSource`.
+"""Per-sample and per-batch datasets of an :class:`~nbr_contrast.data.image_source.ImageSource`.
 
 Items carry the sample's true dataset index, so neighbour banks and dataset indices can
 refer back to images (the item formats are listed in :mod:`nbr_contrast.data.datamodule`).
@@ -19,8 +19,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.data.neighbour_table import NeighbourTable
-from nbr_contrast.data.sources import ImageSource
 
 SampleKey = int | tuple[int, int]
 """What a dataset is indexed with: an index, or ``(index, seed)`` from a resumable sampler."""
