@@ -224,16 +224,29 @@ class NbrDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(
-        self, dataset: SourceDataset, batch_size: int, shuffle: bool
+        self,
+        dataset: Dataset[dict[str, Any]],
+        batch_size: int,
+        shuffle: bool,
+        sampler: ResumableSampler | None = None,
     ) -> DataLoader[dict[str, Any]]:
+        """A loader of ``dataset`` (a training ``sampler`` also sets the training options).
+
+        With a ``sampler`` the loader drops the incomplete last batch, keeps its workers
+        from epoch to epoch and seeds its workers from :attr:`seed`.
+        """
+        training = sampler is not None
         workers = int(self.cfg.num_workers)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
+            drop_last=training,
             num_workers=workers,
+            persistent_workers=training and workers > 0,
             pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle or training else None,
         )
 
     def resume_at(self, epoch: int, batches: int) -> None:
@@ -266,17 +279,7 @@ class NbrDataModule(L.LightningDataModule):
         if isinstance(dataset, ResidentDataset):
             return self._resident_loader(dataset, batch_size, ranks, this)
         sampler = self._start(ResumableSampler(dataset, batch_size, self.seed, ranks, this))
-        workers = int(self.cfg.num_workers)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=True,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        return self._loader(dataset, batch_size, False, sampler)
 
     def _resident_loader(
         self, dataset: ResidentDataset, batch_size: int, ranks: int, this: int
