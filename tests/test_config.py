@@ -7,8 +7,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from nbr_contrast import api
-from nbr_contrast.cli import OverrideError, check_overrides
 from nbr_contrast.methods import METHOD_CONFIGS
+from nbr_contrast.overrides import OverrideError, check_overrides
 
 GROUPS = ["method", "backbone", "data", "trainer", "optim", "index", "logger", "task"]
 

@@ -28,8 +28,6 @@ from torch import Tensor
 
 from nbr_contrast import tasks
 from nbr_contrast.build import build_datamodule, build_method
-from nbr_contrast.cli import CONF_DIR, check_overrides
-from nbr_contrast.config import register_configs
 from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.eval.report import (
     Neighbours,
@@ -39,6 +37,8 @@ from nbr_contrast.eval.report import (
     neighbour_purity,
 )
 from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.overrides import check_overrides
+from nbr_contrast.schemas import CONF_DIR, register_configs
 
 
 def compose(overrides: list[str] | None = None, output_dir: str | Path | None = None) -> DictConfig:

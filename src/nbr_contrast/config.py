@@ -4,7 +4,8 @@ Each config group in ``conf/`` (``method``, ``backbone``, ``data``, ``trainer``,
 ``index``, ``logger``, ``task``) starts from one of these dataclasses, so an unknown key or a
 value of the wrong type fails at composition time with the key's name. Method configs live
 beside their method (``methods/nnclr.py`` holds ``NNCLRConfig``) and subclass
-:class:`MethodConfig`; :func:`register_configs` puts every schema in Hydra's ConfigStore.
+:class:`MethodConfig`; :func:`nbr_contrast.schemas.register_configs` puts every schema in
+Hydra's ConfigStore.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def scaled(image_size: Any, factor: Any) -> int:
 
 OmegaConf.register_new_resolver("nbr.if_small", if_small, replace=True)
 OmegaConf.register_new_resolver("nbr.scaled", scaled, replace=True)
+
+CROP_KINDS = ("rrc", "pad", "none")
+"""The values of :attr:`ViewConfig.crop`."""
 
 
 @dataclass
@@ -374,27 +378,3 @@ class RunConfig:
     output_dir: str = "."
     plots: bool = True
     knn_report: bool = True
-
-
-def register_configs() -> None:
-    """Register every schema with Hydra's ConfigStore (idempotent).
-
-    Schemas live in their own ``schema/<group>`` groups, so ``--help`` and Hydra's
-    "available options" lists show only the real choices; each YAML file in ``conf/``
-    starts from its schema with ``- /schema/<group>@_here_: <name>``.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    from nbr_contrast.methods import METHOD_CONFIGS
-
-    cs = ConfigStore.instance()
-    cs.store(group="schema", name="run", node=RunConfig)
-    cs.store(group="schema/backbone", name="backbone", node=BackboneConfig)
-    cs.store(group="schema/data", name="data", node=DataConfig)
-    cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
-    cs.store(group="schema/optim", name="optim", node=OptimConfig)
-    cs.store(group="schema/index", name="index", node=IndexConfig)
-    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
-    cs.store(group="schema/task", name="task", node=TaskConfig)
-    for name, schema in METHOD_CONFIGS.items():
-        cs.store(group="schema/method", name=name, node=schema)

@@ -11,27 +11,29 @@ from omegaconf import OmegaConf
 from torchvision.transforms import RandomResizedCrop
 
 from nbr_contrast.config import ViewConfig
-from nbr_contrast.data.gpu_views import (
+from nbr_contrast.data.gpu_ops import (
     JITTER_OPS,
-    GpuViews,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     apply_crops,
-    bernoulli_mask,
     blur_kernel_size,
     color_jitter,
-    color_jitter_params,
     gaussian_blur,
     grayscale,
     hflip,
     normalize,
     pad_crop,
-    pad_crop_params,
-    random_resized_crop_params,
     solarize,
 )
+from nbr_contrast.data.gpu_params import (
+    bernoulli_mask,
+    color_jitter_params,
+    pad_crop_params,
+    random_resized_crop_params,
+)
+from nbr_contrast.data.gpu_views import GpuViews
 
 MEAN = [0.4914, 0.4822, 0.4465]
 STD = [0.2470, 0.2435, 0.2616]

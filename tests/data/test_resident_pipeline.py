@@ -3,8 +3,10 @@ from __future__ import annotations
 import torch
 
 from nbr_contrast.config import DataConfig, ViewConfig
-from nbr_contrast.data.datamodule import NbrDataModule, ResidentDataset, ResumableSampler
+from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datasets import ResidentDataset
 from nbr_contrast.data.gpu_views import GpuViews
+from nbr_contrast.data.sampling import ResumableSampler
 
 PLAIN = ViewConfig(size=32, crop="none", flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from nbr_contrast.data.sources import FolderSource, to_rgb
+from nbr_contrast.data.folders import FolderSource
+from nbr_contrast.data.image_source import to_rgb
 
 # an 8x8 picture: a colour gradient, so every channel and level matters
 _Y, _X = np.mgrid[0:8, 0:8]

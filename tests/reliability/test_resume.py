@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from nbr_contrast import api, tasks
-from nbr_contrast.data.datamodule import ResumableSampler
+from nbr_contrast.data.sampling import ResumableSampler
 from nbr_contrast.reliability import ConfigError, RunInterrupted, resolve_checkpoint
 
 RUN = ["trainer.max_epochs=2", "trainer.limit_train_batches=3"]

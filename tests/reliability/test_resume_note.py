@@ -11,9 +11,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from nbr_contrast import api, cli
-from nbr_contrast.config import register_configs
+from nbr_contrast import api
+from nbr_contrast.overrides import check_overrides
 from nbr_contrast.reliability import resume_command, write_resume_note
+from nbr_contrast.schemas import CONF_DIR, register_configs
 
 FOLDERS = ["my runs/nnclr 1", "résultats/日本", "it's here", "back\\slash", "end\\"]
 
@@ -23,7 +24,7 @@ def as_cli() -> Iterator[list[str]]:
     """Pretend to be inside the CLI's Hydra run with a few command-line overrides."""
     overrides = ["optim.lr=0.3", "data.batch_size=16"]
     register_configs()
-    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         hydra_cfg = compose("config", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(hydra_cfg)
     yield overrides
@@ -46,4 +47,4 @@ def test_resume_command_round_trips_through_shell_and_hydra(
     assert len(run_dir) == 1
     parsed = OverridesParser.create().parse_overrides(run_dir)[0]
     assert parsed.value() == str(out.resolve())
-    cli.check_overrides(words[3:])
+    check_overrides(words[3:])

@@ -12,9 +12,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from nbr_contrast import cli
-from nbr_contrast.config import register_configs
 from nbr_contrast.reliability import run_lock
 from nbr_contrast.reliability.run_lock import RunFolderBusyError, owns_runs, run_folder
+from nbr_contrast.schemas import CONF_DIR, register_configs
 
 from .conftest import SMALL, TINY
 
@@ -97,7 +97,7 @@ def test_ranks_started_for_a_run_write_into_its_folder_without_the_lock(
 
 def test_default_folders_of_runs_started_in_the_same_second_differ() -> None:
     register_configs()
-    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         a = compose(config_name="config", return_hydra_config=True)
         b = compose(config_name="config", return_hydra_config=True)
     assert a.hydra.run.dir != b.hydra.run.dir

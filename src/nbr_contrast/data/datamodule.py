@@ -6,25 +6,25 @@ the source), so neighbour banks and dataset indices can refer back to images:
 * training, ``pipeline=cpu``: ``{"views": [float [3, s, s], ...], "label", "index"}``;
 * training, ``pipeline=gpu`` with an in-memory source (CIFAR, STL-10, npz, the built-in
   subset): ``{"label", "index"}`` only, whole batches sliced on the device from one
-  permutation per epoch (:class:`ResidentBatchSampler`). The whole dataset lives on the
-  device as one ``uint8 [N, 3, H, W]`` tensor; after the batch is moved, the images are gathered by
-  index there and turned into ``"views"`` by :attr:`NbrDataModule.gpu_views`, so the
-  loader never decodes, copies or augments an image;
+  permutation per epoch (:class:`~nbr_contrast.data.sampling.ResidentBatchSampler`). The
+  whole dataset lives on the device as one ``uint8 [N, 3, H, W]`` tensor; after the batch
+  is moved, the images are gathered by index there and turned into ``"views"`` by
+  :attr:`NbrDataModule.gpu_views`, so the loader never decodes, copies or augments an image;
 * training, ``pipeline=gpu`` with a lazy source (image folders): ``{"image": uint8
   [3, H, W], "label", "index"}`` decoded on the CPU, augmented on the device;
 * evaluation (validation, whole-train-set passes): ``{"image": float [3, S, S], "label",
   "index"}`` with ``S = data.image_size``.
 
 When a method asks for neighbour images (CLIM), training items also carry one neighbour of
-the sample drawn per step from a :class:`NeighbourTable`: ``"neighbour_views"`` (or
-``"neighbour_image"`` for the GPU pipeline) and its dataset index ``"neighbour_index"``.
+the sample drawn per step from a :class:`~nbr_contrast.data.neighbour_table.NeighbourTable`:
+``"neighbour_views"`` (or ``"neighbour_image"`` for the GPU pipeline) and its dataset index
+``"neighbour_index"``. The datasets are in :mod:`nbr_contrast.data.datasets`, their order in
+:mod:`nbr_contrast.data.sampling`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -33,287 +33,20 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from nbr_contrast.config import DataConfig, ViewConfig
-from nbr_contrast.data.sources import ImageSource, build_sources
+from nbr_contrast.data.datasets import ResidentDataset, SourceDataset
+from nbr_contrast.data.image_source import ImageSource
+from nbr_contrast.data.neighbour_table import NeighbourTable
+from nbr_contrast.data.sampling import ResidentBatchSampler, ResumableSampler
+from nbr_contrast.data.sources import build_sources
 from nbr_contrast.data.views import build_eval_transform, build_multiview, build_view_transform
 from nbr_contrast.utils.dist import rank, world_size
 
 PIPELINES = ("auto", "cpu", "gpu")
-
-SampleKey = int | tuple[int, int]
-"""What a dataset is indexed with: an index, or ``(index, seed)`` from :class:`ResumableSampler`."""
-
-
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """The random seed of training item ``index`` in epoch ``epoch`` of a run seeded ``seed``."""
-    return ((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % (2**63)
-
-
-@contextmanager
-def seeded_rng(key: SampleKey) -> Iterator[int]:
-    """Run the block with torch's CPU generator seeded by the key's seed, if it has one.
-
-    The generator's state outside the block is left as it was, so items are augmented the
-    same whichever loader worker (or the main process) makes them and whatever it made
-    before: a resumed run, or one with another ``data.num_workers``, gets the same views.
-
-    Yields:
-        The item's dataset index.
-    """
-    if isinstance(key, int):
-        yield key
-        return
-    index, seed = key
-    generator = torch.default_generator
-    state = generator.get_state()
-    generator.manual_seed(seed)
-    try:
-        yield index
-    finally:
-        generator.set_state(state)
-
-
 LINEAR_VIEW = ViewConfig(crop="rrc", flip_p=0.5, jitter_p=0.0, grayscale_p=0.0)
-
-
-class NeighbourTable:
-    """Selected neighbours per training image, in shared memory.
-
-    The tensors are allocated before the loader workers start and updated in place, so
-    persistent workers see every refresh. Row ``i`` holds ``counts[i]`` dataset indices
-    (padded with -1); a row with count 0 holds ``i`` itself in column 0 (the fallback).
-
-    Args:
-        num_images: Training-set size.
-        k: Most neighbours per image.
-    """
-
-    def __init__(self, num_images: int, k: int) -> None:
-        self.ids = torch.full((num_images, k), -1, dtype=torch.int64).share_memory_()
-        self.counts = torch.zeros(num_images, dtype=torch.int64).share_memory_()
-        self.active = torch.zeros((), dtype=torch.bool).share_memory_()
-        self.version = 0
-
-    def update(self, table: Tensor, counts: Tensor) -> None:
-        """Replace the table (shapes must match) and start serving neighbours."""
-        if table.shape != self.ids.shape or counts.shape != self.counts.shape:
-            raise ValueError(
-                f"Neighbour table of shape {tuple(table.shape)} does not match the "
-                f"{tuple(self.ids.shape)} the data module allocated."
-            )
-        self.ids.copy_(table)
-        self.counts.copy_(counts)
-        self.active.fill_(True)
-        self.version += 1
-
-    def draw(self, i: int) -> int:
-        """One of image ``i``'s selected neighbours, uniformly (``i`` itself if none)."""
-        n = max(int(self.counts[i]), 1)
-        return int(self.ids[i, int(torch.randint(n, ()))])
-
-
-class SourceDataset(Dataset[dict[str, Any]]):
-    """Items ``{key: transform(image), "label", "index"}`` of an :class:`ImageSource`.
-
-    The transform receives a ``uint8`` ``[3, H, W]`` tensor; in-memory sources skip PIL.
-
-    Args:
-        source: The images and labels.
-        transform: Applied to each image.
-        key: Dict key of the transformed image (``"views"`` or ``"image"``).
-        neighbours: Table of neighbours to serve with each item (while it is active).
-        neighbour_transform: Transform of the served neighbour image.
-    """
-
-    def __init__(
-        self,
-        source: ImageSource,
-        transform: Callable[[Tensor], Any],
-        key: str,
-        neighbours: NeighbourTable | None = None,
-        neighbour_transform: Callable[[Tensor], Any] | None = None,
-    ) -> None:
-        self.source = source
-        self.transform = transform
-        self.key = key
-        self.neighbours = neighbours
-        self.neighbour_transform = neighbour_transform or transform
-        self._array = source.as_uint8()
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def image(self, i: int) -> Tensor:
-        """Image ``i`` as ``uint8 [3, H, W]``."""
-        if self._array is not None:
-            return torch.from_numpy(np.ascontiguousarray(self._array[i])).permute(2, 0, 1)
-        return v2.functional.pil_to_tensor(self.source.get_image(i))
-
-    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
-        with seeded_rng(key) as i:
-            item = {
-                self.key: self.transform(self.image(i)),
-                "label": torch.tensor(int(self.source.labels[i]), dtype=torch.int64),
-                "index": torch.tensor(i, dtype=torch.int64),
-            }
-            if self.neighbours is not None and bool(self.neighbours.active):
-                j = self.neighbours.draw(i)
-                item[f"neighbour_{self.key}"] = self.neighbour_transform(self.image(j))
-                item["neighbour_index"] = torch.tensor(j, dtype=torch.int64)
-        return item
-
-
-class ResidentDataset(Dataset[dict[str, Any]]):
-    """Whole batches ``{"label", "index"}`` (and ``"neighbour_index"``) sliced on the device.
-
-    The GPU pipeline's dataset for in-memory sources: the key is a batch of dataset indices
-    already on the device plus the batch's seed (from :class:`ResidentBatchSampler`), and
-    the item is the whole batch, gathered with one indexing op per field, with no Python
-    per image and no read back to the host. A served neighbour is drawn per sample from
-    the batch's seed, so a resumed run draws the same ones.
-
-    Args:
-        source: The images and labels.
-        device: Where labels, indices and the neighbour table live.
-        neighbours: Table of neighbours to serve with each item (once one is set).
-    """
-
-    def __init__(
-        self, source: ImageSource, device: torch.device, neighbours: NeighbourTable | None = None
-    ) -> None:
-        self.device = device
-        self.labels = torch.as_tensor(np.asarray(source.labels), dtype=torch.int64).to(device)
-        self.neighbours = neighbours
-        self._table: tuple[int, Tensor, Tensor] | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, key: tuple[Tensor, int]) -> dict[str, Any]:
-        index, seed = key
-        item = {"label": self.labels[index], "index": index}
-        if self.neighbours is not None and self.neighbours.version > 0:
-            item["neighbour_index"] = self.draw_neighbours(index, seed)
-        return item
-
-    def draw_neighbours(self, index: Tensor, seed: int) -> Tensor:
-        """One selected neighbour per sample, uniformly (itself if none), seeded by ``seed``."""
-        assert self.neighbours is not None
-        if self._table is None or self._table[0] != self.neighbours.version:
-            ids = self.neighbours.ids.to(self.device)
-            counts = self.neighbours.counts.to(self.device)
-            self._table = (self.neighbours.version, ids, counts)
-        _, ids, counts = self._table
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        u = torch.rand(index.shape, generator=generator, device=self.device)
-        n = counts[index].clamp_min(1)
-        column = torch.minimum((u * n).long(), n - 1)
-        return ids[index, column]
-
-
-class ResumableSampler(DistributedSampler[int]):
-    """Training order and augmentation seeds derived from ``seed + epoch`` alone.
-
-    The order of epoch ``e`` is a fixed function of the seed and ``e`` (a seeded
-    permutation, sharded over ranks as :class:`~torch.utils.data.DistributedSampler` does),
-    so it does not depend on how many epochs this process has already iterated, and a
-    resumed run visits the same images in the same order as an uninterrupted one. Each
-    index comes with its item's seed (:func:`item_seed`) as ``(index, seed)``; the datasets
-    draw that item's random augmentation (and served neighbour) from it, so loader workers,
-    whose random state would otherwise carry over from epoch to epoch, give the same items
-    in a resumed run too. Lightning
-    calls :meth:`set_epoch` at every epoch start; :meth:`resume_at` makes the next iteration
-    start after the batches an interrupted run had already consumed. Being a
-    ``DistributedSampler``, Lightning uses it as is under DDP instead of wrapping it.
-
-    Args:
-        dataset: The training dataset (only its length is used).
-        batch_size: Per-device batch size (to turn consumed batches into samples).
-        seed: Seed of the order.
-        num_replicas: Number of ranks.
-        rank: This process's rank.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset[Any],
-        batch_size: int,
-        seed: int,
-        num_replicas: int = 1,
-        rank: int = 0,
-    ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.batch_size = int(batch_size)
-        self.skip_batches = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select epoch ``epoch``'s order; a pending mid-epoch start of another epoch is dropped."""
-        if epoch != self.epoch:
-            self.skip_batches = 0
-        super().set_epoch(epoch)
-
-    def resume_at(self, epoch: int, batches: int) -> None:
-        """Make the next iteration be epoch ``epoch`` without its first ``batches`` batches."""
-        super().set_epoch(epoch)
-        self.skip_batches = int(batches)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        indices = list(super().__iter__())
-        skip, self.skip_batches = self.skip_batches * self.batch_size, 0
-        return iter([(i, item_seed(self.seed, self.epoch, i)) for i in indices[skip:]])
-
-
-class ResidentBatchSampler(ResumableSampler):
-    """Whole batches of dataset indices sliced on the device from one permutation per epoch.
-
-    The permutation is :class:`ResumableSampler`'s (the same seeded order, padded and
-    sharded over ranks the same way), made with one ``randperm`` per epoch and moved to the
-    device once; each batch is a slice of it, yielded with its seed
-    (:func:`item_seed` of the batch's first position), so the loader runs no Python per
-    image. Incomplete last batches are dropped. Used with ``batch_size=None``.
-
-    Args:
-        dataset: The training dataset (only its length is used).
-        batch_size: Per-device batch size.
-        seed: Seed of the order.
-        device: Where the batches of indices live.
-        num_replicas: Number of ranks.
-        rank: This process's rank.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset[Any],
-        batch_size: int,
-        seed: int,
-        device: torch.device,
-        num_replicas: int = 1,
-        rank: int = 0,
-    ) -> None:
-        super().__init__(dataset, batch_size, seed, num_replicas, rank)
-        self.device = device
-
-    def __len__(self) -> int:
-        return self.num_samples // self.batch_size
-
-    def permutation(self) -> Tensor:
-        """This rank's order of epoch :attr:`epoch` (as ``DistributedSampler`` shards it)."""
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
-        padding = self.total_size - len(order)
-        if padding > 0:
-            order = torch.cat([order, order.repeat(math.ceil(padding / len(order)))[:padding]])
-        return order[self.rank : self.total_size : self.num_replicas].to(self.device)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, int]]:  # type: ignore[override]
-        order = self.permutation()
-        skip, self.skip_batches = self.skip_batches, 0
-        b = self.batch_size
-        for i in range(skip, len(self)):
-            yield order[i * b : (i + 1) * b], item_seed(self.seed, self.epoch, i * b)
 
 
 def _uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tensor]:
@@ -491,16 +224,29 @@ class NbrDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(
-        self, dataset: SourceDataset, batch_size: int, shuffle: bool
+        self,
+        dataset: Dataset[dict[str, Any]],
+        batch_size: int,
+        shuffle: bool,
+        sampler: ResumableSampler | None = None,
     ) -> DataLoader[dict[str, Any]]:
+        """A loader of ``dataset`` (a training ``sampler`` also sets the training options).
+
+        With a ``sampler`` the loader drops the incomplete last batch, keeps its workers
+        from epoch to epoch and seeds its workers from :attr:`seed`.
+        """
+        training = sampler is not None
         workers = int(self.cfg.num_workers)
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
+            drop_last=training,
             num_workers=workers,
+            persistent_workers=training and workers > 0,
             pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle or training else None,
         )
 
     def resume_at(self, epoch: int, batches: int) -> None:
@@ -532,33 +278,23 @@ class NbrDataModule(L.LightningDataModule):
         )
         if isinstance(dataset, ResidentDataset):
             return self._resident_loader(dataset, batch_size, ranks, this)
-        self.train_sampler = ResumableSampler(dataset, batch_size, self.seed, ranks, this)
-        if self._resume_position is not None:
-            self.train_sampler.resume_at(*self._resume_position)
-            self._resume_position = None
-        workers = int(self.cfg.num_workers)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=self.train_sampler,
-            drop_last=True,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        sampler = self._start(ResumableSampler(dataset, batch_size, self.seed, ranks, this))
+        return self._loader(dataset, batch_size, False, sampler)
 
     def _resident_loader(
         self, dataset: ResidentDataset, batch_size: int, ranks: int, this: int
     ) -> DataLoader[dict[str, Any]]:
         """Batches sliced on the device in the main process (no workers: nothing to load)."""
-        self.train_sampler = ResidentBatchSampler(
-            dataset, batch_size, self.seed, dataset.device, ranks, this
-        )
+        sampler = self._start(ResidentBatchSampler(dataset, batch_size, self.seed, ranks, this))
+        return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=0)
+
+    def _start(self, sampler: ResumableSampler) -> ResumableSampler:
+        """Make ``sampler`` the training sampler, starting where :meth:`resume_at` asked."""
+        self.train_sampler = sampler
         if self._resume_position is not None:
-            self.train_sampler.resume_at(*self._resume_position)
+            sampler.resume_at(*self._resume_position)
             self._resume_position = None
-        return DataLoader(dataset, batch_size=None, sampler=self.train_sampler, num_workers=0)
+        return sampler
 
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         """Test images with the evaluation transform, in order."""

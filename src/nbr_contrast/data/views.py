@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
-from nbr_contrast.config import ViewConfig
-from nbr_contrast.data.gpu_views import CROP_KINDS, blur_kernel_size
+from nbr_contrast.config import CROP_KINDS, ViewConfig
+from nbr_contrast.data.gpu_ops import blur_kernel_size
 
 Transform = Callable[[Any], Tensor]
 

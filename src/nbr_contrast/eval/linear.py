@@ -17,6 +17,7 @@ Two modes share one training loop:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,6 +34,21 @@ from nbr_contrast.eval.features import (
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 MOMENTUM = 0.9
+TEST_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """How one classifier is trained (the arguments of :func:`linear_eval`)."""
+
+    num_classes: int
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    seed: int
+    device: torch.device | str
+    progress: bool
 
 
 def _feature_batches(
@@ -78,34 +94,29 @@ def _evaluate(classifier: nn.Linear, batches: Batches) -> tuple[float, float]:
 
 
 def _train(
+    settings: _Settings,
     in_dim: int,
-    num_classes: int,
     train_batches: Callable[[int], Batches],
-    test_batches: Callable[[], Batches],
-    epochs: int,
-    lr: float,
-    weight_decay: float,
-    seed: int,
-    device: torch.device | str,
-    progress: bool,
+    test_x: Tensor,
+    test_y: Tensor,
 ) -> dict[str, Any]:
     """The training loop shared by both modes.
 
     Args:
+        settings: Classes, epochs, learning rate (cosine-annealed to zero over the epochs),
+            SGD's weight decay, the seed of the classifier initialisation, its device and
+            whether to show a rich progress bar over the epochs.
         in_dim: Feature size.
-        num_classes: Number of classes.
-        train_batches: Called with the epoch index; yields ``(feats, labels)`` on ``device``.
-        test_batches: Yields ``(feats, labels)`` of the test set on ``device``.
-        epochs: Number of passes over the training data.
-        lr: Initial learning rate (cosine-annealed to zero over ``epochs``).
-        weight_decay: L2 penalty of SGD.
-        seed: Seed of the classifier initialisation.
-        device: Device the classifier lives on.
-        progress: Show a rich progress bar over the epochs.
+        train_batches: Called with the epoch index; yields ``(feats, labels)`` on the device.
+        test_x: Test features ``[M, F]`` on the device.
+        test_y: Test labels ``[M]`` on the device.
 
     Returns:
         ``{"top1", "top5", "epochs", "history"}`` with the final test accuracies.
     """
+    num_classes, epochs, lr = settings.num_classes, settings.epochs, settings.lr
+    weight_decay, seed, device = settings.weight_decay, settings.seed, settings.device
+    test_batch = max(settings.batch_size, TEST_BATCH)
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be at least 1.")
     generator = torch.Generator().manual_seed(seed)
@@ -120,7 +131,7 @@ def _train(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     history: list[dict[str, float]] = []
     top1 = top5 = 0.0
-    with progress_bar(disable=not progress) as bar:
+    with progress_bar(disable=not settings.progress) as bar:
         task = bar.add_task("linear eval", total=epochs, info="")
         for epoch in range(epochs):
             classifier.train()
@@ -136,7 +147,7 @@ def _train(
                 raise ValueError("The training set is empty; linear evaluation needs samples.")
             scheduler.step()
             classifier.eval()
-            top1, top5 = _evaluate(classifier, test_batches())
+            top1, top5 = _evaluate(classifier, _feature_batches(test_x, test_y, test_batch, None))
             train_loss = float(loss_sum) / seen
             history.append({"epoch": epoch, "train_loss": train_loss, "test_top1": top1})
             bar.update(task, advance=1, info=f"loss {train_loss:.3f} · top-1 {top1:.2f}%")
@@ -183,23 +194,25 @@ def linear_eval_on_features(
     Raises:
         ValueError: If ``batch_size`` or ``epochs`` is not positive or a split is empty.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be at least 1.")
-    train_x, train_y = train_feats.float().to(device), train_labels.long().to(device)
-    test_x, test_y = test_feats.float().to(device), test_labels.long().to(device)
-    shuffle = torch.Generator().manual_seed(seed + 1)
-    return _train(
-        train_x.shape[1],
-        num_classes,
-        lambda _epoch: _feature_batches(train_x, train_y, batch_size, shuffle),
-        lambda: _feature_batches(test_x, test_y, max(batch_size, 1024), None),
-        epochs,
-        lr,
-        weight_decay,
-        seed,
-        device,
-        progress,
-    )
+    settings = _Settings(num_classes, epochs, lr, batch_size, weight_decay, seed, device, progress)
+    return _train_on_features(settings, train_feats, train_labels, test_feats, test_labels)
+
+
+def _train_on_features(
+    settings: _Settings, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor
+) -> dict[str, Any]:
+    """:func:`linear_eval_on_features` with its settings gathered."""
+    if settings.batch_size < 1:
+        raise ValueError(f"batch_size={settings.batch_size} must be at least 1.")
+    device = settings.device
+    train_x, train_y = train_x.float().to(device), train_y.long().to(device)
+    test_x, test_y = test_x.float().to(device), test_y.long().to(device)
+    shuffle = torch.Generator().manual_seed(settings.seed + 1)
+
+    def train_batches(_epoch: int) -> Batches:
+        return _feature_batches(train_x, train_y, settings.batch_size, shuffle)
+
+    return _train(settings, train_x.shape[1], train_batches, test_x, test_y)
 
 
 def linear_eval(
@@ -256,23 +269,11 @@ def linear_eval(
             "precompute=True trains on fixed features; drop augment_loader_factory or set "
             "precompute=False."
         )
+    settings = _Settings(num_classes, epochs, lr, batch_size, weight_decay, seed, device, progress)
     test_x, test_y, _ = extract_features(backbone, test_loader, device, progress=progress)
     if precompute:
         train_x, train_y, _ = extract_features(backbone, train_loader, device, progress=progress)
-        result = linear_eval_on_features(
-            train_x,
-            train_y,
-            test_x,
-            test_y,
-            num_classes,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            weight_decay=weight_decay,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
+        result = _train_on_features(settings, train_x, train_y, test_x, test_y)
         return {**result, "mode": "precomputed"}
 
     def train_batches(epoch: int) -> Batches:
@@ -280,16 +281,5 @@ def linear_eval(
         return _backbone_batches(backbone, loader, device)
 
     test_x, test_y = test_x.to(device), test_y.to(device)
-    result = _train(
-        test_x.shape[1],
-        num_classes,
-        train_batches,
-        lambda: _feature_batches(test_x, test_y, max(batch_size, 1024), None),
-        epochs,
-        lr,
-        weight_decay,
-        seed,
-        device,
-        progress,
-    )
+    result = _train(settings, test_x.shape[1], train_batches, test_x, test_y)
     return {**result, "mode": "recomputed"}

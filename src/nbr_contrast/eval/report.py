@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nbr_contrast.data.sources import ImageSource
+from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.eval.plots import (
     log_figure_to_tensorboard,
     plot_curves,

@@ -2,6 +2,7 @@
 
 Checkpoints get the permissions of any other file the run writes (``0666`` less the
 umask), so colleagues on a shared cluster can read them; a full disk is reported as such.
+:class:`RunStateCallback` is the base of the callbacks that add run state to them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from nbr_contrast.reliability.validation import ConfigError
@@ -26,6 +28,25 @@ class DiskFullError(ConfigError):
 
 class CheckpointReadError(ConfigError):
     """A checkpoint file is truncated, corrupt or not one written by ``task=fit``."""
+
+
+class RunStateCallback(Callback):
+    """A callback with one state slot per run in the checkpoint, named after its class.
+
+    It keeps the trainer from :meth:`setup`, for its :meth:`state_dict` to read loop state.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: L.Trainer | None = None
+
+    @property
+    def state_key(self) -> str:
+        """One state slot per run: the class name."""
+        return type(self).__name__
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Keep the trainer."""
+        self._trainer = trainer
 
 
 def _umask() -> int:

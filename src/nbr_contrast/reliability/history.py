@@ -17,11 +17,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 
-from nbr_contrast.reliability.checkpoint_io import read_checkpoint
+from nbr_contrast.reliability.checkpoint_io import RunStateCallback, read_checkpoint
 
 
 def resumed_step(ckpt: str | Path) -> int:
@@ -83,7 +82,7 @@ class HistoryCSVLogger(CSVLogger):
         return writer
 
 
-class EpochAveragesCallback(Callback):
+class EpochAveragesCallback(RunStateCallback):
     """Carry the interrupted epoch's running averages (``on_epoch`` logs) across a resume.
 
     Lightning accumulates every ``self.log(..., on_epoch=True)`` value over the epoch and
@@ -94,17 +93,8 @@ class EpochAveragesCallback(Callback):
     """
 
     def __init__(self) -> None:
-        self._trainer: L.Trainer | None = None
+        super().__init__()
         self._pending: dict[str, dict[str, Tensor]] = {}
-
-    @property
-    def state_key(self) -> str:
-        """One state slot per run."""
-        return "EpochAveragesCallback"
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Keep the trainer: :meth:`state_dict` reads its training results."""
-        self._trainer = trainer
 
     def _results(self) -> dict[str, Any]:
         trainer = self._trainer

@@ -22,11 +22,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.cli import hydra_quote
-from nbr_contrast.reliability.checkpoint_io import read_checkpoint, readable
+from nbr_contrast.rank_launch import hydra_quote
+from nbr_contrast.reliability.checkpoint_io import RunStateCallback, read_checkpoint, readable
 from nbr_contrast.reliability.validation import ConfigError
 
 OUTPUTS_ROOT = Path("outputs")
@@ -81,11 +80,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state(device_state, device)
 
 
-class ResumeStateCallback(Callback):
+class ResumeStateCallback(RunStateCallback):
     """Saves and restores the RNG states and the training loader's position.
 
     The position is ``(epoch, batches already drawn in it)``; on resume the datamodule's
-    :class:`~nbr_contrast.data.datamodule.ResumableSampler` starts that epoch's fixed order
+    :class:`~nbr_contrast.data.sampling.ResumableSampler` starts that epoch's fixed order
     after those batches (Lightning itself only restores its batch counters). The RNG states
     are captured when the checkpoint is written and put back just before the first resumed
     batch is drawn, so the augmentations match an uninterrupted run. Under DDP only rank 0's
@@ -93,17 +92,8 @@ class ResumeStateCallback(Callback):
     """
 
     def __init__(self) -> None:
-        self._trainer: L.Trainer | None = None
+        super().__init__()
         self._pending: dict[str, Any] | None = None
-
-    @property
-    def state_key(self) -> str:
-        """One state slot per run."""
-        return "ResumeStateCallback"
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Keep the trainer: :meth:`state_dict` needs its loop counters."""
-        self._trainer = trainer
 
     def position(self) -> tuple[int, int]:
         """``(epoch, batches of it already drawn)`` of the next training batch."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.data.sources import DataSourceError
+from nbr_contrast.data.image_source import DataSourceError
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 PRECISIONS = (
@@ -88,7 +88,7 @@ class ConfigError(ValueError):
 def is_user_error(error: BaseException) -> bool:
     """Whether ``error`` is a configuration mistake rather than a bug.
 
-    True for :class:`ConfigError` and :class:`~nbr_contrast.data.sources.DataSourceError`,
+    True for :class:`ConfigError` and :class:`~nbr_contrast.data.image_source.DataSourceError`,
     and for a ``ValueError``/``FileNotFoundError`` whose message names a setting
     (``data.batch_size``, ``ckpt``, ...), the convention every check in this package follows.
     """

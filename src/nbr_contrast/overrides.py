@@ -1,0 +1,128 @@
+"""Checking command-line overrides before Hydra composes them.
+
+:func:`check_overrides` compares every ``group.key=value`` override with the structured
+configs (the selected methods' configs for ``method.*``) and every ``group=option`` with the
+files in ``conf/<group>/``, so a misspelt key or option fails at once with the valid choices
+and the closest match, instead of deep inside Hydra's composition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from omegaconf import OmegaConf
+
+import nbr_contrast.config as c
+from nbr_contrast.config import RunConfig
+from nbr_contrast.methods import METHOD_CONFIGS
+from nbr_contrast.schemas import CONF_DIR
+
+GROUP_DEFAULTS = {"method": "nnclr"}
+
+
+class OverrideError(ValueError):
+    """An override names a key that no config schema has."""
+
+
+def _schema_fields(schema: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(schema)]
+
+
+def _schemas(methods: Sequence[str]) -> dict[str, list[type]]:
+    schemas: dict[str, list[type]] = {
+        "backbone": [c.BackboneConfig],
+        "data": [c.DataConfig],
+        "trainer": [c.TrainerConfig],
+        "optim": [c.OptimConfig],
+        "index": [c.IndexConfig],
+        "logger": [c.LoggerConfig],
+        "task": [c.TaskConfig],
+    }
+    method_schemas = [METHOD_CONFIGS[m] for m in methods if m in METHOD_CONFIGS]
+    if method_schemas:
+        schemas["method"] = method_schemas
+    return schemas
+
+
+def _experiment_choices(experiment: str, group: str) -> list[str]:
+    """Options of ``group`` that ``conf/experiment/<experiment>.yaml`` selects (may be none)."""
+    path = CONF_DIR / "experiment" / f"{experiment}.yaml"
+    if not path.is_file():
+        return []
+    defaults = OmegaConf.load(path).get("defaults") or []
+    return [
+        str(entry[key])
+        for entry in defaults
+        if isinstance(entry, Mapping)
+        for key in entry
+        if str(key).removeprefix("override ").strip("/ ") == group
+    ]
+
+
+def _selected_methods(overrides: Sequence[str]) -> list[str]:
+    """Methods a command selects: ``method=`` values, else its experiments', else the default."""
+    named: list[str] = []
+    from_experiments: list[str] = []
+    for a in overrides:
+        key, value = a.split("=", 1)
+        if key == "method":
+            named += value.split(",")
+        elif key == "experiment":
+            for experiment in value.split(","):
+                from_experiments += _experiment_choices(experiment, "method")
+    return named or from_experiments or [GROUP_DEFAULTS["method"]]
+
+
+def check_overrides(args: Sequence[str]) -> None:
+    """Fail fast on ``group.key=value`` overrides whose key no schema has.
+
+    Args:
+        args: Command-line arguments (Hydra's own flags and ``+``/``~`` overrides pass).
+
+    Raises:
+        OverrideError: With the valid keys (or the group's options) and the closest match.
+    """
+    overrides = [a for a in args if "=" in a and not a.startswith(("-", "+", "~", "hydra"))]
+    schemas = _schemas(_selected_methods(overrides))
+    top = {f.name for f in dataclasses.fields(RunConfig)} | {"experiment", "views"}
+    for a in overrides:
+        key, value = a.split("=", 1)
+        parts = key.split(".")
+        if len(parts) == 1 and (CONF_DIR / key).is_dir():
+            _check_group_option(key, value)
+        if parts[0] not in top:
+            raise OverrideError(_unknown(key, parts[0], sorted(top), "the run config"))
+        if len(parts) < 2 or parts[0] not in schemas:
+            continue
+        fields = {
+            k
+            for schema in schemas[parts[0]]
+            for k in _schema_fields(schema)
+            if not k.startswith("_")
+        }
+        if parts[1] not in fields:
+            raise OverrideError(_unknown(key, parts[1], sorted(fields), f"'{parts[0]}'"))
+
+
+def _check_group_option(group: str, value: str) -> None:
+    """Fail on ``group=option`` when ``conf/<group>/<option>.yaml`` does not exist."""
+    if any(ch in value for ch in "()[]{}$") or value == "null":
+        return  # sweep functions and interpolations are Hydra's to resolve
+    options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    for option in value.split(","):
+        if option not in options:
+            close = difflib.get_close_matches(option, options, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise OverrideError(
+                f"{group}={option} is not an option of '{group}'.{hint} "
+                f"Available: {', '.join(options)}."
+            )
+
+
+def _unknown(key: str, name: str, valid: list[str], where: str) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"Unknown key '{key}'.{hint} Valid keys in {where}: {', '.join(valid)}."
