@@ -155,7 +155,7 @@ def sections(counter: OpCounter, method: torch.nn.Module) -> Iterator[SectionHoo
         The callback to add (last) to the trainer's callbacks.
     """
     from nbr_contrast.data.gpu_views import GpuViews
-    from nbr_contrast.methods import base
+    from nbr_contrast.methods import momentum
     from nbr_contrast.neighbours.bank import NeighbourBank
     from nbr_contrast.neighbours.callback import NeighbourIndexCallback
 
@@ -168,7 +168,7 @@ def sections(counter: OpCounter, method: torch.nn.Module) -> Iterator[SectionHoo
         (L.LightningModule, "log_dict", "logging"),
         (GpuViews, "forward", "views"),
         (_BaseDataLoaderIter, "__next__", "loader"),
-        (base, "ema_update", "optimiser"),
+        (momentum, "ema_update", "optimiser"),
     ]
     handles = []
     for name, child in method.named_children():
