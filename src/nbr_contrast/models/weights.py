@@ -57,9 +57,9 @@ def load_weights(model: nn.Module, path: str | Path, classifier: tuple[str, ...]
     try:
         state = _read(path)
     except Exception as error:
+        reason = (str(error).splitlines() or [""])[0]
         raise ValueError(
-            f"backbone.weights={path} is not a state-dict file ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''})."
+            f"backbone.weights={path} is not a state-dict file ({type(error).__name__}: {reason})."
         ) from error
     state = {k: v for k, v in state.items() if not (classifier and k.startswith(classifier))}
     mismatch = state_mismatch(state, model)
