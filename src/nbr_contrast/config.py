@@ -131,22 +131,42 @@ class DataConfig:
     on_corrupt: str = "fail"
 
 
+BACKBONE_SOURCES = ("torchvision", "timm", "custom")
+"""The values of :attr:`BackboneConfig.source`."""
+
+
 @dataclass
 class BackboneConfig:
     """Backbone network.
 
     Attributes:
-        name: ``resnet18``, ``resnet34``, ``resnet50``, ``vit_tiny`` or ``vit_small``.
-        small_stem: Use the 3x3 stride-1 stem without max-pool. ``None`` picks it for
-            inputs of 64 px or less.
-        patch_size: ViT patch size.
-        zero_init_residual: Zero-initialise the last BN of each residual block.
+        source: ``torchvision`` (the built-in ResNets and ViTs), ``timm`` (any model of the
+            optional ``timm`` package, by ``name``) or ``custom`` (the class ``_target_``).
+        name: Model name: ``resnet18``, ``resnet34``, ``resnet50``, ``vit_tiny`` or
+            ``vit_small`` for ``torchvision``; a ``timm.list_models()`` name for ``timm``;
+            a label (file names of exports) for ``custom``.
+        small_stem: Use the 3x3 stride-1 stem without max-pool (ResNets, also timm's).
+            ``None`` picks it for inputs of 64 px or less.
+        patch_size: Patch size of the ``torchvision`` ViTs (timm: ``kwargs.patch_size``).
+        zero_init_residual: Zero-initialise the last BN of each residual block (``torchvision``
+            ResNets; timm's take ``kwargs.zero_init_last``).
+        drop_path_rate: Stochastic-depth rate (``timm`` only; 0: off).
+        weights: Local state-dict file (``.pth``/``.pt``/``.bin`` or ``.safetensors``)
+            loaded into the built backbone; classifier weights in it are ignored.
+        kwargs: Extra constructor arguments: of ``timm.create_model`` (``timm``) or of the
+            ``_target_`` class (``custom``).
+        _target_: Dotted path of the user's module class or factory (``custom``).
     """
 
+    source: str = "torchvision"
     name: str = "resnet18"
     small_stem: bool | None = None
     patch_size: int = 4
     zero_init_residual: bool = False
+    drop_path_rate: float = 0.0
+    weights: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    _target_: str | None = None
 
 
 @dataclass

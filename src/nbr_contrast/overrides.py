@@ -21,6 +21,8 @@ from nbr_contrast.methods import METHOD_CONFIGS
 from nbr_contrast.schemas import CONF_DIR
 
 GROUP_DEFAULTS = {"method": "nnclr"}
+USER_TARGETS = ("backbone",)
+"""Groups whose ``_target_`` is a user setting (``backbone=custom backbone._target_=...``)."""
 
 
 class OverrideError(ValueError):
@@ -101,7 +103,7 @@ def check_overrides(args: Sequence[str]) -> None:
             k
             for schema in schemas[parts[0]]
             for k in _schema_fields(schema)
-            if not k.startswith("_")
+            if not k.startswith("_") or parts[0] in USER_TARGETS
         }
         if parts[1] not in fields:
             raise OverrideError(_unknown(key, parts[1], sorted(fields), f"'{parts[0]}'"))

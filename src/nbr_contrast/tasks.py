@@ -90,6 +90,8 @@ def load_method(path: str | Path) -> BaseMethod:
         )
     ckpt = read_checkpoint(path)
     cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
+    if cfg.backbone.get("weights"):
+        cfg.backbone.weights = None  # the checkpoint holds the weights; the init file may be gone
     method = build_method(cfg)
     method.load_state_dict(ckpt["state_dict"])
     return method
@@ -273,7 +275,7 @@ def linear(cfg: DictConfig) -> dict[str, Any]:
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
-    """``task=export ckpt=PATH``: plain torchvision state dict of the backbone."""
+    """``task=export ckpt=PATH``: plain state dict of the backbone and its loading recipe."""
     method = load_method(cfg.ckpt)
     path = Path(cfg.output_dir) / f"{method.backbone.arch}_backbone.pth"
     info = export_backbone(method.backbone, path, method.backbone.arch)

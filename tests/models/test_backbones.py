@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from nbr_contrast.config import BackboneConfig
 from nbr_contrast.models.backbones import BACKBONES, build_backbone, uses_small_stem
 from nbr_contrast.models.heads import MLPHead
+from nbr_contrast.reliability.validation import ConfigError, validate_config
 
 
 @pytest.mark.parametrize(
@@ -47,3 +49,17 @@ def test_mlp_head_layout() -> None:
     assert [lin.out_features for lin in linears] == [16, 16, 4]
     assert len(norms) == 3 and norms[-1].affine is False
     assert head(torch.randn(5, 8)).shape == (5, 4)
+
+
+def test_backbone_config_of_an_older_run_builds() -> None:
+    # checkpoints written before backbone.source/weights/kwargs existed
+    old = OmegaConf.create(
+        {"name": "resnet18", "small_stem": None, "patch_size": 4, "zero_init_residual": False}
+    )
+    model = build_backbone(old, image_size=32)
+    assert model.source == "torchvision" and model.out_dim == 512
+
+
+def test_drop_path_rate_range_is_checked(tiny_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"backbone\.drop_path_rate=1\.5 must be in \[0, 1\)"):
+        validate_config(tiny_cfg("backbone=timm", "backbone.drop_path_rate=1.5"))

@@ -1,7 +1,9 @@
-"""Backbone networks: torchvision ResNets (with the small-image stem) and small ViTs.
+"""Backbone networks: torchvision ResNets and ViTs, timm models, a user's own module.
 
-Every builder returns a module that maps images ``[B, 3, H, W]`` to features ``[B, F]``
-and has an ``out_dim`` attribute. The modules are plain torchvision models with their
+The timm and user modules are built in :mod:`nbr_contrast.models.external`. Every builder
+returns a module that maps images ``[B, 3, H, W]`` to features ``[B, F]`` and has the
+attributes ``out_dim`` (feature size), ``arch`` (``backbone.name``) and ``source``
+(``backbone.source``). The torchvision modules are plain torchvision models with their
 classifier replaced by ``nn.Identity``, so ``task=export`` writes a state dict that loads
 into the torchvision constructor.
 """
@@ -13,9 +15,13 @@ from dataclasses import dataclass
 
 import torch
 import torchvision
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from nbr_contrast.config import SMALL_IMAGE_MAX, BackboneConfig
+from nbr_contrast.config import BACKBONE_SOURCES, BackboneConfig
+from nbr_contrast.models.external import build_custom, build_timm, timm_classifier_prefixes
+from nbr_contrast.models.stem import apply_small_stem, uses_small_stem
+from nbr_contrast.models.weights import load_weights
 
 
 @dataclass(frozen=True)
@@ -38,17 +44,12 @@ RESNETS: dict[str, Callable[..., torchvision.models.ResNet]] = {
     "resnet50": torchvision.models.resnet50,
 }
 BACKBONES = (*RESNETS, *VIT_SPECS)
+CLASSIFIER_PREFIXES = ("fc.", "heads.")
+"""Keys of the torchvision classifiers the backbones drop (``fc`` of ResNets, ``heads`` of ViTs)."""
 
 
-def uses_small_stem(cfg: BackboneConfig, image_size: int) -> bool:
-    """Whether a ResNet gets the CIFAR stem (3x3 stride-1 conv, no max-pool)."""
-    if cfg.small_stem is None:
-        return image_size <= SMALL_IMAGE_MAX
-    return bool(cfg.small_stem)
-
-
-def build_backbone(cfg: BackboneConfig, image_size: int) -> nn.Module:
-    """Build the backbone named by ``cfg.name`` for inputs of side ``image_size``.
+def build_backbone(cfg: BackboneConfig | DictConfig, image_size: int) -> nn.Module:
+    """Build the backbone ``cfg`` describes for inputs of side ``image_size``.
 
     Args:
         cfg: Backbone config.
@@ -56,16 +57,45 @@ def build_backbone(cfg: BackboneConfig, image_size: int) -> nn.Module:
             ViT position-embedding grid).
 
     Returns:
-        A module with attribute ``out_dim`` (feature size) and ``arch`` (torchvision name).
+        A module with attributes ``out_dim`` (feature size), ``arch`` (``cfg.name``) and
+        ``source`` (``cfg.source``), with ``cfg.weights`` loaded when set.
 
     Raises:
-        ValueError: For an unknown ``backbone.name`` (the message lists the valid ones).
+        ValueError: For an unknown ``backbone.source`` or ``backbone.name`` (the message
+            lists the valid ones), or a ``drop_path_rate`` the backbone cannot take.
     """
+    cfg = OmegaConf.merge(OmegaConf.structured(BackboneConfig), cfg)  # fields older runs lack
+    if cfg.source not in BACKBONE_SOURCES:
+        raise ValueError(
+            f"Unknown backbone.source={cfg.source!r}. Valid choices: {', '.join(BACKBONE_SOURCES)}."
+        )
+    if cfg.drop_path_rate and cfg.source != "timm":
+        raise ValueError(
+            f"backbone.drop_path_rate={cfg.drop_path_rate} needs a timm backbone (backbone=timm); "
+            "set it to 0."
+        )
+    classifier: tuple[str, ...] = ()
+    if cfg.source == "timm":
+        model = build_timm(cfg, image_size)
+        classifier = timm_classifier_prefixes(model)
+    elif cfg.source == "custom":
+        model = build_custom(cfg, image_size)
+    else:
+        model = _build_torchvision(cfg, image_size)
+        classifier = CLASSIFIER_PREFIXES
+    model.arch = cfg.name
+    model.source = cfg.source
+    if cfg.weights:
+        load_weights(model, cfg.weights, classifier)
+    return model
+
+
+def _build_torchvision(cfg: BackboneConfig, image_size: int) -> nn.Module:
+    """A torchvision ResNet or ViT without its classifier."""
     if cfg.name in RESNETS:
         model = RESNETS[cfg.name](zero_init_residual=cfg.zero_init_residual)
         if uses_small_stem(cfg, image_size):
-            model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-            model.maxpool = nn.Identity()
+            apply_small_stem(model)
         out_dim = model.fc.in_features
         model.fc = nn.Identity()
     elif cfg.name in VIT_SPECS:
@@ -87,10 +117,10 @@ def build_backbone(cfg: BackboneConfig, image_size: int) -> nn.Module:
         model.heads = nn.Identity()
     else:
         raise ValueError(
-            f"Unknown backbone.name={cfg.name!r}. Valid choices: {', '.join(BACKBONES)}."
+            f"Unknown backbone.name={cfg.name!r}. Valid choices: {', '.join(BACKBONES)} "
+            "(any timm model with backbone=timm)."
         )
     model.out_dim = out_dim
-    model.arch = cfg.name
     return model
 
 

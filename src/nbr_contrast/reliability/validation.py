@@ -62,6 +62,7 @@ RULES = (
         lambda n: n == "size" or n.endswith(("_size", "_dim")), lambda v: v >= 1, "must be positive"
     ),
     Rule(lambda n: n.endswith("_p"), lambda v: 0 <= v <= 1, "must be in [0, 1] (a probability)"),
+    Rule(lambda n: n.endswith("_rate"), lambda v: 0 <= v < 1, "must be in [0, 1)"),
     Rule(lambda n: n == "lr" or n.endswith("_lr"), lambda v: v > 0, "must be positive"),
     Rule(lambda n: n == "std", lambda v: v > 0, "must be positive"),
     Rule(lambda n: n == "betas", lambda v: 0 <= v < 1, "must be in [0, 1)"),
