@@ -95,6 +95,16 @@ class DataConfig:
         name: Source kind: ``cifar10_mini`` (ships with the package), ``cifar10``,
             ``cifar100``, ``stl10``, ``imagefolder`` or ``npz``.
         root: Dataset folder (torchvision datasets, image folders).
+        labels: Whether an image folder's images have labels: ``True`` (``train/`` and
+            ``val/`` class folders), ``False`` (every image under ``root``, unlabelled) or
+            ``None`` (detect: a folder without ``train/`` and ``val/`` is unlabelled, said
+            in one line). Only for ``name=imagefolder``.
+        split: STL-10's training split: ``train`` (5,000 labelled images),
+            ``train+unlabeled`` (plus the 100,000 unlabelled ones) or ``unlabeled``.
+        eval_root: A labelled image folder (``train/`` and ``val/`` class folders) that
+            evaluates a run on unlabelled training images: the kNN monitor and report
+            classify its ``val/`` images against its ``train/`` images. Without it (or
+            STL-10's labelled splits) unlabelled training runs with no monitoring.
         train_path: Training ``.npz`` file (``name=npz``).
         test_path: Test ``.npz`` file (``name=npz``).
         class_list: Optional text file with one class folder name per line, restricting an
@@ -115,6 +125,9 @@ class DataConfig:
 
     name: str = "cifar10_mini"
     root: str | None = None
+    labels: bool | None = None
+    split: str = "train"
+    eval_root: str | None = None
     train_path: str | None = None
     test_path: str | None = None
     class_list: str | None = None

@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
@@ -26,6 +27,7 @@ from nbr_contrast.build import (
     to_container,
 )
 from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.image_source import DataSourceError, ImageSource
 from nbr_contrast.eval.data_choice import use_checkpoint_data
 from nbr_contrast.eval.export import export_backbone
 from nbr_contrast.eval.features import extract_features
@@ -39,6 +41,7 @@ from nbr_contrast.reliability import (
     resume_command,
     run_folder,
     validate_config,
+    validate_labels,
     validate_neighbour_counts,
     write_resume_note,
 )
@@ -55,24 +58,85 @@ def eval_device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if uses_gpu(cfg) else "cpu")
 
 
+def source_features(
+    method: BaseMethod,
+    datamodule: NbrDataModule,
+    device: torch.device,
+    source: ImageSource,
+    progress: bool = True,
+) -> SplitFeatures:
+    """Normalised backbone features of the un-augmented images of ``source``."""
+    backbone = method.backbone.to(device)
+    loader = datamodule.eval_loader(source)
+    return SplitFeatures(*extract_features(backbone, loader, device, True, None, progress))
+
+
 def split_features(
     method: BaseMethod, datamodule: NbrDataModule, device: torch.device, progress: bool = True
-) -> tuple[SplitFeatures, SplitFeatures]:
-    """Normalised backbone features of the un-augmented train and test images."""
+) -> tuple[SplitFeatures, SplitFeatures | None]:
+    """Normalised backbone features of the un-augmented train and test images.
+
+    The test features are ``None`` when the data has no test images (unlabelled training
+    images without ``data.eval_root``).
+    """
     datamodule.setup("fit")
     backbone = method.backbone.to(device)
     train = extract_features(backbone, datamodule.index_dataloader(), device, True, None, progress)
-    test = extract_features(backbone, datamodule.val_dataloader(), device, True, None, progress)
-    return SplitFeatures(*train), SplitFeatures(*test)
+    test = datamodule.test_source
+    if test is None:
+        return SplitFeatures(*train), None
+    return SplitFeatures(*train), source_features(method, datamodule, device, test, progress)
+
+
+def knn_features(
+    method: BaseMethod,
+    datamodule: NbrDataModule,
+    device: torch.device,
+    split: tuple[SplitFeatures, SplitFeatures | None] | None = None,
+    progress: bool = True,
+) -> tuple[SplitFeatures, SplitFeatures] | None:
+    """The labelled ``(bank, queries)`` features the kNN report compares, if there are any.
+
+    The bank is the training features (``split``'s, or computed) when training images have
+    labels, else the reference images' features; the queries are the test features.
+    ``None`` when nothing labelled can be evaluated (:attr:`NbrDataModule.monitored`).
+    """
+    if not datamodule.monitored:
+        return None
+    train, test = split or split_features(method, datamodule, device, progress)
+    assert test is not None
+    reference = datamodule.reference_source
+    if datamodule.labelled or reference is None:
+        return train, test
+    return source_features(method, datamodule, device, reference, progress), test
 
 
 def knn_of(
     train: SplitFeatures, test: SplitFeatures, ks: list[int], temperature: float, classes: int
 ) -> dict[int, float]:
-    """Cosine kNN accuracy (percent) of test against train features for every k in ``ks``."""
+    """Cosine kNN accuracy (percent) of test against train features for every k in ``ks``.
+
+    Training features without a label (``-1``) are left out of the bank.
+    """
+    known = train.labels >= 0
     return knn_accuracy(
-        train.feats, train.labels, test.feats, test.labels, ks, temperature, classes
+        train.feats[known], train.labels[known], test.feats, test.labels, ks, temperature, classes
     )
+
+
+def say_monitoring(datamodule: NbrDataModule) -> None:
+    """Say in one line what is monitored when the training images have no label."""
+    if datamodule.monitored and not datamodule.labelled:
+        rank_zero_info(
+            "training images have no labels: the online probe and nn_acc are off; the kNN "
+            "monitor and report classify the evaluation set's test images against its "
+            "labelled reference images."
+        )
+    elif not datamodule.labelled:
+        rank_zero_info(
+            "training images have no labels and no labelled evaluation set is configured "
+            "(data.eval_root): the probe, kNN monitor, nn_acc and kNN report are off."
+        )
 
 
 def load_method(path: str | Path) -> BaseMethod:
@@ -144,9 +208,12 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
         check_resumable(cfg, ckpt)
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule = build_datamodule(cfg)
+    validate_labels(cfg, datamodule.num_unlabelled)
     validate_neighbour_counts("method.knn_k", [int(cfg.method.knn_k)], datamodule.num_train)
     method = build_method(cfg)
-    trainer = build_trainer(cfg)
+    method.labelled = datamodule.labelled
+    trainer = build_trainer(cfg, **({} if datamodule.monitored else {"limit_val_batches": 0}))
+    say_monitoring(datamodule)
     command = resume_command(cfg)
     if trainer.is_global_zero:
         write_resume_note(cfg)
@@ -157,8 +224,8 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
     before = after = None
     classes = int(cfg.data.num_classes)
     if trainer.is_global_zero and ckpt is None and cfg.knn_report:
-        before = knn_of(*split_features(method, datamodule, device, progress), ks, tau, classes)
-        before = before[ks[0]]
+        pair = knn_features(method, datamodule, device, progress=progress)
+        before = None if pair is None else knn_of(*pair, ks, tau, classes)[ks[0]]
     start = time.time()
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt)
     elapsed = time.time() - start
@@ -168,7 +235,8 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
     if cfg.knn_report or cfg.plots:
         train, test = split_features(method, datamodule, device, progress)
     if cfg.knn_report:
-        after = knn_of(train, test, ks, tau, classes)[ks[0]]
+        pair = knn_features(method, datamodule, device, (train, test), progress)
+        after = None if pair is None else knn_of(*pair, ks, tau, classes)[ks[0]]
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     last = checkpoint_dir(cfg) / "last.ckpt"
     summary.update(
@@ -224,7 +292,13 @@ def knn(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     ks = [int(k) for k in cfg.task.k]
     validate_neighbour_counts("task.k", ks, datamodule.num_train)
-    train, test = split_features(method, datamodule, eval_device(cfg))
+    pair = knn_features(method, datamodule, eval_device(cfg))
+    if pair is None:
+        raise DataSourceError(
+            f"task=knn needs labelled images but data={cfg.data.name} has none; set "
+            "data.eval_root to a labelled folder with train/ and val/."
+        )
+    train, test = pair
     accs = knn_of(train, test, ks, float(cfg.task.temperature), datamodule.num_classes)
     result = {
         "task": "knn",
@@ -245,11 +319,17 @@ def linear(cfg: DictConfig) -> dict[str, Any]:
     method = load_method(cfg.ckpt)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
+    if datamodule.num_unlabelled or datamodule.test_source is None:
+        raise DataSourceError(
+            f"task=linear trains on training labels but {datamodule.num_unlabelled} training "
+            f"image(s) of data={cfg.data.name} have none; evaluate on labelled data (e.g. "
+            "data.split=train for STL-10), or use task=knn with data.eval_root."
+        )
     device = eval_device(cfg)
     result = linear_eval(
         method.backbone.to(device),
         datamodule.linear_train_dataloader(int(cfg.task.batch_size)),
-        datamodule.val_dataloader(),
+        datamodule.eval_loader(datamodule.test_source),
         datamodule.num_classes,
         epochs=int(cfg.task.epochs),
         lr=float(cfg.task.lr),

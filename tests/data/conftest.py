@@ -75,3 +75,49 @@ def image_tree(tmp_path: Path) -> Path:
             ).save(root / folder / name)
     (root / "classes.txt").write_text("dog\ncat\n")
     return root
+
+
+@pytest.fixture
+def unlabelled_tree(tmp_path: Path) -> Callable[[bool], Path]:
+    """``make(nested)``: a folder of 12 PNGs of mixed sizes and modes (RGB, RGBA, ``L``).
+
+    Flat: every file in the folder itself. Nested: spread over sub-folders of depth one and
+    two, which are not classes.
+    """
+
+    def make(nested: bool) -> Path:
+        root = tmp_path / ("nested" if nested else "flat")
+        modes = ("RGB", "RGBA", "L")
+        for i in range(12):
+            folder = (
+                root / f"part{i % 2}" / (f"deep{i % 3}" if i % 4 == 0 else "") if nested else root
+            )
+            folder.mkdir(parents=True, exist_ok=True)
+            mode = modes[i % 3]
+            size = (12 + 4 * (i % 4), 16 + 2 * (i % 3))
+            Image.new(
+                mode, size, color=(40 + i, 90, 200, 255)[: len(mode)] if mode != "L" else 40 + i
+            ).save(folder / f"img{i}.png")
+        return root
+
+    return make
+
+
+def write_stl10(root: Path, counts: dict[str, int]) -> Path:
+    """A tiny STL-10 copy in its binary format under ``root/stl10_binary``.
+
+    ``counts`` gives the images of ``train``, ``test`` and ``unlabeled``. Image ``i`` of a
+    part is filled with ``i`` in the red channel and its column index in the green one
+    (written column-major, as the real files); labels are ``1 + i % 10``.
+    """
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    column = np.broadcast_to(np.arange(96, dtype=np.uint8)[None, :], (96, 96))
+    for part, n in counts.items():
+        images = np.zeros((n, 96, 96, 3), dtype=np.uint8)
+        images[..., 0] = np.arange(n, dtype=np.uint8)[:, None, None]
+        images[..., 1] = column
+        images.transpose(0, 3, 2, 1).tofile(folder / f"{part}_X.bin")
+        if part != "unlabeled":
+            (1 + np.arange(n) % 10).astype(np.uint8).tofile(folder / f"{part}_y.bin")
+    return root

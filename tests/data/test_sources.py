@@ -29,7 +29,7 @@ def test_mini_assets_are_balanced_cifar(split: str, n: int, per_class: int) -> N
 
 
 def test_build_sources_mini() -> None:
-    train, test = build_sources(DataConfig(name="cifar10_mini"))
+    train, test, _ = build_sources(DataConfig(name="cifar10_mini"))
     assert (len(train), len(test)) == (5000, 1000)
 
 
@@ -121,7 +121,7 @@ def test_unknown_name_lists_valid_names() -> None:
 
 
 def test_imagefolder_converts_modes_and_sorts_classes(image_tree: Path) -> None:
-    train, test = build_sources(DataConfig(name="imagefolder", root=str(image_tree)))
+    train, test, _ = build_sources(DataConfig(name="imagefolder", root=str(image_tree)))
     assert train.classes == ["cat", "dog", "fish"] and test.classes == train.classes
     assert train.labels.tolist() == [0, 0, 0, 1, 1, 2]
     assert test.labels.tolist() == [0, 1]
@@ -138,7 +138,7 @@ def test_imagefolder_class_list_restricts_and_orders(image_tree: Path) -> None:
     cfg = DataConfig(
         name="imagefolder", root=str(image_tree), class_list=str(image_tree / "classes.txt")
     )
-    train, test = build_sources(cfg)
+    train, test, _ = build_sources(cfg)
     assert train.classes == ["dog", "cat"]
     assert train.labels.tolist() == [0, 0, 1, 1, 1]
     assert test.labels.tolist() == [0, 1]

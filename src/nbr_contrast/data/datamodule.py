@@ -15,6 +15,11 @@ the source), so neighbour banks and dataset indices can refer back to images:
 * evaluation (validation, whole-train-set passes): ``{"image": float [3, S, S], "label",
   "index"}`` with ``S = data.image_size``.
 
+Unlabelled training images carry ``"label": -1``. Validation then needs labelled images from
+elsewhere (:class:`~nbr_contrast.data.sources.DataSources`): with a reference set it has two
+loaders, the reference images (the kNN monitor's bank) and the test images; with no test
+images at all, none (:attr:`NbrDataModule.monitored` is false).
+
 When a method asks for neighbour images (CLIM), training items also carry one neighbour of
 the sample drawn per step from a :class:`~nbr_contrast.data.neighbour_table.NeighbourTable`:
 ``"neighbour_views"`` (or ``"neighbour_image"`` for the GPU pipeline) and its dataset index
@@ -41,7 +46,7 @@ from nbr_contrast.data.datasets import ResidentDataset, SourceDataset
 from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.data.neighbour_table import NeighbourTable
 from nbr_contrast.data.sampling import ResidentBatchSampler, ResumableSampler
-from nbr_contrast.data.sources import build_sources
+from nbr_contrast.data.sources import DataSources, build_sources
 from nbr_contrast.data.views import build_eval_transform, build_multiview, build_view_transform
 from nbr_contrast.utils.dist import rank, world_size
 
@@ -57,8 +62,8 @@ def _uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tenso
 
 
 def _check_labels(split: str, labels: np.ndarray, num_classes: int) -> None:
-    """Fail on labels outside ``[0, num_classes)`` when the data loads, not after training."""
-    bad = labels[(labels < 0) | (labels >= num_classes)]
+    """Fail on labels outside ``[0, num_classes)`` (``-1``: unknown) when the data loads."""
+    bad = labels[(labels < -1) | (labels >= num_classes)]
     if bad.size:
         raise ValueError(
             f"data.num_classes={num_classes} but {bad.size} {split} label(s) fall outside "
@@ -97,7 +102,7 @@ class NbrDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self.use_gpu = False
         self.gpu_views: Callable[[Tensor], list[Tensor]] | None = None
-        self._sources: tuple[ImageSource, ImageSource] | None = None
+        self._sources: DataSources | None = None
         self._train_eval: SourceDataset | None = None
         self.neighbours: NeighbourTable | None = None
         self._resident: Tensor | None = None
@@ -114,34 +119,62 @@ class NbrDataModule(L.LightningDataModule):
         """
         if self._sources is not None:
             return
-        train, test = build_sources(self.cfg)
-        if len(train.classes) > int(self.cfg.num_classes):
-            raise ValueError(
-                f"data.num_classes={self.cfg.num_classes} but the dataset has "
-                f"{len(train.classes)} classes; set data.num_classes={len(train.classes)}."
-            )
-        for split, source in (("training", train), ("test", test)):
+        sources = build_sources(self.cfg)
+        named = [("training", sources.train), ("test", sources.test)]
+        named.append(("reference", sources.reference))
+        for split, source in named:
+            if source is None:
+                continue
+            if len(source.classes) > int(self.cfg.num_classes):
+                raise ValueError(
+                    f"data.num_classes={self.cfg.num_classes} but the {split} data has "
+                    f"{len(source.classes)} classes; set data.num_classes={len(source.classes)}."
+                )
             _check_labels(split, np.asarray(source.labels), int(self.cfg.num_classes))
-        self._sources = (train, test)
+        self._sources = sources
+
+    @property
+    def sources(self) -> DataSources:
+        """The training, test and reference sources (built on first use)."""
+        self.setup()
+        assert self._sources is not None
+        return self._sources
 
     @property
     def train_source(self) -> ImageSource:
         """The training images (built on first use)."""
-        self.setup()
-        assert self._sources is not None
-        return self._sources[0]
+        return self.sources.train
 
     @property
-    def test_source(self) -> ImageSource:
-        """The test images (built on first use)."""
-        self.setup()
-        assert self._sources is not None
-        return self._sources[1]
+    def test_source(self) -> ImageSource | None:
+        """The labelled test images (``None`` when there are none)."""
+        return self.sources.test
+
+    @property
+    def reference_source(self) -> ImageSource | None:
+        """Labelled images to classify test images against when training has no label."""
+        return self.sources.reference
+
+    @property
+    def num_unlabelled(self) -> int:
+        """Number of training images without a label (``-1``)."""
+        return int((np.asarray(self.train_source.labels) < 0).sum())
+
+    @property
+    def labelled(self) -> bool:
+        """Whether any training image has a label (the online probe trains on those)."""
+        return self.num_unlabelled < self.num_train
+
+    @property
+    def monitored(self) -> bool:
+        """Whether there are labelled test images to validate on."""
+        return self.test_source is not None and (self.labelled or self.reference_source is not None)
 
     @property
     def classes(self) -> list[str]:
-        """Class names of the training source."""
-        return self.train_source.classes
+        """Class names of the labelled data (the training source's, else the test source's)."""
+        test = self.test_source
+        return self.train_source.classes or ([] if test is None else test.classes)
 
     @property
     def num_classes(self) -> int:
@@ -296,11 +329,24 @@ class NbrDataModule(L.LightningDataModule):
             self._resume_position = None
         return sampler
 
-    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """Test images with the evaluation transform, in order."""
-        return self._loader(
-            self._eval_dataset(self.test_source), int(self.cfg.eval_batch_size), shuffle=False
-        )
+    def val_dataloader(self) -> DataLoader[dict[str, Any]] | list[DataLoader[dict[str, Any]]]:
+        """Labelled images with the evaluation transform, in order.
+
+        The test images; when the training images have no label, the reference images then
+        the test images (two loaders), or none when there is nothing to validate on
+        (:attr:`monitored`).
+        """
+        if not self.monitored:
+            return []
+        assert self.test_source is not None
+        test = self.eval_loader(self.test_source)
+        if self.labelled or self.reference_source is None:
+            return test
+        return [self.eval_loader(self.reference_source), test]
+
+    def eval_loader(self, source: ImageSource) -> DataLoader[dict[str, Any]]:
+        """The images of ``source`` with the evaluation transform, in order."""
+        return self._loader(self._eval_dataset(source), int(self.cfg.eval_batch_size), False)
 
     def index_dataloader(self, shuffle: bool = False) -> DataLoader[dict[str, Any]]:
         """Training images with the evaluation transform (for kNN banks and dataset indices).

@@ -1,9 +1,16 @@
 """Image sources by name: the packaged subset, ``.npz`` JPEG archives, torchvision datasets.
 
-:func:`build_sources` turns a :class:`~nbr_contrast.config.DataConfig` into a ``(train,
-test)`` pair of sources (:mod:`nbr_contrast.data.image_source`): held in memory for every
-kind but image folders, which :mod:`nbr_contrast.data.folders` reads lazily. Every failure
-a user can fix from the config raises a ``DataSourceError`` naming the setting to change.
+:func:`build_sources` turns a :class:`~nbr_contrast.config.DataConfig` into the
+:class:`DataSources` of a run (:mod:`nbr_contrast.data.image_source`): held in memory for
+every kind but image folders, which :mod:`nbr_contrast.data.folders` reads lazily. Every
+failure a user can fix from the config raises a ``DataSourceError`` naming the setting to
+change.
+
+Unlabelled training images carry label ``-1``. Monitoring needs labels, so when no training
+image has one the evaluation data comes from elsewhere: ``data.eval_root`` (a labelled
+folder with ``train/`` and ``val/``), or STL-10's labelled splits for
+``data.split=unlabeled``. Its train split is then the kNN *reference* set (the labelled
+images test images are classified against), its val split the test set.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ import zipfile
 import zlib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from nbr_contrast.data import stl10
 from nbr_contrast.data.folders import folder_sources
 from nbr_contrast.data.image_source import (
     DECODE_ERRORS,
@@ -31,6 +39,21 @@ from nbr_contrast.data.image_source import (
 )
 
 SOURCE_NAMES = ("cifar10_mini", "cifar10", "cifar100", "stl10", "imagefolder", "npz")
+
+
+class DataSources(NamedTuple):
+    """The sources of a run.
+
+    Attributes:
+        train: The training images (label ``-1`` where unknown).
+        test: Labelled test images (validation, kNN report), or ``None`` without any.
+        reference: Labelled images the kNN monitor and report classify ``test`` against
+            when no training image has a label (``None`` otherwise).
+    """
+
+    train: ImageSource
+    test: ImageSource | None
+    reference: ImageSource | None = None
 
 
 def load_npz(
@@ -127,15 +150,9 @@ def _torchvision_split(name: str, root: str | None, train: bool, download: bool)
             f"data.name={name} needs data.root: set data.root to the folder that holds (or "
             "should receive) the dataset files."
         )
-    kinds: dict[str, Any] = {
-        "cifar10": datasets.CIFAR10,
-        "cifar100": datasets.CIFAR100,
-        "stl10": datasets.STL10,
-    }
-    cls = kinds[name]
-    split_arg = {"split": "train" if train else "test"} if name == "stl10" else {"train": train}
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     try:
-        dataset = cls(root=root, download=download, **split_arg)
+        dataset = cls(root=root, download=download, train=train)
     except (RuntimeError, OSError) as err:
         action = "could not be downloaded" if download else "was not found"
         raise DataSourceError(
@@ -143,22 +160,52 @@ def _torchvision_split(name: str, root: str | None, train: bool, download: bool)
             f"machine with internet access, or point data.root at a folder that holds "
             f"torchvision's {cls.base_folder!r} folder."
         ) from err
-    if name == "stl10":
-        images = dataset.data.transpose(0, 2, 3, 1)
-        labels = dataset.labels
-    else:
-        images, labels = dataset.data, dataset.targets
-    return ArraySource(np.ascontiguousarray(images), labels, dataset.classes)
+    return ArraySource(np.ascontiguousarray(dataset.data), dataset.targets, dataset.classes)
 
 
-def build_sources(cfg: Any) -> tuple[ImageSource, ImageSource]:
-    """Build the ``(train, test)`` sources that ``cfg`` describes.
+def _stl10_sources(root: str | None, split: str, download: bool) -> DataSources:
+    """STL-10's training ``split``, its labelled test split and (``unlabeled``) reference.
+
+    For ``data.split=unlabeled`` the labelled train split is the kNN reference set.
+    """
+    if root is None:
+        raise DataSourceError(
+            "data.name=stl10 needs data.root: set data.root to the folder that holds (or "
+            "should receive) the dataset files."
+        )
+    base = Path(root)
+    if download and not (base / stl10.FOLDER / "test_y.bin").is_file():
+        stl10.download(base)
+    train = stl10.training_split(base, split)
+    reference = stl10.labelled_split(base, "train") if split == "unlabeled" else None
+    return DataSources(train, stl10.labelled_split(base, "test"), reference)
+
+
+def _with_eval_root(sources: DataSources, eval_root: str | None, on_corrupt: str) -> DataSources:
+    """Take the test and reference sets from ``data.eval_root`` (unlabelled training only).
+
+    Raises:
+        DataSourceError: If ``data.eval_root`` is set for labelled training images.
+    """
+    if eval_root is None:
+        return sources
+    if bool((np.asarray(sources.train.labels) >= 0).any()):
+        raise DataSourceError(
+            f"data.eval_root={eval_root!r} is for unlabelled training images, but these have "
+            "labels; remove data.eval_root (the training data's own test split is used)."
+        )
+    reference, test = folder_sources(eval_root, None, on_corrupt, labels=True)
+    return DataSources(sources.train, test, reference)
+
+
+def build_sources(cfg: Any) -> DataSources:
+    """Build the sources that ``cfg`` describes.
 
     Args:
         cfg: A :class:`~nbr_contrast.config.DataConfig` (or a DictConfig with its fields).
 
     Returns:
-        ``(train, test)``.
+        The training, test and (for unlabelled training images) reference sources.
 
     Raises:
         DataSourceError: If ``cfg.name`` is unknown or the data cannot be loaded.
@@ -166,16 +213,29 @@ def build_sources(cfg: Any) -> tuple[ImageSource, ImageSource]:
     name = str(cfg.name)
     on_corrupt = str(cfg.on_corrupt)
     check_on_corrupt(on_corrupt)
+    root = None if cfg.root is None else str(cfg.root)
+    eval_root = None if cfg.eval_root is None else str(cfg.eval_root)
+    if name == "stl10":
+        sources = _stl10_sources(root, str(cfg.split), bool(cfg.download))
+    elif name == "imagefolder":
+        labels = None if cfg.labels is None else bool(cfg.labels)
+        sources = DataSources(*folder_sources(root, cfg.class_list, on_corrupt, labels))
+    else:
+        sources = DataSources(*_labelled_sources(cfg, name, root, on_corrupt))
+    return _with_eval_root(sources, eval_root, on_corrupt)
+
+
+def _labelled_sources(
+    cfg: Any, name: str, root: str | None, on_corrupt: str
+) -> tuple[ImageSource, ImageSource]:
+    """``(train, test)`` of the packaged subset, a CIFAR dataset or a pair of ``.npz`` files."""
     if name == "cifar10_mini":
         return mini_source("train"), mini_source("test")
-    if name in ("cifar10", "cifar100", "stl10"):
-        root = None if cfg.root is None else str(cfg.root)
+    if name in ("cifar10", "cifar100"):
         return (
             _torchvision_split(name, root, True, bool(cfg.download)),
             _torchvision_split(name, root, False, bool(cfg.download)),
         )
-    if name == "imagefolder":
-        return folder_sources(cfg.root, cfg.class_list, on_corrupt)
     if name == "npz":
         pair = []
         for setting, path in (

@@ -27,6 +27,7 @@ DPI = 100
 MATCH_COLOR = "tab:green"
 MISMATCH_COLOR = "tab:red"
 QUERY_COLOR = "tab:blue"
+UNKNOWN_COLOR = "tab:gray"
 TSNE_MAX_POINTS = 5000
 LEGEND_MAX_CLASSES = 20
 EMBEDDING_METHODS = ("auto", "pca", "tsne")
@@ -66,7 +67,10 @@ def _show(ax: Axes, image: Tensor, title: str, frame: str) -> None:
 
 
 def _name(class_names: Sequence[str], label: int) -> str:
-    return class_names[label] if 0 <= label < len(class_names) else str(label)
+    """The class name of ``label`` (``"unlabelled"`` for ``-1``)."""
+    if label < 0:
+        return "unlabelled"
+    return class_names[label] if label < len(class_names) else str(label)
 
 
 def plot_neighbour_grid(
@@ -81,8 +85,9 @@ def plot_neighbour_grid(
 ) -> Path:
     """One row per query: the query image, then its retrieved neighbours.
 
-    Each neighbour is framed green when its label equals the query's and red otherwise;
-    its class name (and similarity to the query, when given) is its title.
+    Each neighbour is framed green when its label equals the query's and red otherwise,
+    grey when either label is unknown (``-1``); its class name (and similarity to the
+    query, when given) is its title.
 
     Args:
         query_images: Unnormalised images ``[Q, 3, H, W]`` (uint8, or float in 0..1 or
@@ -133,8 +138,10 @@ def plot_neighbour_grid(
             label = int(neighbour_labels[row, col])
             frame = MATCH_COLOR if label == query_label else MISMATCH_COLOR
             text = _name(class_names, label)
+            if min(label, query_label) < 0:
+                frame, text = UNKNOWN_COLOR, "" if label < 0 else text
             if similarities is not None:
-                text = f"{text} {float(similarities[row, col]):.2f}"
+                text = f"{text} {float(similarities[row, col]):.2f}".strip()
             _show(axes[row, col + 1], neighbour_images[row, col], text, frame)
     top = 1.0 - (0.08 * 1.45 * num_queries + band) / height
     if title:

@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from PIL import ImageOps
 from torch import Tensor
 
 from nbr_contrast.data.image_source import ImageSource
@@ -38,8 +39,13 @@ class SplitFeatures:
 
 
 def source_images(source: ImageSource, indices: Tensor) -> Tensor:
-    """Raw images ``[N, 3, H, W]`` uint8 of ``source`` at ``indices`` (for display)."""
-    arrays = [np.asarray(source.get_image(int(i)).convert("RGB")) for i in indices.flatten()]
+    """Raw images ``[N, 3, H, W]`` uint8 of ``source`` at ``indices`` (for display).
+
+    Images of other sizes than the first are centre-cropped and resized to its size.
+    """
+    images = [source.get_image(int(i)).convert("RGB") for i in indices.flatten()]
+    size = images[0].size
+    arrays = [np.asarray(img if img.size == size else ImageOps.fit(img, size)) for img in images]
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     return images.reshape(*indices.shape, *images.shape[1:])
 
@@ -137,14 +143,17 @@ def neighbour_purity(
 
 
 def grid_queries(test: SplitFeatures, count: int = GRID_QUERIES, seed: int = 0) -> Tensor:
-    """Rows of ``count`` random test images, one per class while classes last."""
+    """Rows of ``count`` random test images, one per class while classes last.
+
+    Images without a label (``-1``) each count as a class of their own.
+    """
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(test.labels), generator=generator)
     picked: list[int] = []
     seen: set[int] = set()
     for i in order.tolist():
         label = int(test.labels[i])
-        if label not in seen:
+        if label < 0 or label not in seen:
             picked.append(i)
             seen.add(label)
         if len(picked) == count:
@@ -152,11 +161,23 @@ def grid_queries(test: SplitFeatures, count: int = GRID_QUERIES, seed: int = 0) 
     return torch.tensor(picked, dtype=torch.long)
 
 
+def without_self(neighbours: Neighbours) -> Neighbours:
+    """``neighbours`` of training queries in the training set minus the first (itself)."""
+    return Neighbours(
+        neighbours.queries,
+        neighbours.query_indices,
+        neighbours.query_labels,
+        neighbours.indices[:, 1:],
+        neighbours.labels[:, 1:],
+        neighbours.similarities[:, 1:],
+    )
+
+
 def neighbour_grid(
     train: SplitFeatures,
-    test: SplitFeatures,
+    test: SplitFeatures | None,
     train_source: ImageSource,
-    test_source: ImageSource,
+    test_source: ImageSource | None,
     path: Path,
     seed: int = 0,
     queries: Sequence[int] | Tensor | None = None,
@@ -165,11 +186,14 @@ def neighbour_grid(
 ) -> Path:
     """Grid of test queries and their nearest training images, with similarities.
 
+    Without test images (``test`` is ``None``) the queries are training images and their
+    neighbours the other training images. Unlabelled images are framed grey.
+
     Args:
         train: Normalised training features.
-        test: Normalised test features.
+        test: Normalised test features, or ``None``.
         train_source: Images of the training features' dataset indices.
-        test_source: Images of the test features' dataset indices.
+        test_source: Images of the test features' dataset indices, or ``None``.
         path: PNG destination.
         seed: Seed of the query choice when ``queries`` is not given.
         queries: Rows of ``test`` to show (default: one random image per class, up to 8).
@@ -179,11 +203,20 @@ def neighbour_grid(
     Returns:
         ``path``.
     """
-    rows = grid_queries(test, GRID_QUERIES, seed) if queries is None else queries
-    nb = nearest_neighbours(train, test, rows, k)
-    purity = 100.0 * float(nb.matches.float().mean())
+    if test is None or test_source is None:
+        test, test_source = train, train_source
+        k = min(k, len(train.labels) - 1)
+        rows = grid_queries(test, GRID_QUERIES, seed) if queries is None else queries
+        nb = without_self(nearest_neighbours(train, test, rows, k + 1))
+    else:
+        rows = grid_queries(test, GRID_QUERIES, seed) if queries is None else queries
+        nb = nearest_neighbours(train, test, rows, k)
+    known = (nb.labels >= 0) & (nb.query_labels[:, None] >= 0)
+    purity = 100.0 * float(nb.matches[known].float().mean()) if bool(known.any()) else None
     default = (
-        f"{k} nearest training images of each test query by cosine similarity "
+        f"{k} nearest training images of each query by cosine similarity (unlabelled: grey)"
+        if purity is None
+        else f"{k} nearest training images of each test query by cosine similarity "
         f"(green: same class, red: other; {purity:.0f}% same class)"
     )
     return plot_neighbour_grid(
@@ -202,18 +235,24 @@ def write_run_plots(
     output_dir: Path,
     trainer: L.Trainer,
     train: SplitFeatures,
-    test: SplitFeatures,
+    test: SplitFeatures | None,
     train_source: ImageSource,
-    test_source: ImageSource,
+    test_source: ImageSource | None,
 ) -> list[Path]:
-    """Write the run's PNGs under ``output_dir/plots`` and log them to TensorBoard."""
+    """Write the run's PNGs under ``output_dir/plots`` and log them to TensorBoard.
+
+    Without test images the grid and the map show training images (uncoloured when they
+    have no label).
+    """
     folder = Path(output_dir) / "plots"
+    shown, shown_source = (train, train_source) if test is None else (test, test_source)
+    assert shown_source is not None
     paths = [
         neighbour_grid(train, test, train_source, test_source, folder / "neighbours.png"),
         plot_embedding_map(
-            test.feats[:MAP_POINTS],
-            test.labels[:MAP_POINTS],
-            test_source.classes,
+            shown.feats[:MAP_POINTS],
+            shown.labels[:MAP_POINTS],
+            shown_source.classes,
             folder / "embedding_map.png",
         ),
     ]

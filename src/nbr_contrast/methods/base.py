@@ -8,6 +8,8 @@ steady-state step never reads a device value back to the host: metrics are logge
 logging steps only and the NaN guard is a device-side record checked there (see
 :mod:`nbr_contrast.methods.guard`). A method implements :meth:`BaseMethod.step` (its heads
 and loss wiring) and, if it uses neighbours, :meth:`BaseMethod.neighbour_specs`.
+Labels only monitor (:mod:`~nbr_contrast.methods.monitor`, ``-1``: unknown); without any,
+the probe and label logs are off and validation loader 0 is the kNN monitor's bank.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from nbr_contrast.eval.knn import knn_predict
-from nbr_contrast.methods.guard import FiniteGuard, NonFiniteRecord
+from nbr_contrast.methods.guard import FiniteGuard, NonFiniteRecord, last_good_state
+from nbr_contrast.methods.monitor import (
+    LABEL_LOGS,
+    knn_monitor_accuracy,
+    probe_cross_entropy,
+)
 from nbr_contrast.methods.optimisation import build_optimiser, param_groups, warmup_cosine_scheduler
 from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_features
 from nbr_contrast.neighbours.bank import NeighbourBank
@@ -106,6 +112,8 @@ class BaseMethod(L.LightningModule):
         self.neighbours: NeighbourIndex | None = None
         self._knn_train: list[tuple[Tensor, Tensor]] = []
         self._knn_val: list[tuple[Tensor, Tensor]] = []
+        self._knn_reference: list[tuple[Tensor, Tensor]] = []
+        self.labelled = True  # whether training images have labels (set from the data)
 
     # ---------------------------------------------------------------- method interface
     def step(self, batch: TrainBatch) -> StepOutput:
@@ -157,13 +165,6 @@ class BaseMethod(L.LightningModule):
         """Concatenate ``x`` from all ranks without gradient (a no-op on one process)."""
         return gather_no_grad(x)
 
-    @staticmethod
-    def neighbour_agreement(labels: Tensor, neighbour_labels: Tensor) -> Tensor:
-        """Fraction of neighbours whose stored label equals the sample's (never a loss)."""
-        valid = neighbour_labels >= 0
-        agree = neighbour_labels == labels.view(-1, *([1] * (neighbour_labels.dim() - 1)))
-        return (agree & valid).float().mean()
-
     # ---------------------------------------------------------------- training
     def on_train_start(self) -> None:
         """Start the NaN guard afresh; move a resumed epoch's kNN monitor to the device."""
@@ -195,17 +196,22 @@ class BaseMethod(L.LightningModule):
         labels = train_batch.labels
         out = self.step(train_batch)
         feats = out.features.detach()
-        probe_loss = F.cross_entropy(self.probe(feats), labels)
+        probe_loss = probe_cross_entropy(self.probe(feats), labels)
         loss = out.loss + probe_loss
         self.finite_guard.update((out.loss, probe_loss), self.global_step, self.current_epoch)
         if log or self._check_due():
             self._check_finite({"loss": out.loss, "probe_loss": probe_loss, **out.logs})
-        logs = {f"train/{k}": v for k, v in out.logs.items()}
-        logs.update({"train/loss": out.loss, "train/probe_loss": probe_loss})
+        logs = {
+            f"train/{k}": v for k, v in out.logs.items() if self.labelled or k not in LABEL_LOGS
+        }
+        logs["train/loss"] = out.loss
+        if self.labelled:
+            logs["train/probe_loss"] = probe_loss
         self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, sync_dist=False)
         if self._trainer is not None and self._trainer.progress_bar_callback is not None:
             self.log("loss", out.loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
-        self._remember_train_features(feats, labels)
+        if self.labelled:
+            self._remember_train_features(feats, labels)
         enqueue = {
             bank: {key: t.detach() for key, t in entries.items()}
             for bank, entries in out.enqueue.items()
@@ -252,10 +258,7 @@ class BaseMethod(L.LightningModule):
 
     def _last_good(self) -> str:
         """Where the last good state is: ``last.ckpt`` when one was saved before the failure."""
-        last = Path(str(self.cfg.get("output_dir", "."))) / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            return f"{last} still holds the last good state."
-        return "no checkpoint was saved before the failure, so there is no good state to resume."
+        return last_good_state(Path(str(self.cfg.get("output_dir", "."))))
 
     def _late_error(self, found: NonFiniteRecord, now: int) -> NonFiniteLossError:
         parts = ", ".join(f"{k}={v:.4g}" for k, v in found.terms.items())
@@ -309,19 +312,27 @@ class BaseMethod(L.LightningModule):
 
     # ---------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        """Start collecting validation features."""
+        """Start collecting validation (and reference) features."""
         self._knn_val = []
+        self._knn_reference = []
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Probe accuracy and features for the kNN monitor."""
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Probe accuracy and features for the kNN monitor (or its bank: loader 0 unlabelled)."""
         images = self._to_memory_format(batch["image"])
-        self.validate_features(self.features(images), batch["label"])
+        feats = self.features(images)
+        if not self.labelled and dataloader_idx == 0:
+            self._knn_reference.append((F.normalize(feats.float(), dim=1), batch["label"]))
+            return
+        self.validate_features(feats, batch["label"])
 
     def validate_features(self, feats: Tensor, labels: Tensor) -> None:
-        """Update the probe metrics and keep the features for the kNN monitor."""
-        logits = self.probe(feats)
-        self.val_probe_top1.update(logits, labels)
-        self.val_probe_top5.update(logits, labels)
+        """Update the probe metrics (if it trains) and keep the features for the kNN monitor."""
+        if self.labelled:
+            logits = self.probe(feats)
+            self.val_probe_top1.update(logits, labels)
+            self.val_probe_top5.update(logits, labels)
         self._knn_val.append((F.normalize(feats.float(), dim=1), labels))
 
     def log_accuracy(self, name: str, metric: MulticlassAccuracy, prog_bar: bool = False) -> None:
@@ -330,21 +341,22 @@ class BaseMethod(L.LightningModule):
         metric.reset()
 
     def on_validation_epoch_end(self) -> None:
-        """Probe accuracy, and kNN accuracy against this epoch's training features (percent)."""
-        self.log_accuracy("val/probe_acc1", self.val_probe_top1, prog_bar=True)
-        self.log_accuracy("val/probe_acc5", self.val_probe_top5)
-        if not self._knn_train or not self._knn_val:
+        """Probe and kNN accuracy (percent); the kNN bank: training (or reference) features."""
+        if self.labelled:
+            self.log_accuracy("val/probe_acc1", self.val_probe_top1, prog_bar=True)
+            self.log_accuracy("val/probe_acc5", self.val_probe_top5)
+        bank = self._knn_train if self.labelled else self._knn_reference
+        if not bank or not self._knn_val:
             return
-        train_f = self.gather(torch.cat([f for f, _ in self._knn_train]))
-        train_y = self.gather(torch.cat([y for _, y in self._knn_train]))
-        val_f = torch.cat([f for f, _ in self._knn_val])
-        val_y = torch.cat([y for _, y in self._knn_val])
-        k = min(int(self.cfg.method.knn_k), train_f.shape[0])
-        scores = knn_predict(
-            train_f, train_y, val_f, k, float(self.cfg.method.knn_temperature), self.num_classes
+        acc = knn_monitor_accuracy(
+            tuple(self.gather(torch.cat(parts)) for parts in zip(*bank, strict=True)),
+            tuple(torch.cat(parts) for parts in zip(*self._knn_val, strict=True)),
+            int(self.cfg.method.knn_k),
+            float(self.cfg.method.knn_temperature),
+            self.num_classes,
         )
-        acc = (scores.argmax(dim=1) == val_y).float().mean() * 100.0
-        self.log("val/knn_acc", acc, prog_bar=True, sync_dist=True)
+        if acc is not None:
+            self.log("val/knn_acc", acc, prog_bar=True, sync_dist=True)
 
     # ---------------------------------------------------------------- optimisation
     def global_batch_size(self) -> int:

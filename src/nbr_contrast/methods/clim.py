@@ -133,8 +133,8 @@ class CLIM(CO2):
         labels = index.labels
         purity = float("nan")
         if labels is not None and len(picked):
-            valid = picked >= 0
             own = labels[counts > 0][:, None].expand_as(picked)
+            valid = (picked >= 0) & (own >= 0)
             purity = float((labels[picked.clamp_min(0)] == own)[valid].float().mean())
         self.selection_stats = {
             "clusters": float(len(nonempty)),

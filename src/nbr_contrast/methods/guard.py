@@ -11,6 +11,7 @@ the end of training).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -75,3 +76,11 @@ class FiniteGuard:
             return None
         values = self.terms.tolist()
         return NonFiniteRecord(step, int(self.epoch), dict(zip(self.names, values, strict=True)))
+
+
+def last_good_state(output_dir: Path) -> str:
+    """Where the last good state is: ``last.ckpt`` when one was saved before the failure."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return f"{last} still holds the last good state."
+    return "no checkpoint was saved before the failure, so there is no good state to resume."

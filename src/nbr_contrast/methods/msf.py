@@ -101,7 +101,8 @@ class MSF(MomentumMethod):
         batch_t, batch_y = self.gather(t), self.gather(labels)
         neighbours, picked = msf_neighbours(t, found.sims, found.embeddings, batch_t)
         candidates = torch.cat([found.payloads["label"], batch_y.expand(t.shape[0], -1)], 1)
-        purity = (candidates.gather(1, picked) == labels[:, None]).float().mean()
+        own = labels[:, None]
+        purity = ((candidates.gather(1, picked) == own) & (own >= 0)).float().mean()
         return neighbours, purity
 
     def step(self, batch: TrainBatch) -> StepOutput:

@@ -39,6 +39,7 @@ from torch import Tensor
 from nbr_contrast.config import MethodConfig
 from nbr_contrast.losses import nnclr_loss
 from nbr_contrast.methods.base import BaseMethod, StepOutput, TrainBatch
+from nbr_contrast.methods.monitor import neighbour_agreement
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.index import BankSpec
@@ -127,7 +128,7 @@ class NNCLR(BaseMethod):
         )
         logs: dict[str, Tensor | float] = {}
         if nn_labels1 is not None:
-            logs["nn_acc"] = self.neighbour_agreement(labels, nn_labels1)
+            logs["nn_acc"] = neighbour_agreement(labels, nn_labels1)
         z1n = F.normalize(z1.detach(), dim=1)
         return StepOutput(
             loss=loss,

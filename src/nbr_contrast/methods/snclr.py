@@ -182,7 +182,8 @@ class SNCLR(MomentumMethod):
         )
         with torch.no_grad():
             w = weights if weights is not None else snclr_weights(y, neighbours)
-            same = (found.payloads["label"] == labels[:, None]).float()
+            own = labels[:, None]
+            same = ((found.payloads["label"] == own) & (own >= 0)).float()
             stats = {
                 "weight_mean": w.mean(),
                 "weight_entropy": -(w * w.clamp_min(1e-12).log()).sum(1).mean(),

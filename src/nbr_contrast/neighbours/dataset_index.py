@@ -135,10 +135,11 @@ class DatasetIndex:
 
     def neighbour_purity(self) -> float | None:
         """Fraction of kNN edges joining images of the same label (``None`` without labels)."""
-        if self.labels is None:
+        if self.labels is None or not bool((self.labels >= 0).any()):
             return None
+        known = self.labels >= 0
         same = self.labels[self.knn_ids] == self.labels[:, None]
-        return float(same.float().mean())
+        return float(same[known].float().mean())
 
     def to(self, device: str | torch.device) -> DatasetIndex:
         """Move every tensor to ``device``; returns the index."""

@@ -27,6 +27,7 @@ from nbr_contrast.reliability.validation import (
     ConfigError,
     is_user_error,
     validate_config,
+    validate_labels,
     validate_neighbour_counts,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "run_folder",
     "save_diagnostic_checkpoint",
     "validate_config",
+    "validate_labels",
     "validate_neighbour_counts",
     "write_resume_note",
 ]

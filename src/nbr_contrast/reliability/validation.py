@@ -36,6 +36,7 @@ PRECISIONS = (
     "transformer-engine-float16",
 )
 SINGLE_VIEW_METHODS = ("cone", "supervised")
+SUPERVISED_METHODS = ("cone", "supervised")
 SETTING = re.compile(
     r"\b(?:method|backbone|data|trainer|optim|index|logger|task)\.[a-z_]+\b|\b(?:ckpt|resume)\b"
 )
@@ -223,6 +224,24 @@ def validate_neighbour_counts(setting: str, ks: Iterable[int], num_train: int) -
                 f"{setting}: k={k} must be between 1 and the {num_train} training images; "
                 f"lower {setting}."
             )
+
+
+def validate_labels(cfg: DictConfig, unlabelled: int) -> None:
+    """Refuse a supervised method when training images have no label.
+
+    Args:
+        cfg: The run config.
+        unlabelled: Number of training images without a label.
+
+    Raises:
+        ConfigError: Naming ``method`` and the fix.
+    """
+    if unlabelled and str(cfg.method.name) in SUPERVISED_METHODS:
+        _fail(
+            f"method={cfg.method.name} trains on labels but {unlabelled} training image(s) of "
+            f"data={cfg.data.name} have none; use a self-supervised method (e.g. "
+            "method=nnclr) or labelled training data."
+        )
 
 
 def requested_devices(devices: object) -> int | None:

@@ -1,0 +1,65 @@
+"""End to end: NNCLR pretrains on unlabelled folders, monitored or not; CoNe refuses them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from nbr_contrast import api
+from nbr_contrast.reliability import ConfigError
+
+from ..runs import PX16, SMALL_NNCLR
+
+UNLABELLED = [*PX16, *SMALL_NNCLR, "data=imagefolder", "data.batch_size=8", "data.num_classes=3"]
+
+
+def test_nested_unlabelled_folder_trains_with_monitoring_off(
+    tiny_cfg: Callable[..., DictConfig],
+    unlabelled_tree: Callable[[bool], Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = tiny_cfg(*UNLABELLED, f"data.root={unlabelled_tree(True)}", "plots=true")
+    summary = api.fit(cfg)
+    assert "the probe, kNN monitor, nn_acc and kNN report are off" in caplog.text
+    assert summary["steps"] == 1
+    assert summary["knn_acc_before@5"] is None and summary["knn_acc_after@5"] is None
+    assert summary["online_knn_acc"] is None and summary["linear_probe_acc1"] is None
+    written = json.loads((Path(cfg.output_dir) / "summary.json").read_text())
+    assert written["knn_acc_after@5"] is None
+    assert {Path(p).name for p in summary["plots"]} >= {"neighbours.png", "embedding_map.png"}
+    metrics = (Path(cfg.output_dir) / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss" in metrics
+    assert not any(k in metrics for k in ("nn_acc", "probe", "val/"))
+
+
+def test_flat_unlabelled_folder_with_a_labelled_eval_set(
+    tiny_cfg: Callable[..., DictConfig],
+    unlabelled_tree: Callable[[bool], Path],
+    image_tree: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = tiny_cfg(
+        *UNLABELLED,
+        f"data.root={unlabelled_tree(False)}",
+        "data.labels=false",
+        f"data.eval_root={image_tree}",
+    )
+    summary = api.fit(cfg)
+    assert "the online probe and nn_acc are off" in caplog.text
+    assert summary["linear_probe_acc1"] is None
+    for key in ("knn_acc_before@5", "knn_acc_after@5", "online_knn_acc"):
+        assert 0.0 <= summary[key] <= 100.0
+
+
+@pytest.mark.parametrize("method", ["cone", "supervised"])
+def test_supervised_methods_refuse_unlabelled_data(
+    tiny_cfg: Callable[..., DictConfig], unlabelled_tree: Callable[[bool], Path], method: str
+) -> None:
+    cfg = tiny_cfg(*PX16, "data=imagefolder", f"data.root={unlabelled_tree(False)}")
+    cfg.method = api.compose([f"method={method}"]).method
+    with pytest.raises(ConfigError, match=rf"method={method} trains on labels"):
+        api.fit(cfg)
