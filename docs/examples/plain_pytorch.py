@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nbr_contrast.config import BackboneConfig, DataConfig, ViewConfig
+from nbr_contrast.config import BackboneConfig
 from nbr_contrast.data.gpu_views import GpuViews
 from nbr_contrast.data.sources import mini_source
+from nbr_contrast.data_config import DataConfig, ViewConfig
 from nbr_contrast.losses import nnclr_loss
 from nbr_contrast.models.backbones import build_backbone
 from nbr_contrast.models.heads import MLPHead
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> tuple[nn.Module, NeighbourBank, list[
     views = GpuViews([ViewConfig(size), ViewConfig(size, solarize_p=0.2)], stats.mean, stats.std)
 
     # ResNet-18 with the small-image stem, NNCLR's projector (BN last) and predictor.
-    backbone = build_backbone(BackboneConfig("resnet18"), image_size=size)
+    backbone = build_backbone(BackboneConfig(name="resnet18"), image_size=size)
     projector = MLPHead(backbone.out_dim, [2048, 2048], 256, last_bn=True)
     predictor = MLPHead(256, [4096], 256)
     model = nn.ModuleDict({"backbone": backbone, "projector": projector, "predictor": predictor})

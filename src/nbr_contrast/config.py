@@ -1,7 +1,8 @@
 """Structured (dataclass) configs: the schema every Hydra config is validated against.
 
 Each config group in ``conf/`` (``method``, ``backbone``, ``data``, ``trainer``, ``optim``,
-``index``, ``logger``, ``task``) starts from one of these dataclasses, so an unknown key or a
+``index``, ``logger``, ``task``) starts from one of these dataclasses (the data and view
+schemas are in :mod:`nbr_contrast.data_config`), so an unknown key or a
 value of the wrong type fails at composition time with the key's name. Method configs live
 beside their method (``methods/nnclr.py`` holds ``NNCLRConfig``) and subclass
 :class:`MethodConfig`; :func:`nbr_contrast.schemas.register_configs` puts every schema in
@@ -13,136 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
-SMALL_IMAGE_MAX = 64
-"""Images of at most this many pixels a side are "small" (CIFAR-like): ResNets get the 3x3
-stem, and view recipes take their small-image values (``${nbr.if_small:...}``)."""
-
-
-def if_small(image_size: Any, small: Any, large: Any) -> Any:
-    """``small`` for images of at most :data:`SMALL_IMAGE_MAX` px a side, else ``large``.
-
-    Registered as the OmegaConf resolver ``nbr.if_small``: a view recipe in ``conf/views/``
-    writes ``blur_p: ${nbr.if_small:${data.image_size},0.0,1.0}`` where the small-image
-    (CIFAR) recipe and the large-image (ImageNet) recipe of its source differ.
-    """
-    return small if int(image_size) <= SMALL_IMAGE_MAX else large
-
-
-def scaled(image_size: Any, factor: Any) -> int:
-    """``round(image_size × factor)``: resolver ``nbr.scaled``, a view at a fraction of the size."""
-    return max(1, round(int(image_size) * float(factor)))
-
-
-OmegaConf.register_new_resolver("nbr.if_small", if_small, replace=True)
-OmegaConf.register_new_resolver("nbr.scaled", scaled, replace=True)
-
-CROP_KINDS = ("rrc", "pad", "none")
-"""The values of :attr:`ViewConfig.crop`."""
-
-
-@dataclass
-class ViewConfig:
-    """One augmentation pipeline that produces one view of an image.
-
-    The same fields drive the CPU pipeline (``data/views.py``) and the GPU pipeline
-    (``data/gpu_views.py``), so both sample from the same distributions.
-
-    Attributes:
-        size: Output side length in pixels.
-        crop: ``"rrc"`` random-resized crop, ``"pad"`` pad-and-random-crop (CIFAR
-            supervised recipe), or ``"none"`` (plain resize).
-        crop_scale: Area fraction range of the random-resized crop.
-        crop_ratio: Aspect-ratio range of the random-resized crop.
-        pad: Padding in pixels for ``crop="pad"``.
-        flip_p: Probability of a horizontal flip.
-        jitter_p: Probability of applying colour jitter.
-        brightness: Brightness jitter strength.
-        contrast: Contrast jitter strength.
-        saturation: Saturation jitter strength.
-        hue: Hue jitter strength (at most 0.5).
-        grayscale_p: Probability of converting to grayscale.
-        blur_p: Probability of a Gaussian blur.
-        blur_sigma: Range of the blur's standard deviation in pixels (drawn uniformly).
-        solarize_p: Probability of solarisation.
-        solarize_threshold: Solarisation threshold in [0, 1].
-    """
-
-    size: int = 32
-    crop: str = "rrc"
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
-    pad: int = 4
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    grayscale_p: float = 0.2
-    blur_p: float = 0.0
-    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
-    solarize_p: float = 0.0
-    solarize_threshold: float = 0.5
-
-
-@dataclass
-class DataConfig:
-    """Dataset, views and loader settings.
-
-    Attributes:
-        name: Source kind: ``cifar10_mini`` (ships with the package), ``cifar10``,
-            ``cifar100``, ``stl10``, ``imagefolder`` or ``npz``.
-        root: Dataset folder (torchvision datasets, image folders).
-        labels: Whether an image folder's images have labels: ``True`` (``train/`` and
-            ``val/`` class folders), ``False`` (every image under ``root``, unlabelled) or
-            ``None`` (detect: a folder without ``train/`` and ``val/`` is unlabelled, said
-            in one line). Only for ``name=imagefolder``.
-        split: STL-10's training split: ``train`` (5,000 labelled images),
-            ``train+unlabeled`` (plus the 100,000 unlabelled ones) or ``unlabeled``.
-        eval_root: A labelled image folder (``train/`` and ``val/`` class folders) that
-            evaluates a run on unlabelled training images: the kNN monitor and report
-            classify its ``val/`` images against its ``train/`` images. Without it (or
-            STL-10's labelled splits) unlabelled training runs with no monitoring.
-        train_path: Training ``.npz`` file (``name=npz``).
-        test_path: Test ``.npz`` file (``name=npz``).
-        class_list: Optional text file with one class folder name per line, restricting an
-            image folder to those classes (e.g. ImageNet-100).
-        download: Let torchvision download the dataset when it is missing.
-        num_classes: Number of classes (for probes and classifiers).
-        image_size: Side length of evaluation images.
-        mean: Per-channel normalisation mean.
-        std: Per-channel normalisation standard deviation.
-        batch_size: Per-device training batch size.
-        eval_batch_size: Per-device batch size for validation and feature extraction.
-        num_workers: Data loader worker processes.
-        pipeline: ``cpu`` (per-sample transforms in loader workers), ``gpu`` (uint8 images
-            augmented in batches on the device) or ``auto`` (GPU when training on a GPU).
-        views: One pipeline per view.
-        on_corrupt: ``fail`` or ``skip`` images that cannot be decoded.
-    """
-
-    name: str = "cifar10_mini"
-    root: str | None = None
-    labels: bool | None = None
-    split: str = "train"
-    eval_root: str | None = None
-    train_path: str | None = None
-    test_path: str | None = None
-    class_list: str | None = None
-    download: bool = False
-    num_classes: int = 10
-    image_size: int = 32
-    mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
-    std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
-    batch_size: int = 256
-    eval_batch_size: int = 512
-    num_workers: int = 2
-    pipeline: str = "auto"
-    views: list[ViewConfig] = field(default_factory=lambda: [ViewConfig(), ViewConfig()])
-    on_corrupt: str = "fail"
-
+from nbr_contrast.data_config import DataConfig
 
 BACKBONE_SOURCES = ("torchvision", "timm", "custom")
 """The values of :attr:`BackboneConfig.source`."""

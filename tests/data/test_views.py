@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from nbr_contrast.config import ViewConfig
 from nbr_contrast.data.views import (
     MultiView,
     build_eval_transform,
     build_multiview,
     build_view_transform,
 )
+from nbr_contrast.data_config import ViewConfig
 
 MEAN = [0.5, 0.4, 0.3]
 STD = [0.2, 0.25, 0.3]

@@ -39,38 +39,23 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
-from nbr_contrast.config import DataConfig, ViewConfig
 from nbr_contrast.data.datasets import ResidentDataset, SourceDataset
 from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.data.neighbour_table import NeighbourTable
 from nbr_contrast.data.sampling import ResidentBatchSampler, ResumableSampler
-from nbr_contrast.data.sources import DataSources, build_sources
-from nbr_contrast.data.views import build_eval_transform, build_multiview, build_view_transform
+from nbr_contrast.data.sources import DataSources, build_sources, check_labels
+from nbr_contrast.data.views import (
+    build_eval_transform,
+    build_multiview,
+    build_view_transform,
+    uint8_transform,
+)
+from nbr_contrast.data_config import DataConfig, ViewConfig
 from nbr_contrast.utils.dist import rank, world_size
 
 PIPELINES = ("auto", "cpu", "gpu")
 LINEAR_VIEW = ViewConfig(crop="rrc", flip_p=0.5, jitter_p=0.0, grayscale_p=0.0)
-
-
-def _uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tensor]:
-    """Images for the GPU pipeline: as stored, or resized and centre-cropped if lazy."""
-    if source.as_uint8() is not None:
-        return v2.ToPureTensor()
-    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.ToPureTensor()])
-
-
-def _check_labels(split: str, labels: np.ndarray, num_classes: int) -> None:
-    """Fail on labels outside ``[0, num_classes)`` (``-1``: unknown) when the data loads."""
-    bad = labels[(labels < -1) | (labels >= num_classes)]
-    if bad.size:
-        raise ValueError(
-            f"data.num_classes={num_classes} but {bad.size} {split} label(s) fall outside "
-            f"[0, {num_classes}) (e.g. {int(bad[0])}); set data.num_classes="
-            f"{max(int(labels.max()) + 1, num_classes)} or relabel the data (labels count "
-            "from 0)."
-        )
 
 
 class NbrDataModule(L.LightningDataModule):
@@ -130,7 +115,7 @@ class NbrDataModule(L.LightningDataModule):
                     f"data.num_classes={self.cfg.num_classes} but the {split} data has "
                     f"{len(source.classes)} classes; set data.num_classes={len(source.classes)}."
                 )
-            _check_labels(split, np.asarray(source.labels), int(self.cfg.num_classes))
+            check_labels(split, np.asarray(source.labels), int(self.cfg.num_classes))
         self._sources = sources
 
     @property
@@ -238,7 +223,7 @@ class NbrDataModule(L.LightningDataModule):
             return ResidentDataset(self.train_source, self.train_device(), self.neighbours)
         if self.resolved_pipeline == "gpu":
             size = max(int(v.size) for v in self.cfg.views)
-            transform = _uint8_transform(self.train_source, size)
+            transform = uint8_transform(self.train_source, size)
             return SourceDataset(self.train_source, transform, "image", self.neighbours)
         views = list(self.cfg.views)
         transform = build_multiview(views, self.cfg.mean, self.cfg.std)

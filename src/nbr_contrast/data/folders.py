@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
 from nbr_contrast.data.image_source import (
@@ -221,6 +220,8 @@ def folder_sources(
     base = Path(root)
     if labels is False or (labels is None and base.is_dir() and not has_split_folders(base)):
         if labels is None:
+            from lightning.pytorch.utilities import rank_zero_info  # not needed by plain loops
+
             rank_zero_info(
                 f"data.root={str(root)!r} has no train/ and val/ class folders: training on "
                 "every image under it without labels (data.labels=false)."

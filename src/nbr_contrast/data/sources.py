@@ -1,6 +1,6 @@
 """Image sources by name: the packaged subset, ``.npz`` JPEG archives, torchvision datasets.
 
-:func:`build_sources` turns a :class:`~nbr_contrast.config.DataConfig` into the
+:func:`build_sources` turns a :class:`~nbr_contrast.data_config.DataConfig` into the
 :class:`DataSources` of a run (:mod:`nbr_contrast.data.image_source`): held in memory for
 every kind but image folders, which :mod:`nbr_contrast.data.folders` reads lazily. Every
 failure a user can fix from the config raises a ``DataSourceError`` naming the setting to
@@ -202,7 +202,7 @@ def build_sources(cfg: Any) -> DataSources:
     """Build the sources that ``cfg`` describes.
 
     Args:
-        cfg: A :class:`~nbr_contrast.config.DataConfig` (or a DictConfig with its fields).
+        cfg: A :class:`~nbr_contrast.data_config.DataConfig` (or a DictConfig with its fields).
 
     Returns:
         The training, test and (for unlabelled training images) reference sources.
@@ -247,3 +247,15 @@ def _labelled_sources(
             pair.append(load_npz(path, on_corrupt, setting))
         return pair[0], pair[1]
     raise DataSourceError(f"data.name={name!r} is unknown; valid names: {', '.join(SOURCE_NAMES)}.")
+
+
+def check_labels(split: str, labels: np.ndarray, num_classes: int) -> None:
+    """Fail on labels outside ``[0, num_classes)`` (``-1``: unknown) when the data loads."""
+    bad = labels[(labels < -1) | (labels >= num_classes)]
+    if bad.size:
+        raise ValueError(
+            f"data.num_classes={num_classes} but {bad.size} {split} label(s) fall outside "
+            f"[0, {num_classes}) (e.g. {int(bad[0])}); set data.num_classes="
+            f"{max(int(labels.max()) + 1, num_classes)} or relabel the data (labels count "
+            "from 0)."
+        )

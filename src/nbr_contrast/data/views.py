@@ -1,6 +1,6 @@
 """Per-sample CPU view augmentation with ``torchvision.transforms.v2``.
 
-:func:`build_view_transform` turns one :class:`~nbr_contrast.config.ViewConfig` into a
+:func:`build_view_transform` turns one :class:`~nbr_contrast.data_config.ViewConfig` into a
 transform from a PIL image (or a ``uint8`` ``[3, H, W]`` tensor) to a normalised ``float32``
 ``[3, size, size]`` tensor, in BYOL order: crop, flip, colour jitter, grayscale, blur,
 solarise. The batched GPU pipeline (``data/gpu_views.py``) samples from the same
@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
-from nbr_contrast.config import CROP_KINDS, ViewConfig
 from nbr_contrast.data.gpu_ops import blur_kernel_size
+from nbr_contrast.data.image_source import ImageSource
+from nbr_contrast.data_config import CROP_KINDS, ViewConfig
 
 Transform = Callable[[Any], Tensor]
 
@@ -160,3 +161,10 @@ def build_multiview(
         ValueError: If ``views`` is empty or a crop kind is unknown.
     """
     return MultiView([build_view_transform(v, mean, std) for v in views])
+
+
+def uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tensor]:
+    """Images for the GPU pipeline: as stored, or resized and centre-cropped if lazy."""
+    if source.as_uint8() is not None:
+        return v2.ToPureTensor()
+    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.ToPureTensor()])

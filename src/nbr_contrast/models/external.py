@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -126,6 +125,8 @@ def build_custom(cfg: BackboneConfig, image_size: int) -> nn.Module:
             "backbone=custom needs backbone._target_=<dotted path of your nn.Module class>."
         )
     try:
+        from hydra.utils import get_object  # plain training loops need no Hydra
+
         factory = get_object(str(target))
     except Exception as error:
         raise ValueError(f"backbone._target_={target} cannot be imported: {error}") from error
