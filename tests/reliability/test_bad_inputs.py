@@ -32,11 +32,14 @@ CASES = [
     (["data.views=[]"], "data.views has 0 view(s) but method=nnclr needs at least 2"),
     (["method.knn_k=500"], "method.knn_k: k=500 must be between 1 and the 100 training images"),
     (["method.queue_size=0"], "method.queue_size=0 must be positive"),
-    (["data.num_classes=5"], "data.num_classes=5 but the dataset has 10 classes"),
+    (
+        ["data.num_classes=5"],
+        "data.num_classes=5 but the training data has 10 classes; set data.num_classes=10",
+    ),
     (["data.on_corrupt=ignore"], "data.on_corrupt='ignore' is not one of ('fail', 'skip')"),
     (["data.train_path=/no/such.npz"], "data.train_path='/no/such.npz' does not exist"),
     (["data.train_path={corrupt}"], "cannot be decoded (cannot identify image file"),
-    (["data=imagefolder", "data.root={empty}"], "must hold train/ and val/ (or test/)"),
+    (["data=imagefolder", "data.root={empty}"], "data.root: no images found in"),
     (["data.train_path={empty_npz}"], "(empty, truncated or another format: No data left"),
     (["data.train_path={truncated}"], "(empty, truncated or another format: File is not a zip"),
     (
