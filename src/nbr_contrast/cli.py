@@ -73,7 +73,7 @@ def _record_failure(hydra_cfg: Any, error: BaseException, code: int | None) -> N
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from nbr_contrast.methods.base import NonFiniteLossError
+    from nbr_contrast.methods.guard import NonFiniteLossError
     from nbr_contrast.reliability import RunInterrupted, is_user_error, resume_command
     from nbr_contrast.reliability.run_lock import discard_if_unused
     from nbr_contrast.tasks import run_task

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from nbr_contrast.build import build_method
@@ -65,3 +66,18 @@ def test_short_run_warns_that_the_momentum_encoder_keeps_its_init(
         warnings.simplefilter("always")
         fit_small(tiny_cfg(*CO2_SMALL, "method.momentum=0.0", "method.final_momentum=0.0"))
     assert not [w for w in caught if "random initialisation" in str(w.message)]
+
+
+def test_checkpoint_from_before_the_momentum_base_loads(
+    tiny_cfg: Callable[..., DictConfig],
+) -> None:
+    # before MomentumMethod every method had an ema_last_step buffer
+    nnclr = build_method(tiny_cfg("method=nnclr", "method.queue_size=64"))
+    checkpoint = {"state_dict": {**nnclr.state_dict(), "ema_last_step": torch.tensor(7)}}
+    nnclr.on_load_checkpoint(checkpoint)
+    nnclr.load_state_dict(checkpoint["state_dict"], strict=True)
+    co2 = build_method(tiny_cfg(*CO2_SMALL))
+    checkpoint = {"state_dict": {**co2.state_dict(), "ema_last_step": torch.tensor(7)}}
+    co2.on_load_checkpoint(checkpoint)
+    co2.load_state_dict(checkpoint["state_dict"], strict=True)
+    assert int(co2.ema_last_step) == 7

@@ -26,12 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from nbr_contrast.methods.guard import FiniteGuard, NonFiniteRecord, last_good_state
-from nbr_contrast.methods.monitor import (
-    LABEL_LOGS,
-    knn_monitor_accuracy,
-    probe_cross_entropy,
+from nbr_contrast.methods.guard import (
+    FiniteGuard,
+    NonFiniteLossError,
+    NonFiniteRecord,
+    last_good_state,
 )
+from nbr_contrast.methods.monitor import LABEL_LOGS, knn_monitor_accuracy, probe_cross_entropy
 from nbr_contrast.methods.optimisation import build_optimiser, param_groups, warmup_cosine_scheduler
 from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_features
 from nbr_contrast.neighbours.bank import NeighbourBank
@@ -80,10 +81,6 @@ class TrainBatch:
     indices: Tensor
     neighbour_views: list[Tensor] | None = None
     neighbour_indices: Tensor | None = None
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a loss term is NaN or infinite."""
 
 
 class BaseMethod(L.LightningModule):
@@ -292,10 +289,13 @@ class BaseMethod(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore a stopped epoch's kNN monitor features (a resumed epoch does not restart).
 
-        They move to the model's device in :meth:`on_train_start`.
+        They move to the model's device in :meth:`on_train_start`. Checkpoints older than
+        ``MomentumMethod`` hold ``ema_last_step`` for every method: dropped where unused.
         """
         saved = checkpoint.get(KNN_MONITOR_KEY)
         self._knn_train = [] if saved is None else [saved]
+        if not hasattr(self, "ema_last_step"):
+            checkpoint.get("state_dict", {}).pop("ema_last_step", None)
 
     def on_train_end(self) -> None:
         """A run never ends quietly after a non-finite loss."""

@@ -17,6 +17,10 @@ import torch
 from torch import Tensor
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss term is NaN or infinite."""
+
+
 @dataclass(frozen=True)
 class NonFiniteRecord:
     """The first non-finite loss seen, as read back from the device.
