@@ -101,7 +101,7 @@ def test_val_and_index_loaders_are_unaugmented_and_ordered() -> None:
     assert shuffled.tolist() != list(range(100))
 
 
-def test_gpu_pipeline_resizes_lazy_folder_images(image_tree: Path) -> None:
+def test_gpu_pipeline_crops_lazy_folder_images_per_view(image_tree: Path) -> None:
     dm = module(
         name="imagefolder",
         root=str(image_tree),
@@ -112,7 +112,11 @@ def test_gpu_pipeline_resizes_lazy_folder_images(image_tree: Path) -> None:
         image_size=16,
     )
     batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (2, 3, 24, 24) and batch["image"].dtype == torch.uint8
+    assert "image" not in batch and [c.shape for c in batch["crops"]] == [
+        (2, 3, 24, 24),
+        (2, 3, 16, 16),
+    ]
+    assert all(c.dtype == torch.uint8 for c in batch["crops"])
     assert next(iter(dm.val_dataloader()))["image"].shape == (2, 3, 16, 16)
 
 

@@ -10,8 +10,9 @@ the source), so neighbour banks and dataset indices can refer back to images:
   whole dataset lives on the device as one ``uint8 [N, 3, H, W]`` tensor; after the batch
   is moved, the images are gathered by index there and turned into ``"views"`` by
   :attr:`NbrDataModule.gpu_views`, so the loader never decodes, copies or augments an image;
-* training, ``pipeline=gpu`` with a lazy source (image folders): ``{"image": uint8
-  [3, H, W], "label", "index"}`` decoded on the CPU, augmented on the device;
+* training, ``pipeline=gpu`` with a lazy source (image folders): ``{"crops": [uint8
+  [3, s, s], ...], "label", "index"}``, each view's crop cut from the full image on the CPU
+  (:mod:`nbr_contrast.data.crops`), the rest of the views made on the device;
 * evaluation (validation, whole-train-set passes): ``{"image": float [3, S, S], "label",
   "index"}`` with ``S = data.image_size``.
 
@@ -22,7 +23,7 @@ images at all, none (:attr:`NbrDataModule.monitored` is false).
 
 When a method asks for neighbour images (CLIM), training items also carry one neighbour of
 the sample drawn per step from a :class:`~nbr_contrast.data.neighbour_table.NeighbourTable`:
-``"neighbour_views"`` (or ``"neighbour_image"`` for the GPU pipeline) and its dataset index
+``"neighbour_views"`` (``"neighbour_crops"`` on the GPU pipeline of a lazy source) and its index
 ``"neighbour_index"``. The datasets are in :mod:`nbr_contrast.data.datasets`, their order in
 :mod:`nbr_contrast.data.sampling`.
 """
@@ -40,17 +41,13 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from nbr_contrast.data.crops import CropDataset
 from nbr_contrast.data.datasets import ResidentDataset, SourceDataset
 from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.data.neighbour_table import NeighbourTable
 from nbr_contrast.data.sampling import ResidentBatchSampler, ResumableSampler
 from nbr_contrast.data.sources import DataSources, build_sources, check_labels
-from nbr_contrast.data.views import (
-    build_eval_transform,
-    build_multiview,
-    build_view_transform,
-    uint8_transform,
-)
+from nbr_contrast.data.views import build_eval_transform, build_multiview, build_view_transform
 from nbr_contrast.data_config import DataConfig, ViewConfig
 from nbr_contrast.utils.dist import rank, world_size
 
@@ -66,8 +63,9 @@ class NbrDataModule(L.LightningDataModule):
         seed: Seed of the training order.
         use_gpu: Set by the builder when training runs on a GPU; makes ``pipeline=auto``
             resolve to ``gpu``.
-        gpu_views: Batched view generator (``uint8 [B, 3, H, W] -> list of views``) applied
-            in :meth:`on_after_batch_transfer` to ``pipeline=gpu`` batches; set from outside.
+        gpu_views: Batched view generator (``uint8 [B, 3, H, W]``, or one ``uint8`` batch of
+            crops per view, -> list of views) applied in :meth:`on_after_batch_transfer` to
+            ``pipeline=gpu`` batches; set from outside.
 
     Args:
         cfg: The data config (dataclass or DictConfig).
@@ -86,7 +84,7 @@ class NbrDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.seed = int(seed)
         self.use_gpu = False
-        self.gpu_views: Callable[[Tensor], list[Tensor]] | None = None
+        self.gpu_views: Callable[[Tensor | list[Tensor]], list[Tensor]] | None = None
         self._sources: DataSources | None = None
         self._train_eval: SourceDataset | None = None
         self.neighbours: NeighbourTable | None = None
@@ -222,9 +220,7 @@ class NbrDataModule(L.LightningDataModule):
         if self.resolved_pipeline == "gpu" and self.train_source.as_uint8() is not None:
             return ResidentDataset(self.train_source, self.train_device(), self.neighbours)
         if self.resolved_pipeline == "gpu":
-            size = max(int(v.size) for v in self.cfg.views)
-            transform = uint8_transform(self.train_source, size)
-            return SourceDataset(self.train_source, transform, "image", self.neighbours)
+            return CropDataset(self.train_source, list(self.cfg.views), self.neighbours)
         views = list(self.cfg.views)
         transform = build_multiview(views, self.cfg.mean, self.cfg.std)
         pair = build_multiview(views[:2], self.cfg.mean, self.cfg.std)
@@ -378,9 +374,8 @@ class NbrDataModule(L.LightningDataModule):
         """Make a ``pipeline=gpu`` training batch's views on the device it was moved to."""
         if self.gpu_views is None or not isinstance(batch, dict) or "views" in batch:
             return batch
-        if "image" in batch and batch["image"].dtype == torch.uint8:
-            images = batch.pop("image")
-            neighbours = batch.pop("neighbour_image", None)
+        if "crops" in batch:
+            images, neighbours = batch.pop("crops"), batch.pop("neighbour_crops", None)
         elif "image" not in batch:
             resident = self.resident_images(batch["index"].device)
             images = resident[batch["index"]]

@@ -8,7 +8,8 @@ that layout (flat, or nested any way) is a set of unlabelled images
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -100,10 +101,23 @@ class PathSource(ImageSource):
         Raises:
             DataSourceError: If the file cannot be decoded.
         """
+        with self.open_image(i) as img:
+            return to_rgb(img)
+
+    @contextmanager
+    def open_image(self, i: int) -> Iterator[Image.Image]:
+        """Open file ``i``, not yet decoded (see :meth:`ImageSource.open_image`).
+
+        Yields:
+            The opened file, valid inside the ``with`` block.
+
+        Raises:
+            DataSourceError: If the file cannot be opened or decoded inside the block.
+        """
         path = self.paths[i]
         try:
             with Image.open(path) as img:
-                return to_rgb(img)
+                yield img
         except DECODE_ERRORS as err:
             raise DataSourceError(
                 f"image {i} ({str(path)!r}) cannot be decoded ({err}); set "

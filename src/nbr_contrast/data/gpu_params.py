@@ -211,6 +211,7 @@ def sample_view_params(
     w: int,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    cropped: bool = False,
 ) -> dict[str, Tensor]:
     """Draw every random parameter of one view for a batch.
 
@@ -223,12 +224,15 @@ def sample_view_params(
         w: Source image width.
         generator: Source of randomness (see the module docstring).
         device: Device of the returned tensors.
+        cropped: The images are this view's random-resized crops already
+            (:mod:`nbr_contrast.data.crops`): draw no crop boxes.
 
     Returns:
-        Named parameter tensors; ops whose probability is zero have none.
+        Named parameter tensors; ops whose probability is zero, and the crop of ``cropped``
+        images, have none.
     """
     params: dict[str, Tensor] = {}
-    if view.crop == "rrc":
+    if view.crop == "rrc" and not cropped:
         scale, ratio = tuple(view.crop_scale), tuple(view.crop_ratio)
         params["boxes"] = random_resized_crop_params(b, h, w, scale, ratio, generator, device)
     elif view.crop == "pad":

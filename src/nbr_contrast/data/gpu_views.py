@@ -7,6 +7,11 @@ order, grayscale, Gaussian blur, solarisation and normalisation. Every op draws 
 parameters in one batched call (:mod:`nbr_contrast.data.gpu_params`) and transforms the whole
 batch at once (:mod:`nbr_contrast.data.gpu_ops`), so there is no Python loop over samples.
 
+Two input contracts: one ``uint8`` batch of same-size images (in-memory sources such as
+CIFAR), cropped on the device for every view; or one batch of tiles per view whose
+random-resized crops were already cut from the full images in the loader workers
+(:mod:`nbr_contrast.data.crops`, lazily decoded sources), which ``rrc`` views do not crop again.
+
 Known differences from the CPU pipeline: the random-resized crop samples the source image
 bilinearly without antialiasing (identical when the crop is upscaled, as on CIFAR-sized
 images), and samples at the crop's edge are interpolated with the neighbouring source pixels
@@ -15,7 +20,8 @@ rather than replicated from the crop's own border.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -31,8 +37,10 @@ def apply_view(
 ) -> Tensor:
     """Make one view of a ``uint8`` batch from parameters drawn by :func:`sample_view_params`.
 
-    Crop, flip, colour jitter, grayscale, blur, solarise and normalise, in that order. Has no
-    randomness of its own, so it can be compiled (:class:`GpuViews` with ``compile=True``).
+    Crop, flip, colour jitter, grayscale, blur, solarise and normalise, in that order. An
+    ``rrc`` view without ``"boxes"`` (``cropped`` images, see :func:`sample_view_params`)
+    keeps the images' own framing. Has no randomness of its own, so it can be compiled
+    (:class:`GpuViews` with ``compile=True``).
 
     Args:
         images: ``uint8`` RGB images ``[B, 3, H, W]``.
@@ -45,11 +53,11 @@ def apply_view(
         The normalised ``float32`` view ``[B, 3, size, size]``.
     """
     x = images.to(dtype=torch.float32, memory_format=torch.contiguous_format) / 255
-    if view.crop == "rrc":
+    if "boxes" in params:
         x = ops.apply_crops(x, params["boxes"], view.size)
     elif view.crop == "pad":
         x = ops.pad_crop(x, params["offsets"], view.size, view.pad)
-    else:
+    elif view.crop == "none":
         x = ops.resize(x, view.size)
     x = x.contiguous()
     if "flip" in params:
@@ -66,7 +74,9 @@ def apply_view(
     return ops.normalize(x, mean, std)
 
 
-def random_view(images: Tensor, view: ViewConfig, mean: Tensor, std: Tensor) -> Tensor:
+def random_view(
+    images: Tensor, view: ViewConfig, mean: Tensor, std: Tensor, cropped: bool = False
+) -> Tensor:
     """One view of a ``uint8`` batch with parameters from torch's global generator.
 
     :func:`sample_view_params` followed by :func:`apply_view`, as one function so that
@@ -77,17 +87,18 @@ def random_view(images: Tensor, view: ViewConfig, mean: Tensor, std: Tensor) -> 
         view: The view's config.
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
+        cropped: The images are this view's random-resized crops already.
 
     Returns:
         The normalised ``float32`` view ``[B, 3, size, size]``.
     """
     b, _, h, w = images.shape
-    params = sample_view_params(view, b, h, w, None, images.device)
+    params = sample_view_params(view, b, h, w, None, images.device, cropped)
     return apply_view(images, params, view, mean, std)
 
 
 class GpuViews(torch.nn.Module):
-    """Make one augmented, normalised view per :class:`ViewConfig` from a ``uint8`` batch.
+    """Make one augmented, normalised view per :class:`ViewConfig` from ``uint8`` images.
 
     Each view runs crop, flip, colour jitter, grayscale, blur, solarise and normalise; ops
     whose probability is zero are skipped. In eager mode a view is a few hundred small ops,
@@ -122,7 +133,10 @@ class GpuViews(torch.nn.Module):
         for view in views:
             if view.crop not in CROP_KINDS:
                 raise ValueError(f"unknown crop {view.crop!r}; expected one of {CROP_KINDS}")
-        self.views = [OmegaConf.to_object(v) if isinstance(v, DictConfig) else v for v in views]
+        self.views = [
+            cast(ViewConfig, OmegaConf.to_object(v)) if isinstance(v, DictConfig) else v
+            for v in views
+        ]
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32), False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32), False)
         self.compiled = compile
@@ -134,32 +148,51 @@ class GpuViews(torch.nn.Module):
         )
 
     @torch.no_grad()
-    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+    def forward(
+        self, images: Tensor | Sequence[Tensor], generator: torch.Generator | None = None
+    ) -> list[Tensor]:
         """Augment a batch once per view.
 
         Args:
-            images: ``uint8`` RGB images ``[B, 3, H, W]`` (any memory format).
+            images: ``uint8`` RGB images ``[B, 3, H, W]`` (any memory format), cropped for
+                every view; or, pre-cropped (:mod:`nbr_contrast.data.crops`), one ``uint8``
+                batch ``[B, 3, size, size]`` per view for the first ``len(images)`` views,
+                whose ``rrc`` crops are not redone.
             generator: Source of randomness; the same seed gives the same views. ``None``
                 uses torch's global generator of the images' device.
 
         Returns:
-            One ``float32`` tensor ``[B, 3, size, size]`` per view.
+            One ``float32`` tensor ``[B, 3, size, size]`` per view (per given batch).
 
         Raises:
-            ValueError: If ``images`` is not a ``uint8`` ``[B, 3, H, W]`` tensor.
+            ValueError: If ``images`` does not fit either contract.
         """
-        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(
-                f"expected uint8 images [B, 3, H, W], got {images.dtype} {tuple(images.shape)}"
-            )
-        b, _, h, w = images.shape
-        if self.mean.device != images.device:
-            self.to(images.device)
+        cropped = not isinstance(images, Tensor)
+        batches = [images] * len(self.views) if isinstance(images, Tensor) else list(images)
+        if not 0 < len(batches) <= len(self.views):
+            raise ValueError(f"got {len(batches)} batches of crops for {len(self.views)} views")
+        pairs = list(zip(self.views[: len(batches)], batches, strict=True))
+        for view, batch in pairs:
+            _check(batch, view.size if cropped else None)
+        if len({batch.shape[0] for batch in batches}) > 1:
+            raise ValueError(f"batches of crops differ in length: {[len(b) for b in batches]}")
+        if self.mean.device != batches[0].device:
+            self.to(batches[0].device)
         mean, std = self.mean, self.std
         if self.compiled and generator is None:
-            return [self.random_view(images, view, mean, std) for view in self.views]
+            return [self.random_view(batch, view, mean, std, cropped) for view, batch in pairs]
         out = []
-        for view in self.views:
-            params = sample_view_params(view, b, h, w, generator, images.device)
-            out.append(self.apply_view(images, params, view, mean, std))
+        for view, batch in pairs:
+            b, _, h, w = batch.shape
+            params = sample_view_params(view, b, h, w, generator, batch.device, cropped)
+            out.append(self.apply_view(batch, params, view, mean, std))
         return out
+
+
+def _check(images: Tensor, size: int | None) -> None:
+    """Fail unless ``images`` is ``uint8 [B, 3, H, W]`` (with ``H = W = size`` if given)."""
+    shape = tuple(images.shape)
+    ok = images.dtype == torch.uint8 and images.dim() == 4 and shape[1] == 3
+    if not ok or (size is not None and shape[2:] != (size, size)):
+        want = "H, W" if size is None else f"{size}, {size}"
+        raise ValueError(f"expected uint8 images [B, 3, {want}], got {images.dtype} {shape}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
@@ -100,6 +101,22 @@ class ImageSource(ABC):
         Returns:
             The image.
         """
+
+    @contextmanager
+    def open_image(self, i: int) -> Iterator[Image.Image]:
+        """Open image ``i`` for a single use, possibly not yet decoded.
+
+        A source that reads files yields the opened file, so the caller can still ask for a
+        reduced-size decode (Pillow's ``draft``) before decoding it (e.g. with :func:`to_rgb`);
+        the default yields :meth:`get_image`.
+
+        Args:
+            i: Dataset index in ``[0, len(self))``.
+
+        Yields:
+            The image, valid inside the ``with`` block.
+        """
+        yield self.get_image(i)
 
     def as_uint8(self) -> np.ndarray | None:
         """Return every image as one ``uint8`` array ``[N, H, W, 3]``, or ``None`` if lazy."""

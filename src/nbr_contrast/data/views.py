@@ -17,7 +17,6 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from nbr_contrast.data.gpu_ops import blur_kernel_size
-from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.data_config import CROP_KINDS, ViewConfig
 
 Transform = Callable[[Any], Tensor]
@@ -161,10 +160,3 @@ def build_multiview(
         ValueError: If ``views`` is empty or a crop kind is unknown.
     """
     return MultiView([build_view_transform(v, mean, std) for v in views])
-
-
-def uint8_transform(source: ImageSource, size: int) -> Callable[[Tensor], Tensor]:
-    """Images for the GPU pipeline: as stored, or resized and centre-cropped if lazy."""
-    if source.as_uint8() is not None:
-        return v2.ToPureTensor()
-    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.ToPureTensor()])
