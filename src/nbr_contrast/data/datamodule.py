@@ -290,12 +290,21 @@ class NbrDataModule(L.LightningDataModule):
                 f"data.batch_size={batch_size} is larger than the {len(dataset)} training "
                 "images; lower data.batch_size."
             )
-        trainer = self.trainer
-        ranks, this = (
-            (trainer.world_size, trainer.global_rank) if trainer else (world_size(), rank())
-        )
         if isinstance(dataset, ResidentDataset):
-            return self._resident_loader(dataset, batch_size, ranks, this)
+            return self._resident_loader(dataset, batch_size, *self._ranks())
+        return self.resumable_loader(dataset, batch_size)
+
+    def _ranks(self) -> tuple[int, int]:
+        """``(world size, this rank)`` of the trainer, else of the process group."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer else (world_size(), rank())
+
+    def resumable_loader(self, dataset: Dataset[Any], batch_size: int) -> DataLoader[Any]:
+        """Training batches of ``dataset`` in a sharded, resumable order (``drop_last``).
+
+        The dataset gets :class:`ResumableSampler` keys; :meth:`resume_at` sets the start.
+        """
+        ranks, this = self._ranks()
         sampler = self._start(ResumableSampler(dataset, batch_size, self.seed, ranks, this))
         return self._loader(dataset, batch_size, False, sampler)
 
@@ -345,19 +354,16 @@ class NbrDataModule(L.LightningDataModule):
         return self._loader(self.train_eval_dataset(), int(self.cfg.eval_batch_size), shuffle)
 
     def linear_train_dataloader(self, batch_size: int) -> DataLoader[dict[str, Any]]:
-        """Shuffled training images for linear evaluation: random-resized crop and flip only.
+        """Training images for linear evaluation and fine-tuning: random-resized crop and flip.
 
-        Items are ``{"image": float [3, S, S], "label", "index"}`` with ``S = data.image_size``.
-
-        Args:
-            batch_size: Images per batch.
-
-        Returns:
-            The loader (seeded order, ``drop_last`` off).
+        Items are ``{"image": float [3, S, S], "label", "index"}`` with ``S = data.image_size``,
+        ``batch_size`` per rank, in a :meth:`resumable_loader` order (each item's crop and
+        flip seeded by the run's seed, the epoch and its index).
         """
         view = replace(LINEAR_VIEW, size=int(self.cfg.image_size))
         transform = build_view_transform(view, self.cfg.mean, self.cfg.std)
-        return self._loader(SourceDataset(self.train_source, transform, "image"), batch_size, True)
+        dataset = SourceDataset(self.train_source, transform, "image")
+        return self.resumable_loader(dataset, batch_size)
 
     # ------------------------------------------------------------------- device
     def train_device(self) -> torch.device:
