@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -136,7 +137,7 @@ class HeadClassifier(L.LightningModule):
             groups += decayed_groups(self.backbone.named_parameters(), blocks, decay, wd)
         return groups
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """SGD or AdamW at ``task.lr * global batch / 256``; per-step warm-up and cosine."""
         lr = float(self.task.lr) * self.global_batch() / 256
         groups = self.param_groups()
@@ -147,7 +148,8 @@ class HeadClassifier(L.LightningModule):
         else:
             opt = torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM)
         total = int(self.trainer.estimated_stepping_batches)
-        warmup = round(float(self.task.warmup_epochs) * total / max(1, self.trainer.max_epochs))
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        warmup = round(float(self.task.warmup_epochs) * total / epochs)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: warmup_cosine(step, total, warmup)
         )

@@ -17,8 +17,15 @@ from typing import Any
 from torch import nn
 
 BLOCK = re.compile(r"(?:^|\.)(?:encoder\.layers\.encoder_layer_|blocks\.)(\d+)\.")
-EMBEDDING = ("conv_proj", "class_token", "encoder.pos_embedding", "patch_embed", "cls_token")
-EMBEDDING += ("pos_embed", "reg_token")
+EMBEDDING = (
+    "conv_proj",
+    "class_token",
+    "encoder.pos_embedding",
+    "patch_embed",
+    "cls_token",
+    "pos_embed",
+    "reg_token",
+)
 NO_DECAY_NAMES = ("class_token", "pos_embedding", "cls_token", "pos_embed", "reg_token")
 
 
