@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from nbr_contrast import api
 from nbr_contrast.eval import head_task
-from nbr_contrast.reliability import RunInterrupted
+from nbr_contrast.reliability import ConfigError, RunInterrupted
 
 from ..runs import CPU_RUN, PX16, SMALL_NNCLR
 
@@ -106,7 +106,10 @@ class SignalAt(L.Callback):
 def test_sigterm_then_resume_matches_an_uninterrupted_linear_run(
     pretrained: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stopped mid-epoch 0, resumed with resume=true: the same head, bit for bit."""
+    """Stopped mid-epoch 0, resumed with resume=true: the same head, bit for bit.
+
+    A resume with another recipe (``task.*``) is refused before any work.
+    """
     run = [*HEAD, "task.batch_size=16", "trainer.limit_train_batches=3"]
     straight = api.evaluate(pretrained, "linear", run, tmp_path / "straight")
     stopped = tmp_path / "stopped"
@@ -123,6 +126,8 @@ def test_sigterm_then_resume_matches_an_uninterrupted_linear_run(
             api.evaluate(pretrained, "linear", run, stopped)
     assert stop.value.step == 2
     assert "resume=true" in (stopped / "RESUME.md").read_text()
+    with pytest.raises(ConfigError, match=r"task\.lr=0\.2 \(was 0\.1\)"):
+        api.evaluate(pretrained, "linear", [*run, "task.lr=0.2", "resume=true"], stopped)
     resumed = api.evaluate(pretrained, "linear", [*run, "resume=true"], stopped)
     assert resumed["resumed_from"] == str(stopped / "checkpoints" / "last.ckpt")
     assert (resumed["top1"], resumed["top5"]) == (straight["top1"], straight["top5"])

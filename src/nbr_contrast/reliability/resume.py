@@ -371,14 +371,18 @@ def write_resume_note(cfg: DictConfig) -> Path:
     block, cd = ("bash", f"cd {shlex.quote(os.getcwd())}\n") if cli else ("python", "")
     every = int(cfg.trainer.checkpoint_every_n_steps)
     when = "at every epoch end" + (f" and every {every} steps" if every else "")
+    tail = (
+        "The settings must stay as they were.\n"
+        if str(cfg.task.name) in HEAD_TASKS
+        else "Change `trainer.max_epochs` on that line to train longer; the other settings must\n"
+        "stay as they were.\n"
+    )
     text = (
         "# Resuming this run\n\n"
         f"`checkpoints/last.ckpt` is written {when}, and when the run receives SIGTERM or\n"
         "SIGINT (Ctrl-C). To continue from it (model, optimiser, schedule, EMA, neighbour\n"
         "banks, RNG states and the position in the epoch), run from the same folder:\n\n"
-        f"```{block}\n{cd}{command}\n```\n\n"
-        "Change `trainer.max_epochs` on that line to train longer; the other settings must\n"
-        "stay as they were.\n"
+        f"```{block}\n{cd}{command}\n```\n\n{tail}"
     )
     path = Path(cfg.output_dir) / RESUME_NOTE
     path.parent.mkdir(parents=True, exist_ok=True)
