@@ -167,7 +167,7 @@ def test_finetune_a_resnet_with_mixup_trains_the_backbone(pretrained: str, tmp_p
 
 
 def test_finetune_a_vit_with_layer_decay(tiny_data: list[str], tmp_path: Path) -> None:
-    vit = ["backbone=vit_tiny", "backbone.patch_size=4"]
+    vit = ["backbone=vit_tiny", "backbone.patch_size=4", "trainer.precision=32-true"]
     ckpt = pretrain(tmp_path / "pretrained", tiny_data, *vit)
     run = [*HEAD, "task.epochs=1", "task.batch_size=16", "task.layer_decay=0.5"]
     run += ["task.warmup_epochs=0", "trainer.limit_train_batches=2"]
