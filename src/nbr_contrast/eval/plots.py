@@ -246,18 +246,13 @@ def curves_figure(metrics_csv: str | Path, keys: Sequence[str] | None = None) ->
 def plot_curves(
     metrics_csv: str | Path, path: str | Path, keys: Sequence[str] | None = None
 ) -> Path:
-    """Save :func:`curves_figure` of ``metrics_csv`` (accuracies in percent, losses apart).
-
-    Args:
-        metrics_csv: The CSVLogger ``metrics.csv``.
-        path: PNG destination.
-        keys: Metrics to draw (see :func:`curves_figure`).
+    """Save :func:`curves_figure` of ``metrics_csv`` and ``keys`` as the PNG ``path``.
 
     Returns:
         ``path`` as a ``Path``.
 
     Raises:
-        ValueError: If the file has no ``epoch`` column or no selected metric has a value.
+        ValueError: As :func:`curves_figure` does.
     """
     return _save(curves_figure(metrics_csv, keys), path)
 
