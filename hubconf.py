@@ -11,7 +11,7 @@ Load with::
 (``resnet18_backbone.json``) must lie beside it. The model comes back in eval mode: a backbone
 maps images ``[B, 3, H, W]`` to features ``[B, F]``, a projector (``"projector"``, from
 ``task.projector=true``) maps features to embeddings. The package is imported from this
-clone's ``src`` when it is not installed.
+clone's ``src`` (put first on ``sys.path``) unless it is already imported.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ dependencies = ["torch", "torchvision", "omegaconf", "safetensors"]
 
 
 def _load(weights: str | Path, kind: str) -> nn.Module:
-    try:
-        from nbr_contrast.models.rebuild import load_exported
-    except ModuleNotFoundError as error:
-        if error.name != "nbr_contrast":
-            raise
-        sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
-        from nbr_contrast.models.rebuild import load_exported
+    if "nbr_contrast" not in sys.modules:  # this clone's code, not another installed version
+        src = str(Path(__file__).resolve().parent / "src")
+        if src not in sys.path:
+            sys.path.insert(0, src)
+    from nbr_contrast.models.rebuild import load_exported
+
     return load_exported(weights, kind)
 
 

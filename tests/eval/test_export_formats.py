@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,25 @@ def test_loading_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
     (tmp_path / "swapped.json").write_text(Path(vit["metadata_path"]).read_text())
     with pytest.raises(ValueError, match=r"does not fit the vit model of swapped\.json: missing"):
         load_exported(swapped)
+
+
+def test_hub_in_a_fresh_interpreter_uses_this_clone(tmp_path: Path) -> None:
+    backbone = small_stem_resnet18()
+    info = export_backbone(backbone, tmp_path / "resnet18_backbone.pth", "resnet18")
+    x = torch.randn(2, 3, 32, 32)
+    torch.save({"x": x, "expected": outputs(backbone, x)}, tmp_path / "io.pt")
+    script = (
+        "import sys, torch\n"
+        f"model = torch.hub.load({str(REPO)!r}, 'backbone', "
+        f"weights={info['safetensors_path']!r}, source='local')\n"
+        "import nbr_contrast\n"
+        f"assert nbr_contrast.__file__.startswith({str(REPO / 'src')!r}), nbr_contrast.__file__\n"
+        f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
+        "with torch.no_grad():\n"
+        "    assert torch.equal(model(io['x']), io['expected'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
