@@ -277,17 +277,18 @@ def export_method(
             backbone :func:`export_backbone` cannot export.
     """
     backbone: nn.Module = method.backbone
-    head = getattr(method, "projector", None)
+    arch = str(backbone.arch)
+    head = getattr(method, "projector", None) if projector else None
     if projector and not isinstance(head, MLPHead):
         raise ValueError(
             f"task.projector=true but {type(method).__name__} has no MLPHead projector to "
             "export; drop task.projector."
         )
     out = Path(output_dir)
-    result = export_backbone(backbone, out / f"{backbone.arch}_backbone.pth", backbone.arch)
+    result = export_backbone(backbone, out / f"{arch}_backbone.pth", arch)
     parts = [result]
-    if projector:
-        result["projector"] = export_projector(head, out / f"{backbone.arch}_projector.pth")
+    if isinstance(head, MLPHead):
+        result["projector"] = export_projector(head, out / f"{arch}_projector.pth")
         parts.append(result["projector"])
     keys = ("path", "safetensors_path", "metadata_path")
     result["files"] = [part[key] for part in parts for key in keys]
