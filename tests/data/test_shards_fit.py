@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from nbr_contrast import api
 from nbr_contrast.data.datamodule import NbrDataModule
-from nbr_contrast.reliability import RunInterrupted
+from nbr_contrast.reliability import ConfigError, RunInterrupted
 
 from ..reliability.test_resume import SignalAt, _final_state, _with_callback
 from ..runs import PX16, SMALL_NNCLR, TINY
@@ -88,6 +88,9 @@ def test_sigterm_mid_epoch_then_resume_matches_the_uninterrupted_run(
         _with_callback(m, SignalAt(1, signal.SIGTERM))
         with pytest.raises(RunInterrupted):
             api.fit(_cfg(tmp_path / "stopped", pattern, *run))
+    workers = _cfg(tmp_path / "stopped", pattern, *run, "resume=true", "data.num_workers=2")
+    with pytest.raises(ConfigError, match=r"data\.num_workers=2 \(was 0\)"):
+        api.fit(workers)  # the workers share the shards: another count, another order
     api.fit(_cfg(tmp_path / "stopped", pattern, *run, "resume=true"))
     straight, resumed = _final_state(tmp_path / "straight"), _final_state(tmp_path / "stopped")
     assert resumed["global_step"] == 6
