@@ -14,7 +14,7 @@ from nbr_contrast.data.shards import ShardSource, expand_shards
 from nbr_contrast.data.sources import build_sources
 from nbr_contrast.data_config import DataConfig
 
-from .shard_files import number_of, write_shards
+from .shard_files import encoded, number_of, write_shards
 
 
 def test_samples_are_numbered_in_shard_order_and_read_back_by_index(tmp_path: Path) -> None:
@@ -79,6 +79,24 @@ def test_bad_shards_fail_with_the_setting_and_the_fix(tmp_path: Path) -> None:
     shutil.make_archive(str(tmp_path / "badshard"), "tar", bad)
     with pytest.raises(DataSourceError, match=r"has cls b'cat', not a class index"):
         ShardSource(str(tmp_path / "badshard.tar"))
+
+
+def test_corrupt_images_fail_when_read_or_are_dropped_at_setup(tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for n, data in enumerate([encoded(0, "png"), b"not an image", encoded(2, "png")]):
+        (folder / f"s{n}.png").write_bytes(data)
+        (folder / f"s{n}.cls").write_text(str(n))
+    shutil.make_archive(str(tmp_path / "corrupt"), "tar", folder)
+    shard = str(tmp_path / "corrupt.tar")
+    with pytest.raises(DataSourceError, match=r"image 1 \(in shard .*\) cannot be decoded"):
+        ShardSource(shard).get_image(1)
+    with pytest.warns(UserWarning, match=r"skipped 1 corrupt image\(s\)"):
+        kept = ShardSource(shard, on_corrupt="skip")
+    assert kept.labels.tolist() == [0, 2] and kept.counts == [2]
+    assert number_of(kept.get_image(1)) == 2
+    with pytest.raises(DataSourceError, match=r"data\.val_shards: 3 sample\(s\) have no cls"):
+        ShardSource(write_shards(tmp_path / "u", [3], False), True, setting="data.val_shards")
 
 
 def _epoch(counts: list[int], ranks: int, workers: int, batch: int, epoch: int) -> list[list[int]]:

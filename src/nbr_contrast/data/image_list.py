@@ -31,7 +31,7 @@ def read_list(path: str | Path) -> list[tuple[int, Path, str | None]]:
     for number, line in enumerate(listing.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        name, _, label = line.rstrip("\r\n").partition("\t")
+        name, _, label = line.partition("\t")
         entries.append((number, listing.parent / name.strip(), label.strip() or None))
     if not entries:
         raise DataSourceError(f"{SETTING}={str(listing)!r} lists no image.")

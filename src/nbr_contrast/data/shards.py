@@ -152,6 +152,7 @@ class ShardSource(ImageSource):
         setting: str = "data.shards",
     ) -> None:
         check_on_corrupt(on_corrupt)
+        self._open: tuple[int, str, int] | None = None  # (pid, path, fd) of the last read
         index = ShardIndex(expand_shards(shards, setting))
         missing = [p for p in index.paths if not Path(p).is_file()]
         if missing:
@@ -177,7 +178,6 @@ class ShardSource(ImageSource):
         self.counts = np.bincount(self.shard, minlength=len(self.paths)).tolist()
         top = int(self.labels.max())
         self.classes = [str(c) for c in range(top + 1)]
-        self._open: tuple[int, str, int] | None = None  # (pid, path, fd) of the last read
 
     def _check_labels(self, labels: bool | None, setting: str) -> None:
         if labels is False:
@@ -186,9 +186,13 @@ class ShardSource(ImageSource):
         missing = int((self.labels < 0).sum())
         if labels and missing:
             where = self.paths[int(self.shard[int(np.argmax(self.labels < 0))])]
-            raise DataSourceError(
-                f"{setting}: {missing} sample(s) have no cls label (e.g. in {where!r}) but "
+            fix = (
                 "data.labels=true; set data.labels=false to train on them unlabelled."
+                if setting == "data.shards"
+                else "test shards need one per sample."
+            )
+            raise DataSourceError(
+                f"{setting}: {missing} sample(s) have no cls label (e.g. in {where!r}) but {fix}"
             )
 
     def _drop_unreadable(self) -> None:
