@@ -82,7 +82,7 @@ def test_sigterm_mid_epoch_then_resume_matches_the_uninterrupted_run(
 ) -> None:
     """As for other data (``tests/reliability/test_resume.py``): bitwise."""
     pattern = write_shards(tmp_path / "shards", [6, 6, 6, 6])
-    run = ["trainer.max_epochs=2", "trainer.limit_train_batches=3"]
+    run = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "knn_report=false"]
     api.fit(_cfg(tmp_path / "straight", pattern, *run))
     with monkeypatch.context() as m:
         _with_callback(m, SignalAt(1, signal.SIGTERM))
