@@ -260,6 +260,7 @@ class TaskConfig:
         label_smoothing: Label smoothing of the cross-entropy.
         k: kNN neighbour counts (several at once).
         temperature: kNN temperature.
+        projector: ``task=export`` also writes the projection head and its recipe.
     """
 
     name: str = "fit"
@@ -276,6 +277,7 @@ class TaskConfig:
     label_smoothing: float = 0.0
     k: list[int] = field(default_factory=lambda: [20, 200])
     temperature: float = 0.1
+    projector: bool = False
 
 
 @dataclass

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from nbr_contrast.config import BackboneConfig, TaskConfig
 from nbr_contrast.eval.classifier import HeadClassifier, build_mixup
-from nbr_contrast.eval.head_data import FeatureDataset, ShardSampler
+from nbr_contrast.eval.head_data import FeatureDataset, RankSliceSampler
 from nbr_contrast.eval.head_task import check_task
 from nbr_contrast.eval.layer_decay import decayed_groups, layer_id, num_blocks
 from nbr_contrast.eval.report import SplitFeatures
@@ -73,9 +73,9 @@ def test_frozen_backbone_stays_in_eval_mode_without_gradients() -> None:
 
 
 def test_shards_cover_the_test_set_once_without_padding() -> None:
-    shards = [list(ShardSampler(11, 2, r)) for r in range(2)]
+    shards = [list(RankSliceSampler(11, 2, r)) for r in range(2)]
     assert sorted(shards[0] + shards[1]) == list(range(11))
-    assert [len(ShardSampler(11, 2, r)) for r in range(2)] == [6, 5]
+    assert [len(RankSliceSampler(11, 2, r)) for r in range(2)] == [6, 5]
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ from nbr_contrast.data.datasets import ResidentDataset, SourceDataset
 from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.data.neighbour_table import NeighbourTable
 from nbr_contrast.data.sampling import ResidentBatchSampler, ResumableSampler
+from nbr_contrast.data.shard_sampler import training_sampler
 from nbr_contrast.data.sources import DataSources, build_sources, check_labels
 from nbr_contrast.data.views import (
     build_eval_transform,
@@ -300,13 +301,12 @@ class NbrDataModule(L.LightningDataModule):
         return (trainer.world_size, trainer.global_rank) if trainer else (world_size(), rank())
 
     def resumable_loader(self, dataset: Dataset[Any], batch_size: int) -> DataLoader[Any]:
-        """Training batches of ``dataset`` in a sharded, resumable order (``drop_last``).
-
-        The dataset gets :class:`ResumableSampler` keys; :meth:`resume_at` sets the start.
-        """
-        ranks, this = self._ranks()
-        sampler = self._start(ResumableSampler(dataset, batch_size, self.seed, ranks, this))
-        return self._loader(dataset, batch_size, False, sampler)
+        """``drop_last`` training batches in the sharded, resumable training order."""
+        workers = int(self.cfg.num_workers)  # WebDataset shards are split over them too
+        order = training_sampler(
+            self.train_source, dataset, batch_size, self.seed, *self._ranks(), workers
+        )
+        return self._loader(dataset, batch_size, False, self._start(order))
 
     def _resident_loader(
         self, dataset: ResidentDataset, batch_size: int, ranks: int, this: int
@@ -356,9 +356,9 @@ class NbrDataModule(L.LightningDataModule):
     def linear_train_dataloader(self, batch_size: int) -> DataLoader[dict[str, Any]]:
         """Training images for linear evaluation and fine-tuning: random-resized crop and flip.
 
-        Items are ``{"image": float [3, S, S], "label", "index"}`` with ``S = data.image_size``,
-        ``batch_size`` per rank, in a :meth:`resumable_loader` order (each item's crop and
-        flip seeded by the run's seed, the epoch and its index).
+        Items ``{"image": float [3, S, S], "label", "index"}`` (``S = data.image_size``),
+        ``batch_size`` per rank, in the :meth:`resumable_loader` order (crop and flip seeded
+        per item).
         """
         view = replace(LINEAR_VIEW, size=int(self.cfg.image_size))
         transform = build_view_transform(view, self.cfg.mean, self.cfg.std)

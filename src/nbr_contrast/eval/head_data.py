@@ -5,7 +5,7 @@ and flip, :meth:`~nbr_contrast.data.datamodule.NbrDataModule.linear_train_datalo
 with ``task.precompute``, from fixed feature tensors; both follow the seeded, rank-sharded,
 resumable order of :class:`~nbr_contrast.data.sampling.ResumableSampler`, so a run on N
 ranks with batch B draws the same images per step as one process with batch N*B. The test
-images are split over the ranks without padding (:class:`ShardSampler`), so the synced
+images are split over the ranks without padding (:class:`RankSliceSampler`), so the synced
 accuracy counts every test image exactly once.
 """
 
@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -24,24 +25,27 @@ from nbr_contrast.utils.dist import rank, world_size
 
 
 class FeatureDataset(Dataset[dict[str, Tensor]]):
-    """Precomputed features as items ``{"feature", "label", "index"}``.
+    """Precomputed features as items ``{"feature", "label", "index"}`` by dataset index.
 
-    Keys are dataset indices or a sampler's ``(index, seed)`` pairs (the seed is unused).
+    Keys are dataset indices (``split.indices``) or a sampler's ``(index, seed)`` pairs (the
+    seed is unused), so any training order of the images serves their features.
     """
 
     def __init__(self, split: SplitFeatures) -> None:
         self.split = split
+        self.position = torch.full((int(split.indices.max()) + 1,), -1, dtype=torch.long)
+        self.position[split.indices] = torch.arange(split.indices.shape[0])
 
     def __len__(self) -> int:
         return int(self.split.labels.shape[0])
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
-        i = key[0] if isinstance(key, tuple) else key
+        i = self.position[key[0] if isinstance(key, tuple) else key]
         s = self.split
         return {"feature": s.feats[i], "label": s.labels[i], "index": s.indices[i]}
 
 
-class ShardSampler(Sampler[int]):
+class RankSliceSampler(Sampler[int]):
     """Indices ``rank, rank + world, ...`` of a dataset of ``size`` items: no padding."""
 
     def __init__(self, size: int, ranks: int, this: int) -> None:
@@ -94,5 +98,5 @@ class HeadDataModule(L.LightningDataModule):
             assert self.data.test_source is not None
             loader = self.data.eval_loader(self.data.test_source)
             dataset, workers = loader.dataset, loader.num_workers
-        sampler = ShardSampler(len(dataset), world_size(), rank())  # type: ignore[arg-type]
+        sampler = RankSliceSampler(len(dataset), world_size(), rank())  # type: ignore[arg-type]
         return DataLoader(dataset, batch_size=size, sampler=sampler, num_workers=workers)
