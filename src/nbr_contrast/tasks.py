@@ -126,7 +126,7 @@ def knn_of(
 
 
 def say_monitoring(datamodule: NbrDataModule) -> None:
-    """Say in one line what is monitored when the training images have no label."""
+    """Say in one line what is not monitored when labels or test images are missing."""
     if datamodule.monitored and not datamodule.labelled:
         rank_zero_info(
             "training images have no labels: the online probe and nn_acc are off; the kNN "
@@ -137,6 +137,12 @@ def say_monitoring(datamodule: NbrDataModule) -> None:
         rank_zero_info(
             "training images have no labels and no labelled evaluation set is configured "
             "(data.eval_root): the probe, kNN monitor, nn_acc and kNN report are off."
+        )
+    elif not datamodule.monitored:
+        rank_zero_info(
+            "the data has no test images (data.root's test folder, data.val_shards or "
+            "data.eval_root): the probe trains but the kNN monitor, validation and kNN "
+            "report are off."
         )
 
 
