@@ -72,10 +72,12 @@ def evaluate(
     overrides: list[str] | None = None,
     output_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint with ``kind`` = ``knn``, ``linear`` or ``export``.
+    """Evaluate a checkpoint with ``kind`` = ``knn``, ``linear``, ``finetune`` or ``export``.
 
-    ``knn`` and ``linear`` use the data the checkpoint was trained on, except what
-    ``overrides`` set (``data=<option>``, ``data.<key>=...``).
+    ``knn``, ``linear`` and ``finetune`` use the data the checkpoint was trained on, except
+    what ``overrides`` set (``data=<option>``, ``data.<key>=...``). A ``linear`` or
+    ``finetune`` run stopped by a signal continues with ``"resume=true"`` in ``overrides``
+    and the same ``output_dir``.
     """
     command = [f"task={kind}", *(overrides or [])]
     cfg = compose(command, output_dir=output_dir)

@@ -238,23 +238,46 @@ class MomentumMethodConfig(MethodConfig):
 
 @dataclass
 class TaskConfig:
-    """What ``python -m nbr_contrast`` does: ``fit``, ``linear``, ``knn`` or ``export``.
+    """What ``python -m nbr_contrast`` does: ``fit``, ``knn``, ``linear``, ``finetune``, ``export``.
+
+    ``linear`` and ``finetune`` train a new linear head on the backbone of ``ckpt``
+    (:mod:`nbr_contrast.eval.head_task`).
 
     Attributes:
         name: Task name.
-        epochs: Linear-evaluation epochs.
-        lr: Linear-evaluation base learning rate.
-        batch_size: Linear-evaluation batch size.
+        epochs: Training epochs of the head (and, fine-tuning, the backbone).
+        lr: Base learning rate for a global batch of 256 (scaled like ``optim.lr``).
+        batch_size: Training batch size per device.
+        optimizer: ``sgd`` (momentum 0.9) or ``adamw``.
+        weight_decay: Weight decay (biases and norm weights are exempt).
+        warmup_epochs: Linear warm-up before the per-step cosine decay to zero.
+        precompute: ``linear`` only: embed the un-augmented images once and train the head
+            on those features (quick; no augmentation).
+        layer_decay: ``finetune`` of a ViT: ViT block ``i`` of ``L`` trains at
+            ``lr * layer_decay ** (L - i)`` (1 turns it off; other backbones ignore it).
+        mixup: ``finetune``: mixup alpha (needs timm; 0 is off).
+        cutmix: ``finetune``: cutmix alpha (needs timm; 0 is off).
+        label_smoothing: Label smoothing of the cross-entropy.
         k: kNN neighbour counts (several at once).
         temperature: kNN temperature.
+        projector: ``task=export`` also writes the projection head and its recipe.
     """
 
     name: str = "fit"
     epochs: int = 100
     lr: float = 0.1
     batch_size: int = 256
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0
+    precompute: bool = False
+    layer_decay: float = 1.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    label_smoothing: float = 0.0
     k: list[int] = field(default_factory=lambda: [20, 200])
     temperature: float = 0.1
+    projector: bool = False
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""What a run does: ``fit`` (pretrain), ``knn`` and ``linear`` (evaluate), ``export``.
+"""What a run does: ``fit`` (pretrain), ``knn``, ``linear``, ``finetune`` (evaluate), ``export``.
 
 Every task takes the composed run config and returns a plain dict that is also written as
 JSON in the run folder; the CLI and the notebook API call the same functions.
@@ -29,14 +29,15 @@ from nbr_contrast.build import (
 from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.data.image_source import DataSourceError, ImageSource
 from nbr_contrast.eval.data_choice import use_checkpoint_data
-from nbr_contrast.eval.export import export_backbone
+from nbr_contrast.eval.export import export_method
 from nbr_contrast.eval.features import extract_features
+from nbr_contrast.eval.head_task import train_head
 from nbr_contrast.eval.knn import knn_accuracy
-from nbr_contrast.eval.linear import linear_eval
 from nbr_contrast.eval.report import SplitFeatures, write_run_plots
 from nbr_contrast.methods.base import BaseMethod
 from nbr_contrast.reliability import (
     check_resumable,
+    pretrained_checkpoint,
     resolve_checkpoint,
     resume_command,
     run_folder,
@@ -46,9 +47,9 @@ from nbr_contrast.reliability import (
     write_resume_note,
 )
 from nbr_contrast.reliability.checkpoint_io import read_checkpoint
-from nbr_contrast.reliability.resume import launch_overrides
+from nbr_contrast.reliability.resume import HEAD_TASKS, launch_overrides
 
-TASKS = ("fit", "knn", "linear", "export")
+TASKS = ("fit", "knn", "linear", "finetune", "export")
 
 
 def eval_device(cfg: DictConfig) -> torch.device:
@@ -125,7 +126,7 @@ def knn_of(
 
 
 def say_monitoring(datamodule: NbrDataModule) -> None:
-    """Say in one line what is monitored when the training images have no label."""
+    """Say in one line what is not monitored when labels or test images are missing."""
     if datamodule.monitored and not datamodule.labelled:
         rank_zero_info(
             "training images have no labels: the online probe and nn_acc are off; the kNN "
@@ -136,6 +137,12 @@ def say_monitoring(datamodule: NbrDataModule) -> None:
         rank_zero_info(
             "training images have no labels and no labelled evaluation set is configured "
             "(data.eval_root): the probe, kNN monitor, nn_acc and kNN report are off."
+        )
+    elif not datamodule.monitored:
+        rank_zero_info(
+            "the data has no test images (data.root's test folder, data.val_shards or "
+            "data.eval_root): the probe trains but the kNN monitor, validation and kNN "
+            "report are off."
         )
 
 
@@ -315,60 +322,50 @@ def knn(cfg: DictConfig) -> dict[str, Any]:
 
 
 def linear(cfg: DictConfig) -> dict[str, Any]:
-    """``task=linear ckpt=PATH``: offline linear evaluation of the frozen backbone."""
-    method = load_method(cfg.ckpt)
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
-    if datamodule.num_unlabelled or datamodule.test_source is None:
-        raise DataSourceError(
-            f"task=linear trains on training labels but {datamodule.num_unlabelled} training "
-            f"image(s) of data={cfg.data.name} have none; evaluate on labelled data (e.g. "
-            "data.split=train for STL-10), or use task=knn with data.eval_root."
-        )
-    device = eval_device(cfg)
-    result = linear_eval(
-        method.backbone.to(device),
-        datamodule.linear_train_dataloader(int(cfg.task.batch_size)),
-        datamodule.eval_loader(datamodule.test_source),
-        datamodule.num_classes,
-        epochs=int(cfg.task.epochs),
-        lr=float(cfg.task.lr),
-        batch_size=int(cfg.task.batch_size),
-        device=device,
-        seed=int(cfg.seed),
-    )
-    result.update(
-        {
-            "task": "linear",
-            "ckpt": str(cfg.ckpt),
-            "data": cfg.data.name,
-            "image_size": int(cfg.data.image_size),
-        }
-    )
-    path = _write_json(cfg, "linear.json", result)
+    """``task=linear ckpt=PATH``: a linear head on the frozen backbone (Lightning, DDP)."""
+    return _head(cfg)
+
+
+def finetune(cfg: DictConfig) -> dict[str, Any]:
+    """``task=finetune ckpt=PATH``: the whole network with a new head (Lightning, DDP)."""
+    return _head(cfg)
+
+
+def _head(cfg: DictConfig) -> dict[str, Any]:
+    """Train the head of :mod:`~nbr_contrast.eval.head_task`; report on rank 0."""
+    name = str(cfg.task.name)
+    with run_folder(cfg.output_dir):
+        result = train_head(cfg, load_method(cfg.ckpt))
+    if result is None:
+        return {"task": name, "output_dir": str(cfg.output_dir)}
+    path = _write_json(cfg, f"{name}.json", result)
+    _write_json(cfg, "summary.json", result)
     _print_table(
-        "Linear evaluation",
-        [("top-1", f"{result['top1']:.2f}%"), ("top-5", f"{result['top5']:.2f}%")],
+        f"{name} evaluation · {result['epochs']} epochs in {result['train_seconds'] / 60:.1f} min",
+        [
+            ("top-1", f"{result['top1']:.2f}%"),
+            ("top-5", f"{result['top5']:.2f}%"),
+            ("checkpoint", result["checkpoint"]),
+            ("resume", result["resume"]),
+        ],
     )
     print(f"results: {path}")
     return result
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
-    """``task=export ckpt=PATH``: plain state dict of the backbone and its loading recipe."""
-    method = load_method(cfg.ckpt)
-    path = Path(cfg.output_dir) / f"{method.backbone.arch}_backbone.pth"
-    info = export_backbone(method.backbone, path, method.backbone.arch)
-    result = {"task": "export", "ckpt": str(cfg.ckpt), "path": str(path), **info}
-    print(f"backbone written to {path} (loading recipe in {path}.json)")
-    return result
+    """``task=export ckpt=PATH``: backbone (``task.projector=true``: projector) and recipes."""
+    info = export_method(load_method(cfg.ckpt), cfg.output_dir, bool(cfg.task.projector))
+    print("\n".join(f"written: {file}" for file in info["files"]))
+    return {"task": "export", "ckpt": str(cfg.ckpt), **info}
 
 
 def run_task(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """Validate the settings, resolve ``ckpt=last`` for evaluations, dispatch on the task.
 
-    ``knn`` and ``linear`` evaluate on the data the checkpoint was trained on unless the
-    command chose other data (:func:`~nbr_contrast.eval.data_choice.use_checkpoint_data`).
+    ``knn``, ``linear`` and ``finetune`` evaluate on the data the checkpoint was trained on
+    unless the command chose other data
+    (:func:`~nbr_contrast.eval.data_choice.use_checkpoint_data`).
 
     Args:
         cfg: The run config.
@@ -382,6 +379,7 @@ def run_task(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
         "fit": fit,
         "knn": knn,
         "linear": linear,
+        "finetune": finetune,
         "export": export,
     }
     name = str(cfg.task.name)
@@ -393,8 +391,8 @@ def run_task(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
             raise ValueError(
                 f"task={name} needs a checkpoint: add ckpt=PATH/TO/last.ckpt (or ckpt=last)."
             )
-        cfg.ckpt = resolve_checkpoint(cfg)
-    if name in ("knn", "linear"):
+        cfg.ckpt = pretrained_checkpoint(cfg) if name in HEAD_TASKS else resolve_checkpoint(cfg)
+    if name in ("knn", *HEAD_TASKS):
         given = overrides if overrides is not None else launch_overrides()
         use_checkpoint_data(cfg, given or [])
     return tasks[name](cfg)

@@ -46,6 +46,7 @@ from nbr_contrast.data.datasets import ResidentDataset, SourceDataset
 from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.data.neighbour_table import NeighbourTable
 from nbr_contrast.data.sampling import ResidentBatchSampler, ResumableSampler
+from nbr_contrast.data.shard_sampler import training_sampler
 from nbr_contrast.data.sources import DataSources, build_sources, check_labels
 from nbr_contrast.data.views import build_eval_transform, build_multiview, build_view_transform
 from nbr_contrast.data_config import DataConfig, ViewConfig
@@ -286,14 +287,22 @@ class NbrDataModule(L.LightningDataModule):
                 f"data.batch_size={batch_size} is larger than the {len(dataset)} training "
                 "images; lower data.batch_size."
             )
-        trainer = self.trainer
-        ranks, this = (
-            (trainer.world_size, trainer.global_rank) if trainer else (world_size(), rank())
-        )
         if isinstance(dataset, ResidentDataset):
-            return self._resident_loader(dataset, batch_size, ranks, this)
-        sampler = self._start(ResumableSampler(dataset, batch_size, self.seed, ranks, this))
-        return self._loader(dataset, batch_size, False, sampler)
+            return self._resident_loader(dataset, batch_size, *self._ranks())
+        return self.resumable_loader(dataset, batch_size)
+
+    def _ranks(self) -> tuple[int, int]:
+        """``(world size, this rank)`` of the trainer, else of the process group."""
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer else (world_size(), rank())
+
+    def resumable_loader(self, dataset: Dataset[Any], batch_size: int) -> DataLoader[Any]:
+        """``drop_last`` training batches in the sharded, resumable training order."""
+        workers = int(self.cfg.num_workers)  # WebDataset shards are split over them too
+        order = training_sampler(
+            self.train_source, dataset, batch_size, self.seed, *self._ranks(), workers
+        )
+        return self._loader(dataset, batch_size, False, self._start(order))
 
     def _resident_loader(
         self, dataset: ResidentDataset, batch_size: int, ranks: int, this: int
@@ -341,19 +350,16 @@ class NbrDataModule(L.LightningDataModule):
         return self._loader(self.train_eval_dataset(), int(self.cfg.eval_batch_size), shuffle)
 
     def linear_train_dataloader(self, batch_size: int) -> DataLoader[dict[str, Any]]:
-        """Shuffled training images for linear evaluation: random-resized crop and flip only.
+        """Training images for linear evaluation and fine-tuning: random-resized crop and flip.
 
-        Items are ``{"image": float [3, S, S], "label", "index"}`` with ``S = data.image_size``.
-
-        Args:
-            batch_size: Images per batch.
-
-        Returns:
-            The loader (seeded order, ``drop_last`` off).
+        Items ``{"image": float [3, S, S], "label", "index"}`` (``S = data.image_size``),
+        ``batch_size`` per rank, in the :meth:`resumable_loader` order (crop and flip seeded
+        per item).
         """
         view = replace(LINEAR_VIEW, size=int(self.cfg.image_size))
         transform = build_view_transform(view, self.cfg.mean, self.cfg.std)
-        return self._loader(SourceDataset(self.train_source, transform, "image"), batch_size, True)
+        dataset = SourceDataset(self.train_source, transform, "image")
+        return self.resumable_loader(dataset, batch_size)
 
     # ------------------------------------------------------------------- device
     def train_device(self) -> torch.device:

@@ -17,6 +17,7 @@ from nbr_contrast.reliability.checkpoint_io import AtomicCheckpointIO, save_diag
 from nbr_contrast.reliability.resume import (
     ResumeStateCallback,
     check_resumable,
+    pretrained_checkpoint,
     resolve_checkpoint,
     resume_command,
     write_resume_note,
@@ -40,6 +41,7 @@ __all__ = [
     "StopOnSignal",
     "check_resumable",
     "is_user_error",
+    "pretrained_checkpoint",
     "resolve_checkpoint",
     "resume_command",
     "run_folder",

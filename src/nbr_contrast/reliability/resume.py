@@ -31,6 +31,8 @@ from nbr_contrast.reliability.validation import ConfigError
 OUTPUTS_ROOT = Path("outputs")
 RESUME_NOTE = "RESUME.md"
 RESUME_KEYS = ("method.name", "backbone.name", "data.name")
+# tasks that train a new head on the backbone of ``ckpt`` and resume from their own folder
+HEAD_TASKS = ("linear", "finetune")
 # settings a resumed run must share with its checkpoint: they shape the training trajectory
 # (a group name covers every field of the group)
 TRAJECTORY_KEYS = (
@@ -184,6 +186,10 @@ def _resume_checkpoint(folder: Path) -> Path:
 def resolve_checkpoint(cfg: DictConfig, root: Path = OUTPUTS_ROOT) -> str | None:
     """The checkpoint a task starts from, with ``ckpt=last`` and ``resume=true`` resolved.
 
+    With ``resume=true`` that is the run folder's own checkpoint; ``task=linear`` and
+    ``task=finetune`` (:data:`HEAD_TASKS`) then still name the pretrained backbone with
+    ``ckpt`` (:func:`pretrained_checkpoint`).
+
     Args:
         cfg: The run config.
         root: Folder holding ``<method>/<run>/`` run folders (Hydra's ``outputs/``).
@@ -192,20 +198,34 @@ def resolve_checkpoint(cfg: DictConfig, root: Path = OUTPUTS_ROOT) -> str | None
         The checkpoint path, or ``None`` for a fresh fit.
 
     Raises:
-        ConfigError: If ``resume`` and ``ckpt`` are both set, ``resume=true`` is used with
-            another task than ``fit``, or there is no checkpoint to resume from.
+        ConfigError: If ``resume`` and ``ckpt`` are both set for ``fit``, ``resume=true`` is
+            used with a task that does not train, or there is no checkpoint to resume from.
         FileNotFoundError: Naming ``ckpt`` when the file does not exist.
     """
     ckpt = None if cfg.ckpt is None else str(cfg.ckpt)
+    task = str(cfg.task.name)
     if cfg.resume:
-        if ckpt is not None:
+        if task not in ("fit", *HEAD_TASKS):
+            raise ConfigError(
+                f"resume=true applies to task=fit, linear and finetune, not task={task}."
+            )
+        if ckpt is not None and task == "fit":
             raise ConfigError(
                 f"resume=true and ckpt={ckpt} both set; use resume=true with "
                 "hydra.run.dir=<run folder> to continue a run, or ckpt=PATH alone."
             )
-        if str(cfg.task.name) != "fit":
-            raise ConfigError(f"resume=true applies to task=fit, not task={cfg.task.name}.")
         return str(_resume_checkpoint(Path(cfg.output_dir) / "checkpoints"))
+    return pretrained_checkpoint(cfg, root)
+
+
+def pretrained_checkpoint(cfg: DictConfig, root: Path = OUTPUTS_ROOT) -> str | None:
+    """``ckpt`` with ``ckpt=last`` resolved (the newest run of ``method.name``), checked.
+
+    Raises:
+        ConfigError: For ``ckpt=last`` when no run of the method has a ``last.ckpt``.
+        FileNotFoundError: Naming ``ckpt`` when the file does not exist.
+    """
+    ckpt = None if cfg.ckpt is None else str(cfg.ckpt)
     if ckpt == "last":
         return str(_newest_last(str(cfg.method.name), root))
     if ckpt is not None and "://" not in ckpt and not Path(ckpt).is_file():
@@ -271,7 +291,7 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
     trajectory, so every setting that shapes it (:data:`TRAJECTORY_KEYS`: batch size, views,
     optimiser and schedule, method, backbone, index, seed, ...) must match;
     ``trainer.max_epochs`` may grow, and logging, progress, paths and loader workers may
-    change.
+    change (not the workers for ``data=webdataset``, whose order they shape).
 
     Raises:
         ConfigError: Naming the first differing of the three names, or every differing
@@ -299,7 +319,9 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
                 f"{', '.join(changes)}; start from it with the checkpoint's values."
             )
         return
-    changes = trajectory_changes(saved_cfg, now)
+    # shards are dealt to ranks x loader workers: there the worker count shapes the order
+    workers = ("data.num_workers",) if now["data"]["name"] == "webdataset" else ()
+    changes = trajectory_changes(saved_cfg, now, TRAJECTORY_KEYS + workers)
     if changes:
         raise ConfigError(
             f"resume=true with settings that change the run's trajectory: {', '.join(changes)}; "
@@ -320,16 +342,23 @@ def launch_overrides() -> list[str] | None:
 def resume_command(cfg: DictConfig) -> str:
     """The command that continues this run from its ``checkpoints/last.ckpt``.
 
-    From the CLI: this interpreter with the same overrides plus ``resume=true
-    hydra.run.dir=<run folder>``, the folder quoted for Hydra's override grammar and the
-    whole line for the shell (paths with spaces, quotes or non-ASCII letters work).
+    From the CLI: this interpreter with the same overrides (``task=linear`` and
+    ``task=finetune`` keep their ``ckpt``) plus ``resume=true hydra.run.dir=<run folder>``,
+    the folder quoted for Hydra's override grammar and the whole line for the shell (paths
+    with spaces, quotes or non-ASCII letters work).
     From the notebook API: the matching ``api.compose`` call.
     """
     out = str(Path(cfg.output_dir).resolve())
     overrides = launch_overrides()
+    head = str(cfg.task.name) in HEAD_TASKS
+    if overrides is None and head:
+        return (
+            f"api.evaluate({str(cfg.ckpt)!r}, {str(cfg.task.name)!r}, [<the same overrides>, "
+            f"'resume=true'], output_dir={out!r})"
+        )
     if overrides is None:
         return f"api.fit(api.compose([<the same overrides>, 'resume=true'], output_dir={out!r}))"
-    dropped = ("resume", "ckpt", "hydra.run.dir")
+    dropped = ("resume", "hydra.run.dir") if head else ("resume", "ckpt", "hydra.run.dir")
     keep = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in dropped]
     words = [shlex.quote(sys.executable), "-m nbr_contrast", *(shlex.quote(o) for o in keep)]
     words.append("resume=true")
@@ -344,14 +373,18 @@ def write_resume_note(cfg: DictConfig) -> Path:
     block, cd = ("bash", f"cd {shlex.quote(os.getcwd())}\n") if cli else ("python", "")
     every = int(cfg.trainer.checkpoint_every_n_steps)
     when = "at every epoch end" + (f" and every {every} steps" if every else "")
+    tail = (
+        "The settings must stay as they were.\n"
+        if str(cfg.task.name) in HEAD_TASKS
+        else "Change `trainer.max_epochs` on that line to train longer; the other settings must\n"
+        "stay as they were.\n"
+    )
     text = (
         "# Resuming this run\n\n"
         f"`checkpoints/last.ckpt` is written {when}, and when the run receives SIGTERM or\n"
         "SIGINT (Ctrl-C). To continue from it (model, optimiser, schedule, EMA, neighbour\n"
         "banks, RNG states and the position in the epoch), run from the same folder:\n\n"
-        f"```{block}\n{cd}{command}\n```\n\n"
-        "Change `trainer.max_epochs` on that line to train longer; the other settings must\n"
-        "stay as they were.\n"
+        f"```{block}\n{cd}{command}\n```\n\n{tail}"
     )
     path = Path(cfg.output_dir) / RESUME_NOTE
     path.parent.mkdir(parents=True, exist_ok=True)
