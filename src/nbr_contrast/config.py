@@ -246,7 +246,7 @@ class TaskConfig:
         lr: Linear-evaluation base learning rate.
         batch_size: Linear-evaluation batch size.
         k: kNN neighbour counts (several at once).
-        temperature: kNN temperature.
+        temperature: kNN temperatures (several at once; each is reported for every ``k``).
     """
 
     name: str = "fit"
@@ -254,7 +254,7 @@ class TaskConfig:
     lr: float = 0.1
     batch_size: int = 256
     k: list[int] = field(default_factory=lambda: [20, 200])
-    temperature: float = 0.1
+    temperature: list[float] = field(default_factory=lambda: [0.07, 0.1])
 
 
 @dataclass
@@ -269,6 +269,7 @@ class RunConfig:
         plots: Write neighbour grid, curves and embedding map at the end of a fit.
         knn_report: Report the kNN accuracy of the frozen features before and after a fit
             (one feature pass over the train and test images each; off skips both).
+        knn_before: Take the "before" kNN accuracy of a fit (off skips that pass only).
     """
 
     method: Any = MISSING
@@ -285,3 +286,4 @@ class RunConfig:
     output_dir: str = "."
     plots: bool = True
     knn_report: bool = True
+    knn_before: bool = True
