@@ -7,7 +7,7 @@ commonly used to track self-supervised representations during training.
 Neighbours are found by the search backends of :mod:`nbr_contrast.neighbours.search`, the
 same top-k path as the neighbour banks. Equal similarities are ordered by the training
 feature's id (lower first), at the ``k``-th place too, so the neighbours of a query do not
-depend on how the training features are split into chunks or ranks:
+depend on how the training features are split into ranks:
 :mod:`nbr_contrast.eval.knn_dist` merges per-rank results with :func:`merge_topk` and gets
 exactly the result of one process.
 """
@@ -25,8 +25,9 @@ from nbr_contrast.neighbours.search import SearchBackend, TorchSearch, check_k
 
 PAD_ID = torch.iinfo(torch.long).max
 """Id of the filler columns of a shard with fewer than ``k`` features (sorted last)."""
-TIE_BLOCK = 1 << 24
-"""Most similarities scored at once when ties at the ``k``-th place are resolved."""
+KEY_BLOCK = 4096
+"""Training features scored per block. Ranks hold whole blocks of the global order, so every
+rank scores exactly the blocks one process scores, and the similarities are bitwise equal."""
 
 
 class Neighbours(NamedTuple):
@@ -76,26 +77,15 @@ def _pad(found: Neighbours, k: int) -> Neighbours:
     )
 
 
-def _resolve_ties(queries: Tensor, keys: Tensor, labels: Tensor, ids: Tensor, k: int) -> Neighbours:
-    """Exact top-``k`` of ``queries`` by a full scoring, for rows tied at the ``k``-th place."""
-    rows = max(1, TIE_BLOCK // max(1, keys.shape[0]))
-    parts = []
-    for start in range(0, queries.shape[0], rows):
-        q = queries[start : start + rows].to(device=keys.device, dtype=keys.dtype)
-        sims = q @ keys.T
-        every = Neighbours(sims, labels.expand_as(sims), ids.expand_as(sims))
-        parts.append(merge_topk(every, k))
-    return Neighbours(*(torch.cat(t).to(queries.device) for t in zip(*parts, strict=True)))
-
-
 def shard_topk(
     queries: Tensor, keys: Tensor, labels: Tensor, ids: Tensor, k: int, backend: SearchBackend
 ) -> Neighbours:
     """The ``k`` nearest ``keys`` of every query, ties at the ``k``-th place broken by id.
 
-    The backend is asked for ``k + 1`` neighbours; a row whose ``k``-th and ``(k+1)``-th
-    similarities are equal may have left out a tied key of lower id, so such rows (rare:
-    duplicate images) are scored against every key and sorted exactly.
+    The backend is asked for ``k + 1`` neighbours. While a row's ``k``-th similarity equals
+    its last one, a tied key of lower id may have been left out, so the whole search is
+    repeated for twice as many (rare: duplicate images). The repeat scores the same blocks
+    as the first search, so similarities are unchanged.
 
     Args:
         queries: ``[M, D]`` L2-normalised queries.
@@ -112,17 +102,13 @@ def shard_topk(
     if take == 0:
         empty = queries.new_empty(queries.shape[0], 0)
         return _pad(Neighbours(empty, empty.long(), empty.long()), k)
-    sims, pos = backend.topk(queries, keys, take)
+    while True:
+        sims, pos = backend.topk(queries, keys, take)
+        if take <= k or take == keys.shape[0] or not (sims[:, k - 1] == sims[:, -1]).any():
+            break
+        take = min(2 * take, keys.shape[0])
     pos = pos.to(keys.device)
     found = Neighbours(sims, labels[pos].to(sims.device), ids[pos].to(sims.device))
-    if take > k:
-        tied = (sims[:, k - 1] == sims[:, k]).nonzero().flatten()
-        found = Neighbours(*(t[:, :k] for t in found))
-        if tied.numel():
-            exact = _resolve_ties(queries[tied], keys, labels, ids, k)
-            found = Neighbours(
-                *(t.index_copy(0, tied, e) for t, e in zip(found, exact, strict=True))
-            )
     return _pad(merge_topk(found, k), k)
 
 
@@ -144,7 +130,7 @@ def neighbour_chunks(
         test_feats: ``[M, F]`` queries (normalised here).
         k: Neighbours per query (sorted, so the first ``k'`` columns serve any ``k' <= k``).
         chunk_size: Queries searched at once.
-        backend: Search backend (default: exact float32 :class:`TorchSearch`).
+        backend: Search backend (default: float32 :class:`TorchSearch` by :data:`KEY_BLOCK`).
         train_ids: ``[N]`` distinct ids ordering ties (default: the row positions).
         combine: Turns this process's neighbours into the global ones (default: none).
 
@@ -153,7 +139,7 @@ def neighbour_chunks(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be at least 1.")
-    backend = backend or TorchSearch()
+    backend = backend or TorchSearch(chunk_size=KEY_BLOCK)
     keys = F.normalize(train_feats.float(), dim=1)
     labels = train_labels.to(keys.device).long()
     ids = torch.arange(keys.shape[0], device=keys.device) if train_ids is None else train_ids
@@ -235,7 +221,7 @@ def knn_predict(
         temperature: Softness of the vote weights ``exp(sim / temperature)``.
         num_classes: Number of classes ``C``.
         chunk_size: Query rows searched at once.
-        backend: Search backend (default: exact float32 :class:`TorchSearch`).
+        backend: Search backend (default: float32 :class:`TorchSearch` by :data:`KEY_BLOCK`).
 
     Returns:
         Scores ``[M, C]`` on the device of ``train_feats``; ``argmax(dim=1)`` is the
@@ -277,7 +263,7 @@ def knn_accuracy(
         temperature: Softness of the vote weights.
         num_classes: Number of classes.
         chunk_size: Query rows searched at once.
-        backend: Search backend (default: exact float32 :class:`TorchSearch`).
+        backend: Search backend (default: float32 :class:`TorchSearch` by :data:`KEY_BLOCK`).
 
     Returns:
         ``{k: accuracy in percent}`` in the order of ``ks``.

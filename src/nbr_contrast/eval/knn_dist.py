@@ -4,10 +4,12 @@ Each rank holds only its slice of the training features and its slice of the tes
 features. The test features are all-gathered (they are small); every rank then searches all
 test queries, chunk by chunk, among its own training features, the per-rank top-k
 (similarities, labels, global ids) of a chunk are all-gathered and merged into the global
-top-k with :func:`~nbr_contrast.eval.knn.merge_topk`. Ties are ordered by global id, so
-every rank ends with exactly the neighbours, votes and accuracies one process computes on
-the whole set (given the same per-pair similarities). Without a process group (or on one
-rank) the same code is the single-process classifier.
+top-k with :func:`~nbr_contrast.eval.knn.merge_topk`. Ties are ordered by global id, and
+a rank's slice is whole :data:`~nbr_contrast.eval.knn.KEY_BLOCK` blocks of the global
+order, so with the torch backend each block is scored by the same matmul as on one process:
+every rank ends with exactly the neighbours, votes and accuracies one process computes
+(FAISS tiles its own way; its similarities may differ in the last bit). Without a process
+group (or on one rank) the same code is the single-process classifier.
 
 Collectives run on the process group's device: the current CUDA device for NCCL, the CPU
 for gloo.

@@ -1,8 +1,9 @@
 """The kNN reports of a run, computed by every rank: ``task=knn`` and a fit's before/after.
 
-Each rank embeds a contiguous block of the training (bank) and test images, without padding
-or duplicates, and the classifier runs sharded (:mod:`nbr_contrast.eval.knn_dist`); one
-process embeds and searches everything. Inside a fit the ranks form the trainer's process
+Each rank embeds its contiguous share of the labelled bank images (whole
+:data:`~nbr_contrast.eval.knn.KEY_BLOCK` blocks) and of the test images, without padding or
+duplicates, and the classifier runs sharded (:mod:`nbr_contrast.eval.knn_dist`); one process
+embeds and searches everything. Inside a fit the ranks form the trainer's process
 group: the "before" accuracy is taken when the fit starts (:class:`FitKnn` is a callback),
 the "after" accuracy once it returns. ``task=knn`` joins the group of a ``torchrun`` launch
 (:func:`launched_group`).
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
@@ -25,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.eval.features import extract_features
+from nbr_contrast.eval.knn import KEY_BLOCK
 from nbr_contrast.eval.knn_dist import sharded_knn_accuracies
 from nbr_contrast.eval.report import SplitFeatures
 from nbr_contrast.neighbours.search import SearchBackend, search_backend
@@ -34,16 +37,19 @@ Pair = tuple[SplitFeatures, SplitFeatures]
 """``(bank, queries)``: the labelled features a kNN report compares."""
 
 
-def shard_loader(loader: DataLoader[Any]) -> DataLoader[Any]:
-    """``loader``'s dataset, this rank's contiguous block of it (all of it on one process)."""
-    if world_size() == 1:
-        return loader
-    n = len(loader.dataset)  # type: ignore[arg-type]
-    block = range(rank() * n // world_size(), (rank() + 1) * n // world_size())
+def rank_share(positions: Sequence[int], block: int = 1) -> Sequence[int]:
+    """This rank's contiguous share of ``positions`` in whole blocks (all on one process)."""
+    blocks = -(-len(positions) // block)
+    first = rank() * blocks // world_size() * block
+    return positions[first : (rank() + 1) * blocks // world_size() * block]
+
+
+def shard_loader(loader: DataLoader[Any], positions: Sequence[int]) -> DataLoader[Any]:
+    """``loader``'s dataset at ``positions``, in that order, with the loader's settings."""
     return DataLoader(
         loader.dataset,
         batch_size=loader.batch_size,
-        sampler=block,
+        sampler=positions,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
@@ -55,8 +61,9 @@ def knn_shards(
 ) -> Pair | None:
     """This rank's share of the normalised ``(bank, queries)`` features of a kNN report.
 
-    The bank is the training images when they have labels, else the labelled reference
-    images; the queries are the test images. ``None`` when nothing labelled can be
+    The bank is the labelled training images when there are any, else the labelled
+    reference images; each rank embeds whole :data:`~nbr_contrast.eval.knn.KEY_BLOCK`
+    blocks of it. The queries are the test images. ``None`` when nothing labelled can be
     evaluated (:attr:`NbrDataModule.monitored`).
     """
     if not datamodule.monitored:
@@ -64,24 +71,28 @@ def knn_shards(
     datamodule.setup("fit")
     test, reference = datamodule.test_source, datamodule.reference_source
     assert test is not None
-    bank = (
-        datamodule.index_dataloader()
-        if datamodule.labelled or reference is None
-        else datamodule.eval_loader(reference)
-    )
+    own = datamodule.labelled or reference is None
+    source = datamodule.train_source if own else reference
+    loader = datamodule.index_dataloader() if own else datamodule.eval_loader(source)
+    labelled = np.flatnonzero(np.asarray(source.labels) >= 0).tolist()
     backbone = backbone.to(device)
     show = progress and rank() == 0
 
-    def embed(loader: DataLoader[Any]) -> SplitFeatures:
-        feats = extract_features(backbone, shard_loader(loader), device, True, None, show)
+    def embed(loader: DataLoader[Any], positions: Sequence[int]) -> SplitFeatures:
+        feats = extract_features(
+            backbone, shard_loader(loader, positions), device, True, None, show
+        )
         return SplitFeatures(*feats)
 
-    return embed(bank), embed(datamodule.eval_loader(test))
+    queries = rank_share(range(len(test)))
+    return embed(loader, rank_share(labelled, KEY_BLOCK)), embed(
+        datamodule.eval_loader(test), queries
+    )
 
 
 def knn_backend(index: Any, device: torch.device) -> SearchBackend:
-    """The exact (float32) search backend the ``index`` config names, for the kNN report."""
-    return search_backend(str(index.backend), device, chunk_size=int(index.chunk_size))
+    """The float32 search backend the ``index`` config names, by :data:`KEY_BLOCK` keys."""
+    return search_backend(str(index.backend), device, chunk_size=KEY_BLOCK)
 
 
 def pair_accuracies(
@@ -164,11 +175,11 @@ class FitKnn(L.Callback):
     def after(self, backbone: nn.Module, device: torch.device) -> tuple[float | None, Pair | None]:
         """The "after" accuracy, and the ``(train, test)`` features when they are the whole split.
 
-        The features are the whole split on one process with labelled training images
-        (the bank is then the training set); the plots of a fit reuse them.
+        The features are the whole split on one process when every training image has a
+        label (the bank is then the training set); the plots of a fit reuse them.
         """
         acc, pair = self.measure(backbone, device)
-        whole = world_size() == 1 and self.datamodule.labelled
+        whole = world_size() == 1 and self.datamodule.num_unlabelled == 0
         return acc, pair if whole else None
 
 
