@@ -162,7 +162,9 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Pretrain the configured method; report kNN accuracy before and after training.
 
-    ``knn_report=false`` skips the two kNN passes (their accuracies are then ``None``).
+    ``knn_report=false`` skips the two kNN passes (their accuracies are then ``None``),
+    ``knn_before=false`` the first. Every rank takes part in them
+    (:mod:`~nbr_contrast.eval.knn_run`).
 
     ``resume=true`` continues the run in ``cfg.output_dir`` from its ``last.ckpt``;
     ``ckpt=PATH`` (or ``ckpt=last``, the newest run of the method) starts from a checkpoint
@@ -202,7 +204,7 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
     device = eval_device(cfg)
     k = int(cfg.method.knn_k)
     progress = bool(cfg.trainer.enable_progress_bar)
-    before = ckpt is None and cfg.knn_report and cfg.knn_before
+    before = ckpt is None and bool(cfg.knn_report) and bool(cfg.knn_before)
     report = attach_fit_knn(cfg, trainer, datamodule, method.backbone, device, before)
     start = time.time()
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt)

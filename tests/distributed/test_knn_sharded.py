@@ -74,7 +74,7 @@ def _worker(local_rank: int, port: int, results: Any) -> None:
         two = evaluate(d, share, knn_run.rank_share(range(37)))
         ragged = all_gather_rows(torch.ones(3, 4) if local_rank == 0 else torch.empty(0, 0))
         results[local_rank] = {
-            "share": (share.start, share.stop),
+            "share": (share[0], share[-1] + 1),
             "accs_equal": one["accs"] == two["accs"],
             "accs": two["accs"],
             "found_equal": all(map(torch.equal, one["found"], two["found"])),

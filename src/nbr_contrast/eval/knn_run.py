@@ -71,9 +71,10 @@ def knn_shards(
     datamodule.setup("fit")
     test, reference = datamodule.test_source, datamodule.reference_source
     assert test is not None
-    own = datamodule.labelled or reference is None
-    source = datamodule.train_source if own else reference
-    loader = datamodule.index_dataloader() if own else datamodule.eval_loader(source)
+    if datamodule.labelled or reference is None:
+        source, loader = datamodule.train_source, datamodule.index_dataloader()
+    else:
+        source, loader = reference, datamodule.eval_loader(reference)
     labelled = np.flatnonzero(np.asarray(source.labels) >= 0).tolist()
     backbone = backbone.to(device)
     show = progress and rank() == 0
