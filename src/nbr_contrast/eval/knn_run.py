@@ -79,16 +79,12 @@ def knn_shards(
     backbone = backbone.to(device)
     show = progress and rank() == 0
 
-    def embed(loader: DataLoader[Any], positions: Sequence[int]) -> SplitFeatures:
-        feats = extract_features(
-            backbone, shard_loader(loader, positions), device, True, None, show
-        )
-        return SplitFeatures(*feats)
+    def embed(images: DataLoader[Any], positions: Sequence[int]) -> SplitFeatures:
+        share = shard_loader(images, positions)
+        return SplitFeatures(*extract_features(backbone, share, device, True, None, show))
 
-    queries = rank_share(range(len(test)))
-    return embed(loader, rank_share(labelled, KEY_BLOCK)), embed(
-        datamodule.eval_loader(test), queries
-    )
+    bank = embed(loader, rank_share(labelled, KEY_BLOCK))
+    return bank, embed(datamodule.eval_loader(test), rank_share(range(len(test))))
 
 
 def knn_backend(index: Any, device: torch.device) -> SearchBackend:
@@ -223,11 +219,14 @@ def attach_fit_knn(
 
 @contextmanager
 def launched_group(device: torch.device) -> Iterator[None]:
-    """Join the process group of a ``torchrun`` launch (``WORLD_SIZE > 1``) for the block.
+    """Join the process group of a ``torchrun`` launch of several ranks for the block.
 
-    Nothing happens when a group exists already or the process was started alone.
+    Nothing happens when a group exists already or the process was not started by
+    ``torchrun`` (a ``WORLD_SIZE`` that a trainer's launcher left behind does not count).
     """
-    started = not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    env = os.environ
+    torchrun = env.get("TORCHELASTIC_RUN_ID", "none") != "none"
+    started = torchrun and not dist.is_initialized() and int(env.get("WORLD_SIZE", "1")) > 1
     if started:
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
