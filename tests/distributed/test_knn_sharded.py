@@ -6,10 +6,15 @@ test features. The same process first computes the single-process result on all 
 neighbours (similarities, labels, ids), predictions for every ``k`` and temperature, and
 accuracies must be bitwise equal. The data holds exact duplicates with different labels on
 both ranks, so ties at and across the ``k``-th place are decided by the global id.
+
+The same holds end to end for the report's feature passes: each rank embeds its share of
+real images (:func:`~nbr_contrast.eval.knn_run.knn_shards`, with 32-image key blocks so the
+bank is split) and the accuracies equal one process's.
 """
 
 from __future__ import annotations
 
+import tempfile
 import traceback
 from functools import partial
 from typing import Any
@@ -20,11 +25,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor
 
+from nbr_contrast.build import build_datamodule, build_method
 from nbr_contrast.eval import knn_run
 from nbr_contrast.eval.knn import Neighbours, neighbour_chunks, votes
 from nbr_contrast.eval.knn_dist import all_gather_rows, merge_ranks, sharded_knn_accuracies
 from nbr_contrast.neighbours.search import TorchSearch
-from tests.distributed.helpers import WORLD, free_port, init_gloo
+from tests.distributed.helpers import WORLD, compose, free_port, init_gloo
 
 KS = [10, 20, 100, 200]
 TAUS = [0.07, 0.1]
@@ -60,42 +66,62 @@ def evaluate(d: dict[str, Tensor], train_rows: Any, test_rows: Any) -> dict[str,
     return {"accs": accs, "found": found, "preds": preds}
 
 
-def _worker(local_rank: int, port: int, results: Any) -> None:
+def report_of_images(overrides: list[str], out: str) -> dict[str, Any]:
+    """The kNN report's accuracies of a seeded ResNet-18 on the tiny npz, and the shares."""
+    cfg = compose([*overrides, "data.image_size=16"], out)
+    torch.manual_seed(0)
+    method, datamodule = build_method(cfg), build_datamodule(cfg)
+    cpu = torch.device("cpu")
+    pair = knn_run.knn_shards(method.backbone, datamodule, cpu, progress=False)
+    assert pair is not None
+    backend = knn_run.knn_backend(cfg.index, cpu)
+    accs = knn_run.pair_accuracies(pair, [1, 5, 20], TAUS, datamodule.num_classes, backend)
+    return {"accs": accs, "bank": pair[0].indices.tolist(), "test": pair[1].indices.tolist()}
+
+
+def compare(local_rank: int, one: dict[str, Any], out: str, overrides: list[str]) -> dict[str, Any]:
+    """This rank's sharded results next to the single-process ones."""
+    share = knn_run.rank_share(range(250), BLOCK)
+    two = evaluate(data(), share, knn_run.rank_share(range(37)))
+    ragged = all_gather_rows(torch.ones(3, 4) if local_rank == 0 else torch.empty(0, 0))
+    return {
+        "share": (share[0], share[-1] + 1),
+        "accs_equal": one["accs"] == two["accs"],
+        "accs": two["accs"],
+        "found_equal": all(map(torch.equal, one["found"], two["found"])),
+        "preds_equal": all(torch.equal(one["preds"][key], p) for key, p in two["preds"].items()),
+        "tie_ids": two["found"].ids[:20, :2].tolist(),
+        "ragged": tuple(ragged.shape),
+        "images_one": one["images"],
+        "images_two": report_of_images(overrides, out),
+    }
+
+
+def _worker(local_rank: int, port: int, overrides: list[str], results: Any) -> None:
     torch.set_num_threads(1)
-    d = data()
-    try:
-        one = evaluate(d, range(250), range(37))
-    except Exception:
-        results[local_rank] = {"error": traceback.format_exc()}
-        return
-    init_gloo(local_rank, port)
-    try:
-        share = knn_run.rank_share(range(250), BLOCK)
-        two = evaluate(d, share, knn_run.rank_share(range(37)))
-        ragged = all_gather_rows(torch.ones(3, 4) if local_rank == 0 else torch.empty(0, 0))
-        results[local_rank] = {
-            "share": (share[0], share[-1] + 1),
-            "accs_equal": one["accs"] == two["accs"],
-            "accs": two["accs"],
-            "found_equal": all(map(torch.equal, one["found"], two["found"])),
-            "preds_equal": all(
-                torch.equal(one["preds"][key], p) for key, p in two["preds"].items()
-            ),
-            "tie_ids": two["found"].ids[:20, :2].tolist(),
-            "ragged": tuple(ragged.shape),
-        }
-    except Exception:
-        results[local_rank] = {"error": traceback.format_exc()}
-    finally:
-        dist.destroy_process_group()
+    knn_run.KEY_BLOCK = 32  # 100 bank images: ranks hold 64 and 36
+    with tempfile.TemporaryDirectory() as out:
+        try:
+            one = evaluate(data(), range(250), range(37))
+            one["images"] = report_of_images(overrides, out)
+            init_gloo(local_rank, port)
+        except Exception:
+            results[local_rank] = {"error": traceback.format_exc()}
+            return
+        try:
+            results[local_rank] = compare(local_rank, one, out, overrides)
+        except Exception:
+            results[local_rank] = {"error": traceback.format_exc()}
+        finally:
+            dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
-def results() -> dict[Any, Any]:
-    """Both ranks' comparisons with the single-process result, keyed by rank."""
+def results(tiny_data: list[str]) -> dict[Any, Any]:
+    """Both ranks' comparisons with the single-process results, keyed by rank."""
     with mp.Manager() as manager:
         shared = manager.dict()
-        mp.spawn(_worker, args=(free_port(), shared), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(free_port(), tiny_data, shared), nprocs=WORLD, join=True)
         return dict(shared)
 
 
@@ -115,6 +141,17 @@ def test_duplicates_across_ranks_tie_in_global_id_order(results: dict[Any, Any])
 
 def test_rows_gathered_from_ranks_of_different_sizes(results: dict[Any, Any]) -> None:
     assert results[0]["ragged"] == results[1]["ragged"] == (3, 4)
+
+
+def test_report_on_two_ranks_embeds_shares_and_equals_one_process(
+    results: dict[Any, Any],
+) -> None:
+    one, two = results[0]["images_one"], [results[r]["images_two"] for r in range(WORLD)]
+    assert one["bank"] == list(range(100)) and one["test"] == list(range(50))
+    assert two[0]["bank"] == list(range(64)) and two[1]["bank"] == list(range(64, 100))
+    assert two[0]["test"] + two[1]["test"] == list(range(50))
+    assert two[0]["accs"] == two[1]["accs"] == one["accs"]
+    assert set(one["accs"]) == set(TAUS)
 
 
 @pytest.mark.parametrize(("n", "block"), [(250, 8), (7, 1), (1, 1), (4096, 4096), (13, 4)])
