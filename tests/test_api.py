@@ -66,13 +66,29 @@ def test_evaluate_knn_matches_the_fit_summary(
 def test_evaluate_export_writes_a_loadable_backbone(
     fitted: dict[str, object], tmp_path: Path
 ) -> None:
-    result = api.evaluate(str(fitted["checkpoint"]), "export", output_dir=tmp_path / "export")
+    result = api.evaluate(
+        str(fitted["checkpoint"]),
+        "export",
+        overrides=["task.projector=true"],
+        output_dir=tmp_path / "export",
+    )
     state = torch.load(result["path"], map_location="cpu", weights_only=True)
-    trained = api.load(str(fitted["checkpoint"])).backbone.state_dict()
+    method = api.load(str(fitted["checkpoint"])).eval()
+    trained = method.backbone.state_dict()
     assert state and len(state) == result["num_tensors"]
     for key, value in state.items():
         assert torch.equal(value, trained[key])
-    assert Path(result["metadata_path"]).is_file()
+    assert Path(result["metadata_path"]).is_file() and result["small_stem"] is True
+
+    repo = str(Path(__file__).resolve().parents[1])
+    backbone = torch.hub.load(repo, "backbone", weights=result["safetensors_path"], source="local")
+    projector = result["projector"]["safetensors_path"]
+    head = torch.hub.load(repo, "projector", weights=projector, source="local")
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        feats = method.backbone(x)
+        assert torch.equal(backbone(x), feats)
+        assert torch.equal(head(feats), method.projector(feats))
 
 
 def test_neighbour_helpers(fitted: dict[str, object], tmp_path: Path) -> None:

@@ -247,6 +247,7 @@ class TaskConfig:
         batch_size: Linear-evaluation batch size.
         k: kNN neighbour counts (several at once).
         temperature: kNN temperatures (several at once; each is reported for every ``k``).
+        projector: ``task=export`` also writes the projection head and its recipe.
     """
 
     name: str = "fit"
@@ -255,6 +256,7 @@ class TaskConfig:
     batch_size: int = 256
     k: list[int] = field(default_factory=lambda: [20, 200])
     temperature: list[float] = field(default_factory=lambda: [0.07, 0.1])
+    projector: bool = False
 
 
 @dataclass

@@ -90,12 +90,13 @@ class DataConfig:
 
     Attributes:
         name: Source kind: ``cifar10_mini`` (ships with the package), ``cifar10``,
-            ``cifar100``, ``stl10``, ``imagefolder`` or ``npz``.
+            ``cifar100``, ``stl10``, ``imagefolder``, ``npz`` or ``webdataset``.
         root: Dataset folder (torchvision datasets, image folders).
         labels: Whether an image folder's images have labels: ``True`` (``train/`` and
             ``val/`` class folders), ``False`` (every image under ``root``, unlabelled) or
             ``None`` (detect: a folder without ``train/`` and ``val/`` is unlabelled, said
-            in one line). Only for ``name=imagefolder``.
+            in one line). For ``name=imagefolder``, and ``name=webdataset`` (``True``: every
+            sample needs ``cls``; ``None``: ``cls`` where present).
         split: STL-10's training split: ``train`` (5,000 labelled images),
             ``train+unlabeled`` (plus the 100,000 unlabelled ones) or ``unlabeled``.
         eval_root: A labelled image folder (``train/`` and ``val/`` class folders) that
@@ -104,6 +105,12 @@ class DataConfig:
             STL-10's labelled splits) unlabelled training runs with no monitoring.
         train_path: Training ``.npz`` file (``name=npz``).
         test_path: Test ``.npz`` file (``name=npz``).
+        shards: WebDataset training shards (``name=webdataset``): a brace pattern such as
+            ``/data/train-{000000..000099}.tar`` or a list of uncompressed ``.tar`` files.
+        val_shards: Labelled test shards for labelled training shards (``name=webdataset``).
+        train_list: Text file listing an image folder's training images (``name=imagefolder``),
+            one path per line (relative to the file's folder, or absolute), each optionally
+            followed by a tab and its class name.
         class_list: Optional text file with one class folder name per line, restricting an
             image folder to those classes (e.g. ImageNet-100).
         download: Let torchvision download the dataset when it is missing.
@@ -127,6 +134,9 @@ class DataConfig:
     eval_root: str | None = None
     train_path: str | None = None
     test_path: str | None = None
+    shards: Any = None
+    val_shards: Any = None
+    train_list: str | None = None
     class_list: str | None = None
     download: bool = False
     num_classes: int = 10

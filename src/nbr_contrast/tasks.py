@@ -29,7 +29,7 @@ from nbr_contrast.build import (
 from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.data.image_source import DataSourceError, ImageSource
 from nbr_contrast.eval.data_choice import use_checkpoint_data
-from nbr_contrast.eval.export import export_backbone
+from nbr_contrast.eval.export import export_method
 from nbr_contrast.eval.features import extract_features
 from nbr_contrast.eval.knn_run import (
     accuracy_table,
@@ -342,13 +342,10 @@ def linear(cfg: DictConfig) -> dict[str, Any]:
 
 
 def export(cfg: DictConfig) -> dict[str, Any]:
-    """``task=export ckpt=PATH``: plain state dict of the backbone and its loading recipe."""
-    method = load_method(cfg.ckpt)
-    path = Path(cfg.output_dir) / f"{method.backbone.arch}_backbone.pth"
-    info = export_backbone(method.backbone, path, method.backbone.arch)
-    result = {"task": "export", "ckpt": str(cfg.ckpt), "path": str(path), **info}
-    print(f"backbone written to {path} (loading recipe in {path}.json)")
-    return result
+    """``task=export ckpt=PATH``: backbone (``task.projector=true``: projector) and recipes."""
+    info = export_method(load_method(cfg.ckpt), cfg.output_dir, bool(cfg.task.projector))
+    print("\n".join(f"written: {file}" for file in info["files"]))
+    return {"task": "export", "ckpt": str(cfg.ckpt), **info}
 
 
 def run_task(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:

@@ -41,11 +41,11 @@ def test_resnet_round_trip_follows_json_recipe(tmp_path: Path) -> None:
     backbone = small_stem_resnet18()
     path = tmp_path / "resnet18_backbone.pth"
     info = export_backbone(backbone, path, "resnet18")
-    meta = json.loads(Path(f"{path}.json").read_text())
+    meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["arch"] == "resnet18" and meta["small_stem"] is True
     assert meta["feature_dim"] == 512
     assert SMALL_STEM_RECIPE in meta["load_instructions"]
-    assert info["metadata_path"] == f"{path}.json"
+    assert info["metadata_path"] == str(path.with_suffix(".json"))
 
     state = torch.load(path, weights_only=True)
     reference_keys = {
@@ -69,7 +69,7 @@ def test_vit_round_trip_from_constructor_args(tmp_path: Path) -> None:
     backbone = tiny_vit()
     path = tmp_path / "vit_backbone.pth"
     export_backbone(backbone, path, "vit_tiny")
-    meta = json.loads(Path(f"{path}.json").read_text())
+    meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["vit_args"] == {
         "image_size": 32,
         "patch_size": 8,
@@ -113,7 +113,7 @@ def test_load_instructions_execute(
     export_backbone(backbone, path, arch)
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
-    exec(json.loads(Path(f"{path}.json").read_text())["load_instructions"], namespace)
+    exec(json.loads(path.with_suffix(".json").read_text())["load_instructions"], namespace)
     model = namespace["model"].eval()
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from nbr_contrast.eval.plots import (
+    curves_figure,
     log_figure_to_tensorboard,
     plot_curves,
     plot_embedding_map,
@@ -77,6 +78,28 @@ def test_curves_from_metrics_csv(tmp_path: Path) -> None:
     check_png(plot_curves(csv_path, tmp_path / "curves.png"), 11.0 / 4.0)
     out = plot_curves(csv_path, tmp_path / "some.png", keys=["val/knn_acc", "missing/acc"])
     check_png(out, 11.0 / 4.0)
+
+
+NN_ACC_CSV = """epoch,step,train/loss_epoch,train/nn_acc_epoch,val/knn_acc,val/probe_acc1
+0,1,2.20,0.125,31.5,28.0
+1,3,1.80,0.25,45.0,40.5
+"""
+
+
+def test_curves_put_every_accuracy_in_percent_and_losses_apart(tmp_path: Path) -> None:
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text(NN_ACC_CSV)
+    acc_ax, loss_ax = curves_figure(csv_path).axes
+    acc = {line.get_label(): list(line.get_ydata()) for line in acc_ax.get_lines()}
+    assert acc == {
+        "train/nn_acc_epoch": [12.5, 25.0],
+        "val/knn_acc": [31.5, 45.0],
+        "val/probe_acc1": [28.0, 40.5],
+    }
+    assert acc_ax.get_ylabel() == "accuracy (%)"
+    losses = {line.get_label(): list(line.get_ydata()) for line in loss_ax.get_lines()}
+    assert losses == {"train/loss_epoch": [2.2, 1.8]}
+    assert loss_ax.get_ylabel() == "loss"
 
 
 def test_curves_without_usable_metric(tmp_path: Path) -> None:

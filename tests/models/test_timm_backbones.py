@@ -203,3 +203,9 @@ def test_export_reloads_into_timm_with_identical_features(
     namespace: dict[str, object] = {}
     exec(meta["load_instructions"], namespace)
     torch.testing.assert_close(features(namespace["model"], x), expected, rtol=0, atol=0)
+
+    repo = str(Path(__file__).resolve().parents[2])
+    for weights in (result["safetensors_path"], result["path"]):
+        hub_model = torch.hub.load(repo, "backbone", weights=weights, source="local")
+        assert not hub_model.training
+        torch.testing.assert_close(features(hub_model, x), expected, rtol=0, atol=0)

@@ -44,6 +44,7 @@ from nbr_contrast.data.datasets import ResidentDataset, SourceDataset
 from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.data.neighbour_table import NeighbourTable
 from nbr_contrast.data.sampling import ResidentBatchSampler, ResumableSampler
+from nbr_contrast.data.shard_sampler import training_sampler
 from nbr_contrast.data.sources import DataSources, build_sources, check_labels
 from nbr_contrast.data.views import (
     build_eval_transform,
@@ -296,8 +297,11 @@ class NbrDataModule(L.LightningDataModule):
         )
         if isinstance(dataset, ResidentDataset):
             return self._resident_loader(dataset, batch_size, ranks, this)
-        sampler = self._start(ResumableSampler(dataset, batch_size, self.seed, ranks, this))
-        return self._loader(dataset, batch_size, False, sampler)
+        workers = int(self.cfg.num_workers)  # WebDataset shards are split over them too
+        order = training_sampler(
+            self.train_source, dataset, batch_size, self.seed, ranks, this, workers
+        )
+        return self._loader(dataset, batch_size, False, self._start(order))
 
     def _resident_loader(
         self, dataset: ResidentDataset, batch_size: int, ranks: int, this: int

@@ -2,7 +2,9 @@
 
 :func:`build_sources` turns a :class:`~nbr_contrast.data_config.DataConfig` into the
 :class:`DataSources` of a run (:mod:`nbr_contrast.data.image_source`): held in memory for
-every kind but image folders, which :mod:`nbr_contrast.data.folders` reads lazily. Every
+every kind but image folders and image lists (:mod:`nbr_contrast.data.folders`,
+:mod:`nbr_contrast.data.image_list`) and WebDataset shards (:mod:`nbr_contrast.data.shards`),
+which are read lazily. Every
 failure a user can fix from the config raises a ``DataSourceError`` naming the setting to
 change.
 
@@ -28,6 +30,7 @@ from PIL import Image
 
 from nbr_contrast.data import stl10
 from nbr_contrast.data.folders import folder_sources
+from nbr_contrast.data.image_list import list_sources
 from nbr_contrast.data.image_source import (
     DECODE_ERRORS,
     ArraySource,
@@ -37,8 +40,9 @@ from nbr_contrast.data.image_source import (
     to_rgb,
     warn_skipped,
 )
+from nbr_contrast.data.shards import shard_sources
 
-SOURCE_NAMES = ("cifar10_mini", "cifar10", "cifar100", "stl10", "imagefolder", "npz")
+SOURCE_NAMES = ("cifar10_mini", "cifar10", "cifar100", "stl10", "imagefolder", "npz", "webdataset")
 
 
 class DataSources(NamedTuple):
@@ -217,6 +221,10 @@ def build_sources(cfg: Any) -> DataSources:
     eval_root = None if cfg.eval_root is None else str(cfg.eval_root)
     if name == "stl10":
         sources = _stl10_sources(root, str(cfg.split), bool(cfg.download))
+    elif name == "imagefolder" and cfg.train_list is not None:
+        sources = DataSources(*list_sources(str(cfg.train_list), root, cfg.class_list, on_corrupt))
+    elif name == "webdataset":
+        sources = DataSources(*shard_sources(cfg, on_corrupt))
     elif name == "imagefolder":
         labels = None if cfg.labels is None else bool(cfg.labels)
         sources = DataSources(*folder_sources(root, cfg.class_list, on_corrupt, labels))

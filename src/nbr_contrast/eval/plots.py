@@ -171,11 +171,20 @@ def _per_epoch(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[
     return epochs, [float(np.mean(values[e])) for e in epochs]
 
 
-def _draw_panel(ax: Axes, curves: dict[str, tuple[list[float], list[float]]], title: str) -> None:
+FRACTION_PREFIX = "train/"
+"""Accuracies logged under this prefix are fractions (0..1): the methods' per-batch means
+(``nn_acc``, ``weighted_nn_acc``, ``acc1``, ``teacher_acc1``). The others (``val/knn_acc``,
+``val/probe_acc1``, ``val/acc1``, ...) are logged in percent."""
+
+
+def _draw_panel(
+    ax: Axes, curves: dict[str, tuple[list[float], list[float]]], title: str, ylabel: str
+) -> None:
     for key, (epochs, values) in curves.items():
         ax.plot(epochs, values, marker="o", markersize=3, label=key)
     ax.set_title(title)
     ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if curves:
         ax.legend(fontsize=8)
@@ -184,24 +193,22 @@ def _draw_panel(ax: Axes, curves: dict[str, tuple[list[float], list[float]]], ti
         ax.text(0.5, 0.5, f"no {title} metrics", ha="center", va="center", transform=ax.transAxes)
 
 
-def plot_curves(
-    metrics_csv: str | Path, path: str | Path, keys: Sequence[str] | None = None
-) -> Path:
-    """Per-epoch curves from a Lightning ``CSVLogger`` ``metrics.csv``.
+def curves_figure(metrics_csv: str | Path, keys: Sequence[str] | None = None) -> Figure:
+    """Per-epoch curves from a Lightning ``CSVLogger`` ``metrics.csv``, as a figure.
 
     Values logged several times in an epoch (step-level metrics) are averaged per epoch.
-    The left panel shows accuracy curves, the right panel loss curves.
+    The first axes hold every accuracy in percent (those logged as fractions, under
+    :data:`FRACTION_PREFIX`, are multiplied by 100), the second the losses.
 
     Args:
         metrics_csv: The CSV file (columns ``epoch``, ``step`` and one per metric, with
             empty cells where a metric was not logged).
-        path: PNG destination.
         keys: Metrics to draw; keys absent from the file are skipped. Keys containing
-            ``"loss"`` go to the loss panel, the others to the accuracy panel. By default,
+            ``"loss"`` go to the loss axes, the others to the accuracy axes. By default,
             every column whose name contains ``"acc"`` or ``"loss"``.
 
     Returns:
-        ``path`` as a ``Path``.
+        The figure, its axes ``[accuracy, loss]``, one line per metric labelled by its key.
 
     Raises:
         ValueError: If the file has no ``epoch`` column or no selected metric has a value.
@@ -217,18 +224,37 @@ def plot_curves(
         if key not in columns:
             continue
         epochs, values = _per_epoch(rows, key)
-        if epochs:
-            (loss if "loss" in key else acc)[key] = (epochs, values)
+        if not epochs:
+            continue
+        if "loss" in key:
+            loss[key] = (epochs, values)
+        else:
+            scale = 100.0 if key.startswith(FRACTION_PREFIX) else 1.0
+            acc[key] = (epochs, [v * scale for v in values])
     if not acc and not loss:
         raise ValueError(
             f"{metrics_csv} has no usable metric among {list(keys)}; the columns are {columns}."
         )
     fig = _new_figure(11.0, 4.0)
     acc_ax, loss_ax = fig.subplots(1, 2)
-    _draw_panel(acc_ax, acc, "accuracy")
-    _draw_panel(loss_ax, loss, "loss")
+    _draw_panel(acc_ax, acc, "accuracy", "accuracy (%)")
+    _draw_panel(loss_ax, loss, "loss", "loss")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def plot_curves(
+    metrics_csv: str | Path, path: str | Path, keys: Sequence[str] | None = None
+) -> Path:
+    """Save :func:`curves_figure` of ``metrics_csv`` and ``keys`` as the PNG ``path``.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ValueError: As :func:`curves_figure` does.
+    """
+    return _save(curves_figure(metrics_csv, keys), path)
 
 
 def plot_purity(

@@ -17,6 +17,11 @@ class MLPHead(nn.Sequential):
         last_bn: Put a BatchNorm after the output layer (NNCLR, SimCLR v2 style).
         last_bn_affine: Whether that last BN has a learnable affine (MoCo v3 uses none).
         hidden_bn: Put BatchNorm after the hidden layers (MoCo v2's head has none).
+
+    Attributes:
+        out_dim: Output size.
+        build_args: These arguments, so ``MLPHead(**head.build_args)`` rebuilds the head
+            (``task=export task.projector=true`` writes them to its recipe).
     """
 
     def __init__(
@@ -42,3 +47,11 @@ class MLPHead(nn.Sequential):
             layers.append(nn.BatchNorm1d(out_dim, affine=last_bn_affine))
         super().__init__(*layers)
         self.out_dim = out_dim
+        self.build_args = {
+            "in_dim": int(in_dim),
+            "hidden_dims": [int(h) for h in hidden_dims],
+            "out_dim": int(out_dim),
+            "last_bn": bool(last_bn),
+            "last_bn_affine": bool(last_bn_affine),
+            "hidden_bn": bool(hidden_bn),
+        }

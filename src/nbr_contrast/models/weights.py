@@ -26,7 +26,12 @@ def state_mismatch(state: Mapping[str, Tensor], model: nn.Module) -> str | None:
     return f"missing keys {missing[:5]}, unexpected keys {extra[:5]}, shape mismatches {shapes[:5]}"
 
 
-def _read(path: Path) -> dict[str, Tensor]:
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The ``dict[str, Tensor]`` in ``path``: a ``.safetensors`` file, else a ``torch.save`` one.
+
+    Raises:
+        TypeError: When a ``torch.save`` file holds something else.
+    """
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -55,7 +60,7 @@ def load_weights(model: nn.Module, path: str | Path, classifier: tuple[str, ...]
     if not path.is_file():
         raise FileNotFoundError(f"backbone.weights={path} does not exist; pass a state-dict file.")
     try:
-        state = _read(path)
+        state = read_state_dict(path)
     except Exception as error:
         reason = (str(error).splitlines() or [""])[0]
         raise ValueError(

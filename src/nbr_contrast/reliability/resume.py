@@ -271,7 +271,7 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
     trajectory, so every setting that shapes it (:data:`TRAJECTORY_KEYS`: batch size, views,
     optimiser and schedule, method, backbone, index, seed, ...) must match;
     ``trainer.max_epochs`` may grow, and logging, progress, paths and loader workers may
-    change.
+    change (not the workers for ``data=webdataset``, whose order they shape).
 
     Raises:
         ConfigError: Naming the first differing of the three names, or every differing
@@ -299,7 +299,9 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
                 f"{', '.join(changes)}; start from it with the checkpoint's values."
             )
         return
-    changes = trajectory_changes(saved_cfg, now)
+    # shards are dealt to ranks x loader workers: there the worker count shapes the order
+    workers = ("data.num_workers",) if now["data"]["name"] == "webdataset" else ()
+    changes = trajectory_changes(saved_cfg, now, TRAJECTORY_KEYS + workers)
     if changes:
         raise ConfigError(
             f"resume=true with settings that change the run's trajectory: {', '.join(changes)}; "
