@@ -53,13 +53,14 @@ def test_evaluate_knn_matches_the_fit_summary(
     result = api.evaluate(
         str(fitted["checkpoint"]),
         "knn",
-        [*small_data, "task.k=[1,5]", "task.temperature=0.1", "data.num_workers=0"],
+        [*small_data, "task.k=[1,5]", "task.temperature=[0.07,0.1]", "data.num_workers=0"],
         output_dir=tmp_path / "knn",
     )
-    assert set(result["accuracy"]) == {"1", "5"}
+    assert set(result["accuracy"]) == {"0.07", "0.1"}
+    assert all(set(by_k) == {"1", "5"} for by_k in result["accuracy"].values())
     assert json.loads((tmp_path / "knn" / "knn.json").read_text()) == result
     # The run's final kNN uses the same features and classifier (k=5, temperature 0.1).
-    assert result["accuracy"]["5"] == pytest.approx(fitted["knn_acc_after@5"])
+    assert result["accuracy"]["0.1"]["5"] == pytest.approx(fitted["knn_acc_after@5"])
 
 
 def test_evaluate_export_writes_a_loadable_backbone(

@@ -259,7 +259,7 @@ class TaskConfig:
         cutmix: ``finetune``: cutmix alpha (needs timm; 0 is off).
         label_smoothing: Label smoothing of the cross-entropy.
         k: kNN neighbour counts (several at once).
-        temperature: kNN temperature.
+        temperature: kNN temperatures (several at once; each is reported for every ``k``).
         projector: ``task=export`` also writes the projection head and its recipe.
     """
 
@@ -276,7 +276,7 @@ class TaskConfig:
     cutmix: float = 0.0
     label_smoothing: float = 0.0
     k: list[int] = field(default_factory=lambda: [20, 200])
-    temperature: float = 0.1
+    temperature: list[float] = field(default_factory=lambda: [0.07, 0.1])
     projector: bool = False
 
 
@@ -292,6 +292,7 @@ class RunConfig:
         plots: Write neighbour grid, curves and embedding map at the end of a fit.
         knn_report: Report the kNN accuracy of the frozen features before and after a fit
             (one feature pass over the train and test images each; off skips both).
+        knn_before: Take the "before" kNN accuracy of a fit (off skips that pass only).
     """
 
     method: Any = MISSING
@@ -308,3 +309,4 @@ class RunConfig:
     output_dir: str = "."
     plots: bool = True
     knn_report: bool = True
+    knn_before: bool = True

@@ -107,6 +107,19 @@ def check_overrides(args: Sequence[str]) -> None:
         }
         if parts[1] not in fields:
             raise OverrideError(_unknown(key, parts[1], sorted(fields), f"'{parts[0]}'"))
+        if len(parts) == 2 and _is_list(schemas[parts[0]], parts[1]) and _scalar(value):
+            raise OverrideError(f"{key}={value}: {key} takes a list; write {key}=[{value}].")
+
+
+def _is_list(schemas: Sequence[Any], name: str) -> bool:
+    """Whether field ``name`` of the schemas that have it is a list."""
+    fields = [f for schema in schemas for f in dataclasses.fields(schema) if f.name == name]
+    return any(str(f.type).startswith(("list[", "typing.List")) for f in fields)
+
+
+def _scalar(value: str) -> bool:
+    """Whether an override value is a plain scalar (not a list, sweep, function or null)."""
+    return not any(ch in value for ch in "[](){}$,") and value.strip() != "null"
 
 
 def _check_group_option(group: str, value: str) -> None:

@@ -32,7 +32,14 @@ from nbr_contrast.eval.data_choice import use_checkpoint_data
 from nbr_contrast.eval.export import export_method
 from nbr_contrast.eval.features import extract_features
 from nbr_contrast.eval.head_task import train_head
-from nbr_contrast.eval.knn import knn_accuracy
+from nbr_contrast.eval.knn_run import (
+    accuracy_table,
+    attach_fit_knn,
+    knn_backend,
+    knn_shards,
+    launched_group,
+    pair_accuracies,
+)
 from nbr_contrast.eval.report import SplitFeatures, write_run_plots
 from nbr_contrast.methods.base import BaseMethod
 from nbr_contrast.reliability import (
@@ -48,6 +55,7 @@ from nbr_contrast.reliability import (
 )
 from nbr_contrast.reliability.checkpoint_io import read_checkpoint
 from nbr_contrast.reliability.resume import HEAD_TASKS, launch_overrides
+from nbr_contrast.utils.dist import rank
 
 TASKS = ("fit", "knn", "linear", "finetune", "export")
 
@@ -89,29 +97,6 @@ def split_features(
     return SplitFeatures(*train), source_features(method, datamodule, device, test, progress)
 
 
-def knn_features(
-    method: BaseMethod,
-    datamodule: NbrDataModule,
-    device: torch.device,
-    split: tuple[SplitFeatures, SplitFeatures | None] | None = None,
-    progress: bool = True,
-) -> tuple[SplitFeatures, SplitFeatures] | None:
-    """The labelled ``(bank, queries)`` features the kNN report compares, if there are any.
-
-    The bank is the training features (``split``'s, or computed) when training images have
-    labels, else the reference images' features; the queries are the test features.
-    ``None`` when nothing labelled can be evaluated (:attr:`NbrDataModule.monitored`).
-    """
-    if not datamodule.monitored:
-        return None
-    train, test = split or split_features(method, datamodule, device, progress)
-    assert test is not None
-    reference = datamodule.reference_source
-    if datamodule.labelled or reference is None:
-        return train, test
-    return source_features(method, datamodule, device, reference, progress), test
-
-
 def knn_of(
     train: SplitFeatures, test: SplitFeatures, ks: list[int], temperature: float, classes: int
 ) -> dict[int, float]:
@@ -119,10 +104,7 @@ def knn_of(
 
     Training features without a label (``-1``) are left out of the bank.
     """
-    known = train.labels >= 0
-    return knn_accuracy(
-        train.feats[known], train.labels[known], test.feats, test.labels, ks, temperature, classes
-    )
+    return pair_accuracies((train, test), ks, [temperature], classes)[temperature]
 
 
 def say_monitoring(datamodule: NbrDataModule) -> None:
@@ -187,7 +169,9 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Pretrain the configured method; report kNN accuracy before and after training.
 
-    ``knn_report=false`` skips the two kNN passes (their accuracies are then ``None``).
+    ``knn_report=false`` skips the two kNN passes (their accuracies are then ``None``),
+    ``knn_before=false`` the first. Every rank takes part in them
+    (:mod:`~nbr_contrast.eval.knn_run`).
 
     ``resume=true`` continues the run in ``cfg.output_dir`` from its ``last.ckpt``;
     ``ckpt=PATH`` (or ``ckpt=last``, the newest run of the method) starts from a checkpoint
@@ -225,25 +209,19 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_resume_note(cfg)
     device = eval_device(cfg)
-    ks = [int(cfg.method.knn_k)]
-    tau = float(cfg.method.knn_temperature)
+    k = int(cfg.method.knn_k)
     progress = bool(cfg.trainer.enable_progress_bar)
-    before = after = None
-    classes = int(cfg.data.num_classes)
-    if trainer.is_global_zero and ckpt is None and cfg.knn_report:
-        pair = knn_features(method, datamodule, device, progress=progress)
-        before = None if pair is None else knn_of(*pair, ks, tau, classes)[ks[0]]
+    before = ckpt is None and bool(cfg.knn_report) and bool(cfg.knn_before)
+    report = attach_fit_knn(cfg, trainer, datamodule, method.backbone, device, before)
     start = time.time()
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt)
     elapsed = time.time() - start
     summary: dict[str, Any] = {"method": cfg.method.name, "output_dir": str(cfg.output_dir)}
+    after, split = report.after(method.backbone, device) if cfg.knn_report else (None, None)
     if not trainer.is_global_zero:
         return summary
-    if cfg.knn_report or cfg.plots:
-        train, test = split_features(method, datamodule, device, progress)
-    if cfg.knn_report:
-        pair = knn_features(method, datamodule, device, (train, test), progress)
-        after = None if pair is None else knn_of(*pair, ks, tau, classes)[ks[0]]
+    if cfg.plots:
+        train, test = split or split_features(method, datamodule, device, progress)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     last = checkpoint_dir(cfg) / "last.ckpt"
     summary.update(
@@ -251,8 +229,8 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
             "train_seconds": round(elapsed, 1),
-            f"knn_acc_before@{ks[0]}": before,
-            f"knn_acc_after@{ks[0]}": after,
+            f"knn_acc_before@{k}": report.before,
+            f"knn_acc_after@{k}": after,
             "online_knn_acc": metrics.get("val/knn_acc"),
             "linear_probe_acc1": metrics.get("val/probe_acc1"),
             "checkpoint": str(last),
@@ -281,7 +259,7 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
         f"nbr_contrast · {cfg.method.name} · {trainer.current_epoch} epochs "
         f"in {elapsed / 60:.1f} min",
         [
-            ("kNN acc before training", pct(before)),
+            ("kNN acc before training", pct(report.before)),
             ("kNN acc after training", pct(after)),
             ("linear probe acc (online)", pct(summary["linear_probe_acc1"])),
             ("checkpoint", str(last)),
@@ -294,30 +272,39 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
 
 
 def knn(cfg: DictConfig) -> dict[str, Any]:
-    """``task=knn ckpt=PATH``: cosine kNN accuracy for several k at once."""
+    """``task=knn ckpt=PATH``: cosine kNN accuracy for several k and temperatures at once.
+
+    Every rank of a ``torchrun`` launch embeds and searches its share; rank 0 reports.
+    """
     method = load_method(cfg.ckpt)
     datamodule = build_datamodule(cfg)
     ks = [int(k) for k in cfg.task.k]
+    temperatures = [float(t) for t in cfg.task.temperature]
     validate_neighbour_counts("task.k", ks, datamodule.num_train)
-    pair = knn_features(method, datamodule, eval_device(cfg))
-    if pair is None:
-        raise DataSourceError(
-            f"task=knn needs labelled images but data={cfg.data.name} has none; set "
-            "data.eval_root to a labelled folder with train/ and val/."
-        )
-    train, test = pair
-    accs = knn_of(train, test, ks, float(cfg.task.temperature), datamodule.num_classes)
+    device = eval_device(cfg)
+    with launched_group(device):
+        pair = knn_shards(method.backbone, datamodule, device)
+        if pair is None:
+            raise DataSourceError(
+                f"task=knn needs labelled images but data={cfg.data.name} has none; set "
+                "data.eval_root to a labelled folder with train/ and val/."
+            )
+        backend = knn_backend(cfg.index, device)
+        accs = pair_accuracies(pair, ks, temperatures, datamodule.num_classes, backend, device)
+        first = rank() == 0
     result = {
         "task": "knn",
         "ckpt": str(cfg.ckpt),
         "data": cfg.data.name,
         "image_size": int(cfg.data.image_size),
-        "temperature": float(cfg.task.temperature),
-        "accuracy": {str(k): v for k, v in accs.items()},
+        "k": ks,
+        "temperature": temperatures,
+        "accuracy": {str(t): {str(k): v for k, v in by_k.items()} for t, by_k in accs.items()},
     }
-    path = _write_json(cfg, "knn.json", result)
-    _print_table("kNN evaluation", [(f"k={k}", f"{v:.2f}%") for k, v in accs.items()])
-    print(f"results: {path}")
+    if first:
+        path = _write_json(cfg, "knn.json", result)
+        Console().print(accuracy_table(accs))
+        print(f"results: {path}")
     return result
 
 

@@ -46,5 +46,8 @@ def test_multirun_of_ddp_jobs_writes_one_complete_folder_per_job(
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["config"]["optim"]["lr"] == float(lr)
         assert summary["checkpoint"] == str(folder / "checkpoints" / "last.ckpt")
+        # both ranks took part in the sharded kNN passes before and after training
+        assert 0.0 <= summary["knn_acc_before@5"] <= 100.0
+        assert 0.0 <= summary["knn_acc_after@5"] <= 100.0
         overrides = OmegaConf.load(folder / ".hydra" / "overrides.yaml")
         assert f"optim.lr={lr}" in list(overrides)

@@ -71,6 +71,11 @@ CASES = [
     (["trainer.max_epochs=-1"], "trainer.max_epochs=-1 (no epoch limit) needs a step limit"),
     (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 must be at least 1"),
     (["task=knn", "task.k=[0]"], "task.k[0]=0 must be at least 1"),
+    (["task=knn", "task.temperature=[0.07,0]"], "task.temperature[1]=0.0 must be > 0"),
+    (
+        ["task=knn", "task.temperature=0.1"],
+        "task.temperature=0.1: task.temperature takes a list; write task.temperature=[0.1].",
+    ),
 ]
 
 
