@@ -116,6 +116,9 @@ class DataConfig:
         download: Let torchvision download the dataset when it is missing.
         num_classes: Number of classes (for probes and classifiers).
         image_size: Side length of evaluation images.
+        eval_crop_pct: The evaluation transform resizes the shorter side to
+            ``round(image_size / eval_crop_pct)`` and keeps the centre ``image_size`` square
+            (ImageNet's resize 256, centre 224 is 0.875; 1 keeps the whole short side).
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
         batch_size: Per-device training batch size.
@@ -141,6 +144,7 @@ class DataConfig:
     download: bool = False
     num_classes: int = 10
     image_size: int = 32
+    eval_crop_pct: float = 1.0
     mean: list[float] = field(default_factory=lambda: [0.4914, 0.4822, 0.4465])
     std: list[float] = field(default_factory=lambda: [0.2470, 0.2435, 0.2616])
     batch_size: int = 256

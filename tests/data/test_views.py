@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from nbr_contrast import api
 from nbr_contrast.data.views import (
     MultiView,
     build_eval_transform,
@@ -15,6 +16,7 @@ from nbr_contrast.data.views import (
     build_view_transform,
 )
 from nbr_contrast.data_config import ViewConfig
+from nbr_contrast.reliability.validation import ConfigError, validate_config
 
 MEAN = [0.5, 0.4, 0.3]
 STD = [0.2, 0.25, 0.3]
@@ -125,3 +127,29 @@ def test_multiview_sizes_and_empty() -> None:
     assert len(multi) == 2 and [v.shape[-1] for v in views] == [32, 16]
     with pytest.raises(ValueError, match=r"data\.views"):
         MultiView([])
+
+
+def test_eval_crop_pct_keeps_the_centre_of_the_resized_short_side() -> None:
+    # 320x256 image whose outer 16 px (at the 256 px short side) are black: resize 256, centre
+    # 224 (crop_pct 0.875) keeps only the white centre; crop_pct 1 keeps the black border
+    array = np.zeros((256, 320, 3), dtype=np.uint8)
+    array[16:240, 48:272] = 255
+    image = Image.fromarray(array)
+    imagenet = build_eval_transform(224, [0.0] * 3, [1.0] * 3, crop_pct=0.875)(image)
+    whole = build_eval_transform(224, [0.0] * 3, [1.0] * 3)(image)
+    assert imagenet.shape == whole.shape == (3, 224, 224)
+    assert imagenet.min() > 0.9
+    assert whole[:, 0, :].max() < 0.1
+
+
+def test_image_folders_evaluate_at_resize_256_centre_224(tmp_path) -> None:
+    cfg = api.compose(["data=imagefolder", f"data.root={tmp_path}"], output_dir=tmp_path / "run")
+    assert cfg.data.image_size == 224
+    assert round(cfg.data.image_size / cfg.data.eval_crop_pct) == 256
+
+
+@pytest.mark.parametrize("bad", ["0", "1.5"])
+def test_eval_crop_pct_outside_0_1_is_refused(tmp_path, bad) -> None:
+    cfg = api.compose([f"data.eval_crop_pct={bad}"], output_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"data\.eval_crop_pct=.* must be in \(0, 1\]"):
+        validate_config(cfg)

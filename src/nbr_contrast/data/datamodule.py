@@ -228,7 +228,8 @@ class NbrDataModule(L.LightningDataModule):
         return SourceDataset(self.train_source, transform, "views", self.neighbours, pair)
 
     def _eval_dataset(self, source: ImageSource) -> SourceDataset:
-        transform = build_eval_transform(int(self.cfg.image_size), self.cfg.mean, self.cfg.std)
+        size, crop_pct = int(self.cfg.image_size), float(self.cfg.eval_crop_pct)
+        transform = build_eval_transform(size, self.cfg.mean, self.cfg.std, crop_pct)
         return SourceDataset(source, transform, "image")
 
     def train_eval_dataset(self) -> SourceDataset:

@@ -94,16 +94,19 @@ def build_view_transform(
 
 
 def build_eval_transform(
-    image_size: int, mean: Sequence[float], std: Sequence[float]
+    image_size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float = 1.0
 ) -> v2.Compose:
     """Build the un-augmented evaluation transform.
 
-    The shorter side is resized to ``image_size`` and the centre ``image_size`` square kept.
+    The shorter side is resized to ``round(image_size / crop_pct)`` and the centre
+    ``image_size`` square kept.
 
     Args:
         image_size: Output side length.
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
+        crop_pct: Fraction of the resized short side that the centre crop keeps (ImageNet's
+            resize 256, centre crop 224 is 0.875).
 
     Returns:
         A transform from a PIL image or ``uint8`` ``[3, H, W]`` tensor to a ``float32``
@@ -113,7 +116,7 @@ def build_eval_transform(
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.Resize(size, antialias=True),
+            v2.Resize(round(size / crop_pct), antialias=True),
             v2.CenterCrop(size),
             *_finish(mean, std),
         ]

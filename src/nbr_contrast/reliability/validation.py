@@ -73,6 +73,7 @@ RULES = (
         "must be >= 0",
     ),
     Rule(lambda n: n == "weight_decay", lambda v: v >= 0, "must be >= 0"),
+    Rule(lambda n: n.endswith("_pct"), lambda v: 0 < v <= 1, "must be in (0, 1]"),
     Rule(lambda n: n == "epochs" or n.endswith("_iters"), lambda v: v >= 1, "must be at least 1"),
 )
 TRAINER_AT_LEAST_1 = (
