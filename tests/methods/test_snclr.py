@@ -97,3 +97,14 @@ def test_moco_v3_heads_follow_the_backbone(tiny_cfg: Callable[..., DictConfig]) 
         vit = build_method(tiny_cfg(f"method={method}", "backbone=vit_tiny"))
         assert linear_widths(vit.projector) == [4096, 4096, 256] and ends_in_bn(vit.projector)
         assert linear_widths(vit.predictor) == [4096, 256] and ends_in_bn(vit.predictor)
+
+
+def test_vit_heads_follow_the_architecture_not_its_name(
+    tiny_cfg: Callable[..., DictConfig],
+) -> None:
+    # a timm DeiT is a ViT whose name does not start with "vit"; a ConvNeXt is convolutional
+    deit = ["backbone=timm", "backbone.name=deit_tiny_patch16_224", "+backbone.kwargs.patch_size=4"]
+    vit = build_method(tiny_cfg("method=mocov3", *deit, "+backbone.kwargs.depth=1"))
+    assert linear_widths(vit.projector) == [4096, 4096, 256] and ends_in_bn(vit.predictor)
+    conv = build_method(tiny_cfg("method=mocov3", "backbone=timm", "backbone.name=convnext_atto"))
+    assert linear_widths(conv.projector) == [4096, 256] and not ends_in_bn(conv.predictor)

@@ -47,6 +47,7 @@ from nbr_contrast.config import MomentumMethodConfig
 from nbr_contrast.losses import snclr_loss, snclr_weights
 from nbr_contrast.methods.base import StepOutput, TrainBatch
 from nbr_contrast.methods.momentum import MomentumMethod
+from nbr_contrast.models.backbones import is_transformer
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.index import BankSpec
@@ -114,7 +115,7 @@ class SNCLR(MomentumMethod):
         m = self.cfg.method
         if m.attention not in ATTENTIONS:
             raise ValueError(f"method.attention={m.attention!r}; valid: {ATTENTIONS}.")
-        vit = str(self.cfg.backbone.name).startswith("vit")
+        vit = is_transformer(self.backbone)
         self.projector = MLPHead(
             self.feature_dim,
             [m.proj_hidden_dim] * (2 if vit else 1),

@@ -48,6 +48,17 @@ CLASSIFIER_PREFIXES = ("fc.", "heads.")
 """Keys of the torchvision classifiers the backbones drop (``fc`` of ResNets, ``heads`` of ViTs)."""
 
 
+def is_transformer(backbone: nn.Module) -> bool:
+    """Whether ``backbone`` is a vision transformer (methods with ViT-specific heads ask).
+
+    torchvision's ``VisionTransformer``, or any model with a ``patch_embed`` (timm's ViT,
+    DeiT, BEiT, EVA, Swin families); convolutional networks (ResNet, ConvNeXt) are not.
+    """
+    return isinstance(backbone, torchvision.models.VisionTransformer) or hasattr(
+        backbone, "patch_embed"
+    )
+
+
 def build_backbone(cfg: BackboneConfig | DictConfig, image_size: int) -> nn.Module:
     """Build the backbone ``cfg`` describes for inputs of side ``image_size``.
 
