@@ -57,7 +57,8 @@ class CO2Config(MomentumMethodConfig):
     values the CO2 paper's; the momentum fields come from :class:`MomentumMethodConfig`.
 
     Attributes:
-        proj_hidden_dim: Head hidden width (2048; the head has no BN).
+        proj_hidden_dim: Head hidden width (2048).
+        proj_hidden_bn: BatchNorm after the head's hidden layer (MoCo v2's head has none).
         proj_output_dim: Embedding size (256; MoCo v2 paper 128).
         temperature: ``τ_ins`` of the instance loss (0.2).
         consistency_temperature: ``τ_con`` (0.05, unconfirmed).
@@ -69,6 +70,7 @@ class CO2Config(MomentumMethodConfig):
     _target_: str = "nbr_contrast.methods.co2.CO2"
     name: str = "co2"
     proj_hidden_dim: int = 2048
+    proj_hidden_bn: bool = False
     proj_output_dim: int = 256
     temperature: float = 0.2
     consistency_temperature: float = 0.05
@@ -85,7 +87,7 @@ class CO2(MomentumMethod):
         super().__init__(cfg)
         m = self.cfg.method
         self.projector = MLPHead(
-            self.feature_dim, [m.proj_hidden_dim], m.proj_output_dim, hidden_bn=False
+            self.feature_dim, [m.proj_hidden_dim], m.proj_output_dim, hidden_bn=m.proj_hidden_bn
         )
         self.add_momentum_encoder()
 
