@@ -76,3 +76,11 @@ def test_consistency_moves_the_online_encoder(tiny_cfg: Callable[..., DictConfig
     grads = [p.grad for p in method.backbone.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
     assert all(p.grad is None for p in method.momentum_backbone.parameters())
+
+
+def test_head_has_batch_norm_only_when_asked(tiny_cfg: Callable[..., DictConfig]) -> None:
+    for on in (False, True):
+        method = CO2(tiny_cfg("method=mocov2", f"method.proj_hidden_bn={str(on).lower()}"))
+        for head in (method.projector, method.momentum_projector):
+            norms = [m for m in head.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+            assert len(norms) == int(on)
