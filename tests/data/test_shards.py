@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,29 @@ def test_too_few_shards_or_samples_for_the_workers_fail_clearly() -> None:
         _epoch([4, 4, 4], 2, 2, 2, 0)
     with pytest.raises(DataSourceError, match=r"data\.batch_size=8 is larger than the 4 samples"):
         _epoch([4, 4], 2, 0, 8, 0)
+
+
+def test_webdataset_is_needed_only_for_shards(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # a fresh interpreter without webdataset: the default path imports and builds its data
+    code = (
+        "import sys; sys.modules['webdataset'] = None\n"
+        "from nbr_contrast import api\n"
+        "from nbr_contrast.build import build_datamodule\n"
+        "cfg = api.compose(['data=cifar10_mini', 'data.num_workers=0'], output_dir='run')\n"
+        "dm = build_datamodule(cfg); dm.setup('fit'); print(dm.num_train)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 0
+    monkeypatch.setitem(sys.modules, "webdataset", None)
+    with pytest.raises(DataSourceError, match=r"pip install 'nbr-contrast\[webdataset\]'"):
+        expand_shards("/data/train-{0..9}.tar")

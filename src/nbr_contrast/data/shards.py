@@ -24,8 +24,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from webdataset.shardlists import expand_urls
-from webdataset.tariterators import base_plus_ext
 
 from nbr_contrast.data.image_source import (
     DECODE_ERRORS,
@@ -41,12 +39,29 @@ LABEL_KEY = "cls"
 META = re.compile(r"__[^/]*__($|/)")  # members the webdataset reader skips
 
 
+def _webdataset() -> Any:
+    """The ``webdataset`` package (an optional extra), imported when shards are used.
+
+    Raises:
+        DataSourceError: If it is not installed.
+    """
+    try:
+        import webdataset
+    except ImportError as error:
+        raise DataSourceError(
+            "data=webdataset needs the webdataset package; install it with "
+            "pip install 'nbr-contrast[webdataset]'."
+        ) from error
+    return webdataset
+
+
 def expand_shards(shards: str | Sequence[str], setting: str = "data.shards") -> list[str]:
     """Shard paths of a brace pattern (``train-{000000..000099}.tar``) or a list of them.
 
     Raises:
-        DataSourceError: If no shard is given.
+        DataSourceError: If no shard is given, or webdataset is not installed.
     """
+    expand_urls = _webdataset().shardlists.expand_urls
     patterns = [shards] if isinstance(shards, str) else [str(s) for s in shards]
     paths = [p for pattern in patterns for p in expand_urls(pattern)]
     if not paths:
@@ -98,6 +113,7 @@ class ShardIndex:
 
 def _grouped(tar: tarfile.TarFile, path: str, setting: str) -> list[tuple[int, int, int]]:
     """``(image offset, image size, label)`` of every sample with an image, in tar order."""
+    base_plus_ext = _webdataset().tariterators.base_plus_ext
     groups: list[tuple[str, dict[str, tarfile.TarInfo]]] = []
     for member in tar:
         if not member.isreg() or META.match(member.name):
