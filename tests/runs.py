@@ -55,3 +55,20 @@ def run_python(args: list[str], timeout: int = 120) -> subprocess.CompletedProce
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def run_ranks_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m nbr_contrast ARGS`` as a fresh launcher of its own ranks.
+
+    The parent's rank variables (``LOCAL_*``) and the project's ``NBR_CONTRAST_*`` ones are
+    left out, so the child starts its own process group; 600 s for multi-process runs.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBR_CONTRAST_", "LOCAL_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "nbr_contrast", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )

@@ -9,14 +9,11 @@ summary, a last checkpoint and their own overrides.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ..runs import CPU_RUN, PX16, SMALL_NNCLR
+from ..runs import CPU_RUN, PX16, SMALL_NNCLR, run_ranks_cli
 
 RUN = ["trainer=ddp_cpu", "trainer.devices=2", *CPU_RUN, *PX16, *SMALL_NNCLR]
 
@@ -25,15 +22,8 @@ def test_multirun_of_ddp_jobs_writes_one_complete_folder_per_job(
     tiny_data: list[str], tmp_path: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBR_CONTRAST_", "LOCAL_"))}
-    command = [sys.executable, "-m", "nbr_contrast", "-m", "optim.lr=0.1,0.2"]
-    proc = subprocess.run(
-        [*command, *tiny_data, *RUN, f"hydra.sweep.dir={sweep}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
+    proc = run_ranks_cli(
+        ["-m", "optim.lr=0.1,0.2", *tiny_data, *RUN, f"hydra.sweep.dir={sweep}"], tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from nbr_contrast import api
 from nbr_contrast.eval import head_task
 from nbr_contrast.reliability import ConfigError, RunInterrupted
 
-from ..runs import CPU_RUN, PX16, SMALL_NNCLR
+from ..runs import CPU_RUN, PX16, SMALL_NNCLR, run_ranks_cli
 
 HEAD = [
     "trainer.accelerator=cpu",
@@ -68,18 +66,10 @@ def test_two_gloo_ranks_match_one_process_with_the_doubled_batch(
     accuracy is the one-process accuracy.
     """
     one = api.evaluate(pretrained, "linear", [*HEAD, "task.batch_size=16"], tmp_path / "one")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBR_CONTRAST_", "LOCAL_"))}
     two = tmp_path / "two"
     command = ["task=linear", f"ckpt={pretrained}", "trainer=ddp_cpu", "trainer.devices=2"]
     command += [*HEAD, "task.batch_size=8", f"hydra.run.dir={two}"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbr_contrast", *command],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
-    )
+    proc = run_ranks_cli(command, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((two / "linear.json").read_text())
     assert result["global_batch"] == one["global_batch"] == 16
