@@ -102,7 +102,13 @@ SMOKE_OVERRIDES = [
     f"{SSL},cone,supervised:method.proj_hidden_dim=512",
     f"{SSL},cone,supervised:method.proj_output_dim=128",
     "nnclr,nnclr_no_nn,snclr,mocov3:method.pred_hidden_dim=512",
-    f"{SSL},msf,byol:method.queue_size=4096",  # under the 4,992 samples of an epoch
+    # banks under the 4,992 samples of an epoch: NNCLR's and SNCLR's support sets, MSF's bank
+    "nnclr,nnclr_no_nn,snclr,mocov3,msf,byol:method.queue_size=4096",
+    # MoCo v2's negative queue: both views' keys of the last 2 batches (256 samples, 5% of
+    # the data; the MoCo CIFAR-10 demo's 4,096 of 50,000 is 8%). At 4,096 keys the queue
+    # holds 41% of the samples, each image's own recent keys among them as negatives, and
+    # the instance loss stalls near chance (docs/results.md)
+    "co2,mocov2,clim:method.queue_size=512",
     "nnclr,nnclr_no_nn:method.nn_warmup_steps=78",  # the quickstart's two epochs
     "clim:method.warmup_epochs=4",  # mixing from epoch 4 (recipe: 10)
     "clim:method.refresh_every=2",
