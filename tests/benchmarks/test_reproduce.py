@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from omegaconf import OmegaConf
 
 from nbr_contrast import api
 
@@ -62,6 +63,31 @@ def test_method_and_baseline_share_every_setting_but_the_method(
     assert a.trainer.max_epochs == b.trainer.max_epochs == 3
     assert a.data.batch_size == 64 and a.seed == b.seed == 1
     assert a.method.knn_k == b.method.knn_k == reproduce.KNN_K
+
+
+@pytest.mark.parametrize("method", ["nnclr", "co2", "snclr", "clim", "cone", "msf"])
+def test_smoke_preset_sets_method_and_baseline_alike(
+    reproduce: ModuleType, method: str, tmp_path: Path
+) -> None:
+    common, per_run = reproduce.split_overrides(reproduce.PRESETS["smoke"]["overrides"])
+    baseline = reproduce.PAIRS[method]
+    cfgs = {
+        name: api.compose(
+            reproduce.run_overrides(name, args(), common, per_run[name]),
+            output_dir=tmp_path / name,
+        )
+        for name in (method, baseline)
+    }
+    keys = {o.split("=", 1)[0] for name in (method, baseline) for o in per_run[name]}
+    absent = object()
+    shared = [
+        key
+        for key in sorted(keys)
+        if all(OmegaConf.select(cfg, key, default=absent) is not absent for cfg in cfgs.values())
+    ]
+    assert shared, "the smoke preset sets nothing both runs of the pair have"
+    for key in shared:
+        assert OmegaConf.select(cfgs[method], key) == OmegaConf.select(cfgs[baseline], key), key
 
 
 def test_supervised_runs_get_the_supervised_views_from_their_method(
