@@ -1,4 +1,5 @@
-"""``knn_report=false`` skips the feature passes of a fit; ``knn_before=false`` only the first."""
+"""A fit's kNN report: ``knn_report=false`` skips both passes, ``knn_before=false`` the first,
+and a resumed fit keeps the "before" accuracy of the run it continues."""
 
 from __future__ import annotations
 
@@ -40,4 +41,24 @@ def test_knn_before_off_runs_only_the_after_pass(
     summary = api.fit(run_cfg(tmp_path / "run", "knn_before=false", "plots=false"))
     assert summary["knn_acc_before@5"] is None
     assert 0.0 <= summary["knn_acc_after@5"] <= 100.0
+    assert len(passes) == 1
+
+
+def test_resumed_fit_reports_the_before_accuracy_of_the_run_it_continues(
+    run_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    first = api.fit(run_cfg(run, "trainer.max_epochs=1", "plots=false"))
+    assert first["knn_acc_before@5"] is not None
+    passes: list[int] = []
+    real = knn_run.knn_shards
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        passes.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(knn_run, "knn_shards", counted)
+    resumed = api.fit(run_cfg(run, "trainer.max_epochs=2", "resume=true", "plots=false"))
+    assert resumed["resumed_from"] is not None and resumed["epochs"] == 2
+    assert resumed["knn_acc_before@5"] == first["knn_acc_before@5"]
     assert len(passes) == 1

@@ -170,6 +170,14 @@ class FitKnn(L.Callback):
             self.want_before = False
             self.before = self.measure(backbone, device)[0]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The "before" accuracy, saved in checkpoints so a resumed fit still reports it."""
+        return {"before": self.before}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the "before" accuracy of the fit this checkpoint continues."""
+        self.before = state_dict.get("before", self.before)
+
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Take the "before" accuracy on every rank of the fit."""
         self.take_before(pl_module.backbone, pl_module.device)  # type: ignore[arg-type]
