@@ -11,9 +11,10 @@ the neighbour part::
     cone   vs supervised   (CE only)                     experiment=cone_cifar10
 
 Every run goes through ``nbr_contrast.api`` (the CLI's code path) into its own folder
-``<runs-dir>/<run>``; a folder whose ``summary.json`` holds the same config is reused, and
-one with the same config that stopped early is resumed from its ``last.ckpt``, so an
-interrupted study continues where it stopped. ``--jobs N`` trains N runs at once as
+``<runs-dir>/<run>_s<seed>``; a folder whose ``summary.json`` holds the same config is
+reused, and one with the same config that stopped early is resumed from its ``last.ckpt``,
+so an interrupted study continues where it stopped, and a study run with more seeds later
+reuses the seeds it has. ``--jobs N`` trains N runs at once as
 separate CLI processes sharing the device (small CIFAR runs leave an H100 mostly idle);
 ``--time-limit S`` stops them with a checkpoint after S seconds and exits with code 75, so
 a study longer than one session's command limit is the same command run repeatedly.
@@ -217,9 +218,11 @@ PENDING_EXIT = 75  # EX_TEMPFAIL: some runs were stopped by --time-limit; rerun 
 
 
 def comparable(cfg: Any) -> Any:
-    """A run's config as compared between invocations (``resume`` is how, not what)."""
+    """A run's config as compared between invocations (``resume`` is how, not what, and
+    ``output_dir`` where: a study's folder may be moved)."""
     plain = normalised(to_container(cfg))
     plain.pop("resume", None)
+    plain.pop("output_dir", None)
     return plain
 
 
@@ -236,6 +239,7 @@ def plan(name: str, overrides: list[str], run_dir: Path) -> str:
         stored = json.loads(summary_path.read_text()).get("config")
         if stored is not None:
             stored.pop("resume", None)
+            stored.pop("output_dir", None)
         if stored == wanted:
             return "reuse"
     same = study_path.is_file() and json.loads(study_path.read_text()) == wanted
@@ -598,7 +602,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (
             f"{n}@{seed}" if several else n,
             run_overrides(n, args, common, per_run[n], seed),
-            args.runs_dir / (f"{n}_s{seed}" if several else n),
+            args.runs_dir / f"{n}_s{seed}",
         )
         for seed in args.seeds
         for n in names

@@ -160,18 +160,22 @@ def test_driver_trains_a_pair_in_parallel_processes_then_reuses_it(
         assert not report["runs"][run]["reused"]
         assert report["runs"][run]["steps"] == 2
         assert report["runs"][run]["top1"] is not None
-        assert (tmp_path / "runs" / f"{run}.log").is_file()
+        assert (tmp_path / "runs" / f"{run}_s42.log").is_file()
     assert (tmp_path / "study.md").read_text().count("| cone | supervised |") == 1
-    again = reproduce.main(tiny_study(tmp_path, tiny_data, "--jobs=2"))
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    moved = f"--runs-dir={tmp_path / 'moved'}"
+    again = reproduce.main([*tiny_study(tmp_path, tiny_data, "--jobs=2"), moved])
     assert all(run["reused"] for run in again["runs"].values())
     assert again["pairs"] == report["pairs"]
+    both = reproduce.main([*tiny_study(tmp_path, tiny_data), moved, "--seeds=42,7"])
+    assert both["runs"]["cone@42"]["reused"] and not both["runs"]["cone@7"]["reused"]
 
 
 def test_driver_resumes_a_run_that_lost_its_summary(
     reproduce: ModuleType, tmp_path: Path, tiny_data: list[str]
 ) -> None:
     reproduce.main(tiny_study(tmp_path, tiny_data))
-    (tmp_path / "runs" / "cone" / "summary.json").unlink()
+    (tmp_path / "runs" / "cone_s42" / "summary.json").unlink()
     report = reproduce.main(tiny_study(tmp_path, tiny_data))
     assert report["runs"]["supervised"]["reused"]
     cone = report["runs"]["cone"]
