@@ -479,7 +479,7 @@ def markdown(report: dict[str, Any]) -> str:
         "Probe: online linear probe on detached backbone features. Top-1: the classifier "
         "(CoNe / supervised). All at the final epoch; Δ = method − baseline, in points"
         + (
-            f"; mean ± sample standard deviation over {len(seeds)} seeds."
+            "; mean ± sample standard deviation over the seeds each run has finished."
             if len(seeds) > 1
             else "."
         ),
@@ -624,13 +624,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             except Exception as err:  # one failed run must not lose the others' results
                 failed[key] = f"{type(err).__name__}: {err}"
                 print(f"[reproduce] {key} FAILED: {failed[key]}", file=sys.stderr, flush=True)
-    complete = {n for n in names if all((f"{n}@{s}" if several else n) in runs for s in args.seeds)}
-    summary = {
-        n: aggregate([runs[f"{n}@{s}" if several else n] for s in args.seeds])
+    # each run over the seeds it has finished (a stopped study reports what it has; the
+    # table's seed count says how many)
+    finished = {
+        n: [runs[k] for s in args.seeds if (k := f"{n}@{s}" if several else n) in runs]
         for n in names
-        if n in complete
     }
-    done = [m for m in args.methods if m in complete and PAIRS[m] in complete]
+    summary = {n: aggregate(records) for n, records in finished.items() if records}
+    done = [
+        m
+        for m in args.methods
+        if m in summary
+        and PAIRS[m] in summary
+        and summary[m]["seeds"] == summary[PAIRS[m]]["seeds"]  # deltas over the same seeds
+    ]
     commit, dirty = git_commit()
     report: dict[str, Any] = {
         "commit": commit,

@@ -167,6 +167,12 @@ def test_driver_trains_a_pair_in_parallel_processes_then_reuses_it(
     again = reproduce.main([*tiny_study(tmp_path, tiny_data, "--jobs=2"), moved])
     assert all(run["reused"] for run in again["runs"].values())
     assert again["pairs"] == report["pairs"]
+    with pytest.raises(SystemExit):  # stopped before seed 7: reports seed 42 alone
+        reproduce.main([*tiny_study(tmp_path, tiny_data), moved, "--seeds=42,7", "--time-limit=0"])
+    partial = json.loads((tmp_path / "study.json").read_text())
+    assert sorted(partial["pending"]) == ["cone@7", "supervised@7"]
+    assert partial["summary"]["cone"]["seeds"] == [42] and len(partial["pairs"]) == 1
+    assert "| cone | 1 |" in (tmp_path / "study.md").read_text()
     both = reproduce.main([*tiny_study(tmp_path, tiny_data), moved, "--seeds=42,7"])
     assert both["runs"]["cone@42"]["reused"] and not both["runs"]["cone@7"]["reused"]
 
