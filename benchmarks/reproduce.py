@@ -28,7 +28,7 @@ commands, commit, hardware).
     python benchmarks/reproduce.py --trainer gpu --epochs 50 --jobs 4 --time-limit 540
     python benchmarks/reproduce.py --data cifar10_mini --epochs 1 --max-train-batches 4 \\
         --trainer cpu backbone.small_stem=false 'nnclr,snclr:method.pred_hidden_dim=256'
-    python benchmarks/reproduce.py --preset smoke --jobs 2      # CPU smoke table, 3 seeds
+    python benchmarks/reproduce.py --preset smoke --time-limit 3600   # CPU smoke table, in pieces
 
 Positional arguments are Hydra overrides for every run; ``RUN[,RUN...]:key=value`` applies
 one to the named runs only (run names as above). ``--seeds 0,1,2`` trains every run once
