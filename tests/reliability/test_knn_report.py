@@ -14,6 +14,20 @@ from nbr_contrast import api, tasks
 from nbr_contrast.eval import knn_run
 
 
+@pytest.fixture
+def knn_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per kNN pass (``knn_shards`` call) from here on."""
+    passes: list[int] = []
+    real = knn_run.knn_shards
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        passes.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(knn_run, "knn_shards", counted)
+    return passes
+
+
 def test_knn_report_off_runs_no_feature_pass(
     run_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -28,37 +42,22 @@ def test_knn_report_off_runs_no_feature_pass(
 
 
 def test_knn_before_off_runs_only_the_after_pass(
-    run_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_cfg: Callable[..., DictConfig], tmp_path: Path, knn_passes: list[int]
 ) -> None:
-    passes: list[int] = []
-    real = knn_run.knn_shards
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        passes.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(knn_run, "knn_shards", counted)
     summary = api.fit(run_cfg(tmp_path / "run", "knn_before=false", "plots=false"))
     assert summary["knn_acc_before@5"] is None
     assert 0.0 <= summary["knn_acc_after@5"] <= 100.0
-    assert len(passes) == 1
+    assert len(knn_passes) == 1
 
 
 def test_resumed_fit_reports_the_before_accuracy_of_the_run_it_continues(
-    run_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_cfg: Callable[..., DictConfig], tmp_path: Path, knn_passes: list[int]
 ) -> None:
     run = tmp_path / "run"
     first = api.fit(run_cfg(run, "trainer.max_epochs=1", "plots=false"))
     assert first["knn_acc_before@5"] is not None
-    passes: list[int] = []
-    real = knn_run.knn_shards
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        passes.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(knn_run, "knn_shards", counted)
+    knn_passes.clear()  # count the resumed fit's passes only
     resumed = api.fit(run_cfg(run, "trainer.max_epochs=2", "resume=true", "plots=false"))
     assert resumed["resumed_from"] is not None and resumed["epochs"] == 2
     assert resumed["knn_acc_before@5"] == first["knn_acc_before@5"]
-    assert len(passes) == 1
+    assert len(knn_passes) == 1
