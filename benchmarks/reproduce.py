@@ -221,13 +221,19 @@ STUDY_CONFIG = "study_config.json"
 PENDING_EXIT = 75  # EX_TEMPFAIL: some runs were stopped by --time-limit; rerun to continue
 
 
+# keys a run's config is not compared on: ``resume`` is how, not what, and ``output_dir``
+# where (a study's folder may be moved)
+NOT_COMPARED = ("resume", "output_dir")
+
+
+def without_not_compared(plain: dict[str, Any]) -> dict[str, Any]:
+    """A plain config without the :data:`NOT_COMPARED` keys."""
+    return {k: v for k, v in plain.items() if k not in NOT_COMPARED}
+
+
 def comparable(cfg: Any) -> Any:
-    """A run's config as compared between invocations (``resume`` is how, not what, and
-    ``output_dir`` where: a study's folder may be moved)."""
-    plain = normalised(to_container(cfg))
-    plain.pop("resume", None)
-    plain.pop("output_dir", None)
-    return plain
+    """A run's config as compared between invocations."""
+    return without_not_compared(normalised(to_container(cfg)))
 
 
 def plan(name: str, overrides: list[str], run_dir: Path) -> str:
@@ -241,10 +247,7 @@ def plan(name: str, overrides: list[str], run_dir: Path) -> str:
     summary_path, study_path = run_dir / "summary.json", run_dir / STUDY_CONFIG
     if summary_path.is_file():
         stored = json.loads(summary_path.read_text()).get("config")
-        if stored is not None:
-            stored.pop("resume", None)
-            stored.pop("output_dir", None)
-        if stored == wanted:
+        if stored is not None and without_not_compared(stored) == wanted:
             return "reuse"
     same = study_path.is_file() and json.loads(study_path.read_text()) == wanted
     if same and (run_dir / "checkpoints" / "last.ckpt").is_file():
