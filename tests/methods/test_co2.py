@@ -61,8 +61,16 @@ def test_alpha_zero_is_exactly_moco(tiny_cfg: Callable[..., DictConfig]) -> None
     k1, k2 = method.keys(x1), method.keys(x2)
     expected = 0.5 * (moco_infonce(q1, k2, queue, 0.2) + moco_infonce(q2, k1, queue, 0.2))
     assert torch.allclose(out.loss, expected, atol=1e-6)
-    assert float(out.logs["l_con"]) == 0.0
+    assert "l_con" not in out.logs  # no consistency term to log
     assert co2_consistency(q1, k2, queue, 0.05) > 0
+
+
+def test_co2_logs_its_consistency_term(tiny_cfg: Callable[..., DictConfig]) -> None:
+    cfg = tiny_cfg("method=co2", *SMALL)
+    method, _ = fit_small(cfg)
+    out = method.step(as_train_batch(first_batch(cfg)))
+    assert float(out.logs["l_con"]) > 0
+    assert torch.allclose(out.loss, out.logs["l_ins"] + out.logs["l_con"])  # α = 1
 
 
 def test_consistency_moves_the_online_encoder(tiny_cfg: Callable[..., DictConfig]) -> None:

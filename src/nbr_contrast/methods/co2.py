@@ -105,12 +105,15 @@ class CO2(MomentumMethod):
             )
         ]
 
-    def contrast(self, q: Tensor, k: Tensor, queue: Tensor) -> tuple[Tensor, Tensor]:
-        """Instance and consistency losses for one direction."""
+    def contrast(self, q: Tensor, k: Tensor, queue: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Instance and consistency losses for one direction (``None``: no consistency term).
+
+        With ``alpha=0`` (MoCo v2, CLIM) the consistency term is neither computed nor logged.
+        """
         m = self.cfg.method
         l_ins = moco_infonce(q, k, queue, float(m.temperature))
         if float(m.alpha) == 0.0:
-            return l_ins, torch.zeros((), device=q.device)
+            return l_ins, None
         return l_ins, co2_consistency(q, k, queue, float(m.consistency_temperature))
 
     def step(self, batch: TrainBatch) -> StepOutput:
@@ -124,15 +127,18 @@ class CO2(MomentumMethod):
         queue = self.bank("queue").embeddings.clone()
         ins_a, con_a = self.contrast(q1, k2, queue)
         ins_b, con_b = self.contrast(q2, k1, queue)
-        l_ins = 0.5 * (ins_a + ins_b)
-        l_con = 0.5 * (con_a + con_b)
-        loss = l_ins + float(self.cfg.method.alpha) * l_con
+        loss = l_ins = 0.5 * (ins_a + ins_b)
         with torch.no_grad():  # how often P and Q pick the same most similar negative
             agree = ((q1 @ queue.T).argmax(1) == (k2 @ queue.T).argmax(1)).float().mean()
+        logs = {"l_ins": l_ins.detach(), "pq_top1_agree": agree}
+        if con_a is not None and con_b is not None:
+            l_con = 0.5 * (con_a + con_b)
+            loss = l_ins + float(self.cfg.method.alpha) * l_con
+            logs["l_con"] = l_con.detach()
         return StepOutput(
             loss=loss,
             features=f1,
-            logs={"l_ins": l_ins.detach(), "l_con": l_con.detach(), "pq_top1_agree": agree},
+            logs=logs,
             enqueue={
                 "queue": {
                     "embeddings": torch.cat([k1, k2]),
