@@ -27,7 +27,10 @@ Implementation notes and deviations:
       solo-learn's MoCo v2+ do). Shuffle-BN only matters when query and key statistics
       share a batch on one device, which never happens here.
     * τ_con = 0.05 and α = 1 are the paper's reported defaults; they are marked
-      unconfirmed in the design reference and exposed for sweeps.
+      unconfirmed in the design reference and exposed for sweeps. On small data and short
+      schedules the term can pull every embedding to one point within tens of steps
+      (``train/l_ins`` at chance, ``train/l_con`` near 0): the CPU smoke preset uses
+      τ_con = 0.1 for that reason (docs/results.md).
 """
 
 from __future__ import annotations
