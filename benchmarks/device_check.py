@@ -119,7 +119,9 @@ def compose(device: torch.device, size: dict[str, Any], *extra: str) -> Any:
         "plots=false",
         *extra,
     ]
-    return api.compose(overrides, output_dir=Path(tempfile.mkdtemp(prefix="device-check-")))
+    # The check's trainers run without loggers or checkpoints: nothing is written to this
+    # folder, so it is named but not created (a fresh temporary folder per call was left behind).
+    return api.compose(overrides, output_dir=Path(tempfile.gettempdir()) / "device-check-run")
 
 
 def bare(device: torch.device, size: dict[str, Any], compiled: bool) -> float:
