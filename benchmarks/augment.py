@@ -24,9 +24,9 @@ import torch
 import torchvision
 from torchvision.transforms import v2
 
+from nbr_contrast.data.config import DataConfig, ViewConfig
 from nbr_contrast.data.gpu_ops import blur_kernel_size
 from nbr_contrast.data.gpu_views import GpuViews
-from nbr_contrast.data_config import DataConfig, ViewConfig
 
 
 def torchvision_view(view: ViewConfig, mean: list[float], std: list[float]) -> v2.Compose:

@@ -48,9 +48,9 @@ from opcount import OpCounter, sections
 from shared_data import default_data
 
 from nbr_contrast import api
-from nbr_contrast.build import build_callbacks, build_datamodule, build_method, build_trainer
+from nbr_contrast.app.build import build_callbacks, build_datamodule, build_method, build_trainer
+from nbr_contrast.data.config import DataConfig, ViewConfig
 from nbr_contrast.data.gpu_views import GpuViews
-from nbr_contrast.data_config import DataConfig, ViewConfig
 from nbr_contrast.neighbours.search import TorchSearch
 
 FULL = {"batch": 512, "warmup": 15, "steps": 40, "banks": search.BANKS, "view_s": 3.0}

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nbr_contrast import api
-from nbr_contrast.build import build_datamodule, build_method
+from nbr_contrast.app.build import build_datamodule, build_method
 
 REPO = Path(__file__).resolve().parents[1]
 # MoCo v2 as the smoke preset composes it (16 px, heads of 512 -> 128), without and with

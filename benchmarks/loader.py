@@ -22,7 +22,7 @@ from search import cpu_name
 from shared_data import default_data, npz_paths
 
 from nbr_contrast import api
-from nbr_contrast.build import build_datamodule
+from nbr_contrast.app.build import build_datamodule
 
 
 def batch_ms(data: str, batch_size: int, batches: int, warmup: int) -> dict[str, float]:

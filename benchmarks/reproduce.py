@@ -10,7 +10,7 @@ the neighbour part::
     clim   vs mocov2       (the same mocov2 run as co2)  experiment=clim_cifar10
     cone   vs supervised   (CE only)                     experiment=cone_cifar10
 
-Every run goes through ``nbr_contrast.api`` (the CLI's code path) into its own folder
+Every run goes through ``nbr_contrast.app.api`` (the CLI's code path) into its own folder
 ``<runs-dir>/<run>_s<seed>``; a folder whose ``summary.json`` holds the same config is
 reused, and one with the same config that stopped early is resumed from its ``last.ckpt``,
 so an interrupted study continues where it stopped, and a study run with more seeds later
@@ -60,7 +60,7 @@ import torch
 from shared_data import default_data, npz_paths
 
 from nbr_contrast import api
-from nbr_contrast.build import to_container
+from nbr_contrast.app.build import to_container
 
 REPO = Path(__file__).resolve().parents[1]
 KNN_K, KNN_TAU = 200, 0.1

@@ -1,6 +1,6 @@
 """Training throughput of NNCLR (ResNet-18, two 32 px views): data pipelines against a ceiling.
 
-Modes, each a real ``Trainer.fit`` built by ``nbr_contrast.build`` from
+Modes, each a real ``Trainer.fit`` built by ``nbr_contrast.app.build`` from
 ``experiment=nnclr_cifar10`` or ``--experiment`` (so the same step, optimiser,
 neighbour-index callback, precision and compile settings as a training run):
 
@@ -55,7 +55,7 @@ from shared_data import default_data, npz_paths
 from torch.utils.data import DataLoader, IterableDataset
 
 from nbr_contrast import api
-from nbr_contrast.build import build_callbacks, build_datamodule, build_method, build_trainer
+from nbr_contrast.app.build import build_callbacks, build_datamodule, build_method, build_trainer
 from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_features
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from nbr_contrast import api
-from nbr_contrast.eval.report import SplitFeatures
+from nbr_contrast.app.evaluation.report import SplitFeatures
 
 from .runs import SMALL_NNCLR, TINY
 

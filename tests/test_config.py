@@ -7,8 +7,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from nbr_contrast import api
+from nbr_contrast.app.overrides import OverrideError, check_overrides
 from nbr_contrast.methods import METHOD_CONFIGS
-from nbr_contrast.overrides import OverrideError, check_overrides
 
 GROUPS = ["method", "backbone", "data", "trainer", "optim", "index", "logger", "task"]
 
@@ -108,7 +108,7 @@ def test_method_keys_of_a_sweep_are_checked_against_every_method() -> None:
 def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from nbr_contrast.build import resolve_precision
+    from nbr_contrast.app.build import resolve_precision
 
     assert resolve_precision("16-mixed", "cpu") == "16-mixed"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)

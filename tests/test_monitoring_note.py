@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nbr_contrast.tasks import say_monitoring
+from nbr_contrast.app.tasks import say_monitoring
 
 
 @pytest.mark.parametrize(

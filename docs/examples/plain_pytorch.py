@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nbr_contrast.config import BackboneConfig
+from nbr_contrast.app.config import BackboneConfig
 from nbr_contrast.data.gpu_views import GpuViews
 from nbr_contrast.data.sources import mini_source
-from nbr_contrast.data_config import DataConfig, ViewConfig
+from nbr_contrast.data.config import DataConfig, ViewConfig
 from nbr_contrast.losses import nnclr_loss
 from nbr_contrast.models.backbones import build_backbone
 from nbr_contrast.models.heads import MLPHead

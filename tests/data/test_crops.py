@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from nbr_contrast.data.config import DataConfig, ViewConfig
 from nbr_contrast.data.crops import CropDataset, ViewCrops, cut, draft, view_box
 from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.data.folders import PathSource
 from nbr_contrast.data.gpu_views import GpuViews
 from nbr_contrast.data.neighbour_table import NeighbourTable
 from nbr_contrast.data.views import build_view_transform
-from nbr_contrast.data_config import DataConfig, ViewConfig
 
 DRAWS = 3000
 # two-sample KS statistic above which the samples differ at p < 0.001 for 3000 vs 3000 draws

@@ -10,8 +10,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from nbr_contrast.data.config import DataConfig, ViewConfig
 from nbr_contrast.data.datamodule import NbrDataModule
-from nbr_contrast.data_config import DataConfig, ViewConfig
 
 MEAN = [0.4914, 0.4822, 0.4465]
 STD = [0.2470, 0.2435, 0.2616]

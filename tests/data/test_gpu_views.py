@@ -10,6 +10,7 @@ import torchvision.transforms.v2.functional as TF
 from omegaconf import OmegaConf
 from torchvision.transforms import RandomResizedCrop
 
+from nbr_contrast.data.config import ViewConfig
 from nbr_contrast.data.gpu_ops import (
     JITTER_OPS,
     adjust_brightness,
@@ -33,7 +34,6 @@ from nbr_contrast.data.gpu_params import (
     random_resized_crop_params,
 )
 from nbr_contrast.data.gpu_views import GpuViews
-from nbr_contrast.data_config import ViewConfig
 
 MEAN = [0.4914, 0.4822, 0.4465]
 STD = [0.2470, 0.2435, 0.2616]

@@ -10,9 +10,9 @@ import pytest
 from omegaconf import DictConfig
 
 from nbr_contrast import api
+from nbr_contrast.data.config import DataConfig
 from nbr_contrast.data.image_source import DataSourceError
 from nbr_contrast.data.sources import build_sources
-from nbr_contrast.data_config import DataConfig
 
 from ..runs import PX16, SMALL_NNCLR
 

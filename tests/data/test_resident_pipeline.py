@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import torch
 
+from nbr_contrast.data.config import DataConfig, ViewConfig
 from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.data.datasets import ResidentDataset
 from nbr_contrast.data.gpu_views import GpuViews
 from nbr_contrast.data.sampling import ResumableSampler
-from nbr_contrast.data_config import DataConfig, ViewConfig
 
 PLAIN = ViewConfig(size=32, crop="none", flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from nbr_contrast.data.config import DataConfig
 from nbr_contrast.data.image_source import DataSourceError
 from nbr_contrast.data.shard_sampler import ShardSampler
 from nbr_contrast.data.shards import ShardSource, expand_shards
 from nbr_contrast.data.sources import build_sources
-from nbr_contrast.data_config import DataConfig
 
 from .shard_files import encoded, number_of, write_shards
 
@@ -143,7 +143,7 @@ def test_webdataset_is_needed_only_for_shards(
     code = (
         "import sys; sys.modules['webdataset'] = None\n"
         "from nbr_contrast import api\n"
-        "from nbr_contrast.build import build_datamodule\n"
+        "from nbr_contrast.app.build import build_datamodule\n"
         "cfg = api.compose(['data=cifar10_mini', 'data.num_workers=0'], output_dir='run')\n"
         "dm = build_datamodule(cfg); dm.setup('fit'); print(dm.num_train)\n"
     )

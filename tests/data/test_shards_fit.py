@@ -10,8 +10,8 @@ import torch
 from omegaconf import DictConfig
 
 from nbr_contrast import api
+from nbr_contrast.app.reliability import ConfigError, RunInterrupted
 from nbr_contrast.data.datamodule import NbrDataModule
-from nbr_contrast.reliability import ConfigError, RunInterrupted
 
 from ..reliability.test_resume import SignalAt, _final_state, _with_callback
 from ..runs import PX16, SMALL_NNCLR, TINY

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nbr_contrast.data.config import DataConfig
 from nbr_contrast.data.folders import FolderSource
 from nbr_contrast.data.image_source import ArraySource, DataSourceError
 from nbr_contrast.data.sources import SOURCE_NAMES, build_sources, load_npz, mini_source
-from nbr_contrast.data_config import DataConfig
 
 
 @pytest.mark.parametrize(("split", "n", "per_class"), [("train", 5000, 500), ("test", 1000, 100)])

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nbr_contrast.data.config import DataConfig
 from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.data.image_source import DataSourceError
 from nbr_contrast.data.sources import build_sources
-from nbr_contrast.data_config import DataConfig
 
 from .conftest import write_stl10
 

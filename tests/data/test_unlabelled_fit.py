@@ -10,7 +10,7 @@ import pytest
 from omegaconf import DictConfig
 
 from nbr_contrast import api
-from nbr_contrast.reliability import ConfigError
+from nbr_contrast.app.reliability import ConfigError
 
 from ..runs import PX16, SMALL_NNCLR
 

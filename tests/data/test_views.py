@@ -9,14 +9,14 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from nbr_contrast import api
+from nbr_contrast.app.reliability.validation import ConfigError, validate_config
+from nbr_contrast.data.config import ViewConfig
 from nbr_contrast.data.views import (
     MultiView,
     build_eval_transform,
     build_multiview,
     build_view_transform,
 )
-from nbr_contrast.data_config import ViewConfig
-from nbr_contrast.reliability.validation import ConfigError, validate_config
 
 MEAN = [0.5, 0.4, 0.3]
 STD = [0.2, 0.25, 0.3]

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nbr_contrast import api
-from nbr_contrast.build import build_method
+from nbr_contrast.app.build import build_method
 from nbr_contrast.methods.base import BaseMethod
 from nbr_contrast.neighbours.callback import NeighbourIndexCallback
 from nbr_contrast.utils.dist import gather_no_grad, gather_with_grad, rank

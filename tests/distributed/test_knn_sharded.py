@@ -1,15 +1,15 @@
 """The sharded kNN on 2 gloo ranks equals the single-process kNN exactly.
 
 Each rank holds a contiguous share of the training features (whole blocks of the torch
-backend's key chunks, as :func:`~nbr_contrast.eval.knn_run.knn_shards` gives) and of the
+backend's key chunks, as :func:`~nbr_contrast.app.evaluation.knn_run.knn_shards` gives) and of the
 test features. The same process first computes the single-process result on all features;
 neighbours (similarities, labels, ids), predictions for every ``k`` and temperature, and
 accuracies must be bitwise equal. The data holds exact duplicates with different labels on
 both ranks, so ties at and across the ``k``-th place are decided by the global id.
 
 The same holds end to end for the report's feature passes: each rank embeds its share of
-real images (:func:`~nbr_contrast.eval.knn_run.knn_shards`, with 32-image key blocks so the
-bank is split) and the accuracies equal one process's.
+real images (:func:`~nbr_contrast.app.evaluation.knn_run.knn_shards`, with 32-image key
+blocks so the bank is split) and the accuracies equal one process's.
 """
 
 from __future__ import annotations
@@ -25,10 +25,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor
 
-from nbr_contrast.build import build_datamodule, build_method
-from nbr_contrast.eval import knn_run
-from nbr_contrast.eval.knn import Neighbours, neighbour_chunks, votes
-from nbr_contrast.eval.knn_dist import all_gather_rows, merge_ranks, sharded_knn_accuracies
+from nbr_contrast.app.build import build_datamodule, build_method
+from nbr_contrast.app.evaluation import knn_run
+from nbr_contrast.app.evaluation.knn_dist import (
+    all_gather_rows,
+    merge_ranks,
+    sharded_knn_accuracies,
+)
+from nbr_contrast.monitors.knn import Neighbours, neighbour_chunks, votes
 from nbr_contrast.neighbours.search import TorchSearch
 from tests.distributed.helpers import WORLD, compose, free_port, init_gloo
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nbr_contrast.rank_launch import (
+from nbr_contrast.app.rank_launch import (
     JOB_DIR_ENV,
     JOB_OVERRIDES_ENV,
     rank_command,

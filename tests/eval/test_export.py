@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from nbr_contrast.eval.export import SMALL_STEM_RECIPE, export_backbone
+from nbr_contrast.app.evaluation.export import SMALL_STEM_RECIPE, export_backbone
 
 
 def warm_batch_norm(model: nn.Module, image_size: int) -> nn.Module:

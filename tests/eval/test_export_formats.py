@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from nbr_contrast.eval.export import export_backbone, export_method, export_projector
+from nbr_contrast.app.evaluation.export import export_backbone, export_method, export_projector
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.models.rebuild import load_exported
 

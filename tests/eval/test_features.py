@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nbr_contrast.eval.features import extract_features
+from nbr_contrast.monitors.features import extract_features
 
 
 def make_batches(n: int = 23, batch_size: int = 5) -> list[dict[str, torch.Tensor]]:

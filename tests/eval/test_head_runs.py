@@ -17,8 +17,8 @@ import torch
 from omegaconf import DictConfig
 
 from nbr_contrast import api
-from nbr_contrast.eval import head_task
-from nbr_contrast.reliability import ConfigError, RunInterrupted
+from nbr_contrast.app.evaluation import head_task
+from nbr_contrast.app.reliability import ConfigError, RunInterrupted
 
 from ..runs import CPU_RUN, PX16, SMALL_NNCLR, run_ranks_cli
 

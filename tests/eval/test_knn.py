@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nbr_contrast.eval.knn import knn_accuracy, knn_predict
+from nbr_contrast.monitors.knn import knn_accuracy, knn_predict
 
 
 def brute_force_scores(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nbr_contrast.eval.knn import (
+from nbr_contrast.monitors.knn import (
     PAD_ID,
     Neighbours,
     merge_topk,

@@ -11,14 +11,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from nbr_contrast.config import BackboneConfig, TaskConfig
-from nbr_contrast.eval.classifier import HeadClassifier, build_mixup
-from nbr_contrast.eval.head_data import FeatureDataset, RankSliceSampler
-from nbr_contrast.eval.head_task import check_task
-from nbr_contrast.eval.layer_decay import decayed_groups, layer_id, num_blocks
-from nbr_contrast.eval.report import SplitFeatures
+from nbr_contrast.app.config import BackboneConfig, TaskConfig
+from nbr_contrast.app.evaluation.classifier import HeadClassifier, build_mixup
+from nbr_contrast.app.evaluation.head_data import FeatureDataset, RankSliceSampler
+from nbr_contrast.app.evaluation.head_task import check_task
+from nbr_contrast.app.evaluation.layer_decay import decayed_groups, layer_id, num_blocks
+from nbr_contrast.app.evaluation.report import SplitFeatures
+from nbr_contrast.app.reliability import ConfigError
 from nbr_contrast.models.backbones import build_backbone
-from nbr_contrast.reliability import ConfigError
 
 
 def task_cfg(**task: object) -> DictConfig:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nbr_contrast.eval.plots import (
+from nbr_contrast.app.evaluation.plots import (
     curves_figure,
     log_figure_to_tensorboard,
     plot_curves,

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from nbr_contrast.build import build_datamodule, build_method, build_trainer
+from nbr_contrast.app.build import build_datamodule, build_method, build_trainer
 from nbr_contrast.methods.base import BaseMethod, TrainBatch
 
 

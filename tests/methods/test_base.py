@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from nbr_contrast.build import build_method
+from nbr_contrast.app.build import build_method
 from nbr_contrast.methods import momentum
 
 from .helpers import fit_small

@@ -5,7 +5,7 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 
-from nbr_contrast.data_config import ViewConfig
+from nbr_contrast.data.config import ViewConfig
 from nbr_contrast.methods.clim import centre_wise_selection
 from nbr_contrast.neighbours.dataset_index import DatasetIndex
 

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nbr_contrast.build import build_datamodule, build_method, build_trainer
+from nbr_contrast.app.build import build_datamodule, build_method, build_trainer
 
 from ..runs import PX16
 

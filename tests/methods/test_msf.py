@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from nbr_contrast.build import build_method
+from nbr_contrast.app.build import build_method
 from nbr_contrast.losses import msf_loss
 from nbr_contrast.methods.msf import MSF
 

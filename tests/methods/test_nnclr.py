@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from nbr_contrast import api
-from nbr_contrast.build import build_datamodule, build_method, build_trainer
+from nbr_contrast.app.build import build_datamodule, build_method, build_trainer
 from nbr_contrast.data.sources import mini_source
 from nbr_contrast.losses import nnclr_loss
 from nbr_contrast.neighbours.callback import NeighbourIndexCallback

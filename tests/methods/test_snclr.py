@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from nbr_contrast.build import build_method
+from nbr_contrast.app.build import build_method
 
 from .helpers import first_batch, fit_small
 

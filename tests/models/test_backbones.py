@@ -4,10 +4,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nbr_contrast.config import BackboneConfig
+from nbr_contrast.app.config import BackboneConfig
+from nbr_contrast.app.reliability.validation import ConfigError, validate_config
 from nbr_contrast.models.backbones import BACKBONES, build_backbone, uses_small_stem
 from nbr_contrast.models.heads import MLPHead
-from nbr_contrast.reliability.validation import ConfigError, validate_config
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ import torch
 from omegaconf import DictConfig
 
 from nbr_contrast import api
-from nbr_contrast.config import BackboneConfig
+from nbr_contrast.app.config import BackboneConfig
+from nbr_contrast.app.overrides import OverrideError, check_overrides
 from nbr_contrast.models.backbones import build_backbone
-from nbr_contrast.overrides import OverrideError, check_overrides
 
 from ..methods.helpers import fit_small
 from .custom_backbone import TinyNet

@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from nbr_contrast import api
-from nbr_contrast.build import build_method
-from nbr_contrast.config import BackboneConfig
+from nbr_contrast.app.build import build_method
+from nbr_contrast.app.config import BackboneConfig
 from nbr_contrast.models.backbones import build_backbone
 
 from ..methods.helpers import fit_small

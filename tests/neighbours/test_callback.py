@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nbr_contrast.config import IndexConfig
+from nbr_contrast.app.config import IndexConfig
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.callback import NeighbourIndexCallback
 from nbr_contrast.neighbours.index import BankSpec

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn.functional import normalize
 
-from nbr_contrast.config import IndexConfig
+from nbr_contrast.app.config import IndexConfig
 from nbr_contrast.neighbours import search
 from nbr_contrast.neighbours.search import FaissSearch, TorchSearch, make_backend, search_backend
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, open_dict
 
-from nbr_contrast import cli
-from nbr_contrast.reliability import ConfigError, validate_config
+from nbr_contrast.app import cli
+from nbr_contrast.app.reliability import ConfigError, validate_config
 
 from ..runs import run_cli
 from .conftest import SMALL, TINY

@@ -13,14 +13,14 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from nbr_contrast import api, cli
-from nbr_contrast.reliability import (
+from nbr_contrast.app import api, cli
+from nbr_contrast.app.reliability import (
     AtomicCheckpointIO,
     ConfigError,
     checkpoint_io,
     resolve_checkpoint,
 )
-from nbr_contrast.reliability.checkpoint_io import DiskFullError
+from nbr_contrast.app.reliability.checkpoint_io import DiskFullError
 
 
 def test_checkpoints_are_readable_by_colleagues(tmp_path: Path) -> None:

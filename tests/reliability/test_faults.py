@@ -13,11 +13,11 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from nbr_contrast import cli
-from nbr_contrast.build import build_datamodule, build_method, build_trainer
+from nbr_contrast.app import cli
+from nbr_contrast.app.build import build_datamodule, build_method, build_trainer
+from nbr_contrast.app.reliability import AtomicCheckpointIO, checkpoint_io
 from nbr_contrast.methods.base import StepOutput
 from nbr_contrast.methods.nnclr import NNCLR
-from nbr_contrast.reliability import AtomicCheckpointIO, checkpoint_io
 
 from .conftest import SMALL, TINY
 

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import DictConfig
 
 from nbr_contrast import api
-from nbr_contrast.reliability import RunInterrupted
+from nbr_contrast.app.reliability import RunInterrupted
 
 from .test_resume import RUN, SignalAt, _with_callback
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig
 
-from nbr_contrast import api, tasks
-from nbr_contrast.eval import knn_run
+from nbr_contrast.app import api, tasks
+from nbr_contrast.app.evaluation import knn_run
 
 
 @pytest.fixture

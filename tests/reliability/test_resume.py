@@ -14,9 +14,9 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from nbr_contrast import api, tasks
+from nbr_contrast.app import api, tasks
+from nbr_contrast.app.reliability import ConfigError, RunInterrupted, resolve_checkpoint
 from nbr_contrast.data.sampling import ResumableSampler
-from nbr_contrast.reliability import ConfigError, RunInterrupted, resolve_checkpoint
 
 RUN = ["trainer.max_epochs=2", "trainer.limit_train_batches=3"]
 

@@ -12,9 +12,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from nbr_contrast import api
-from nbr_contrast.overrides import check_overrides
-from nbr_contrast.reliability import resume_command, write_resume_note
-from nbr_contrast.schemas import CONF_DIR, register_configs
+from nbr_contrast.app.overrides import check_overrides
+from nbr_contrast.app.reliability import resume_command, write_resume_note
+from nbr_contrast.app.schemas import CONF_DIR, register_configs
 
 FOLDERS = ["my runs/nnclr 1", "résultats/日本", "it's here", "back\\slash", "end\\"]
 

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import DictConfig
 
 from nbr_contrast import api
-from nbr_contrast.reliability import ConfigError, check_resumable
+from nbr_contrast.app.reliability import ConfigError, check_resumable
 
 
 def test_resume_lists_every_changed_trajectory_setting_and_allows_the_others(

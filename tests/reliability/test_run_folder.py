@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from nbr_contrast import cli
-from nbr_contrast.reliability import run_lock
-from nbr_contrast.reliability.run_lock import RunFolderBusyError, owns_runs, run_folder
-from nbr_contrast.schemas import CONF_DIR, register_configs
+from nbr_contrast.app import cli
+from nbr_contrast.app.reliability import run_lock
+from nbr_contrast.app.reliability.run_lock import RunFolderBusyError, owns_runs, run_folder
+from nbr_contrast.app.schemas import CONF_DIR, register_configs
 
 from .conftest import SMALL, TINY
 

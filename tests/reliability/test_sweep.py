@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nbr_contrast import cli
+from nbr_contrast.app import cli
 
 from .conftest import SMALL, TINY
 

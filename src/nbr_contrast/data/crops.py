@@ -28,11 +28,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from nbr_contrast.data.config import CROP_KINDS, ViewConfig
 from nbr_contrast.data.datasets import SampleKey, seeded_rng
 from nbr_contrast.data.gpu_params import random_resized_crop_params
 from nbr_contrast.data.image_source import ImageSource, to_rgb
 from nbr_contrast.data.neighbour_table import NeighbourTable
-from nbr_contrast.data_config import CROP_KINDS, ViewConfig
 
 Box = tuple[int, int, int, int]
 """A crop box ``(top, left, height, width)`` in pixels of the original image."""

@@ -41,6 +41,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from nbr_contrast.data.config import DataConfig, ViewConfig
 from nbr_contrast.data.crops import CropDataset
 from nbr_contrast.data.datasets import ResidentDataset, SourceDataset
 from nbr_contrast.data.image_source import ImageSource
@@ -49,7 +50,6 @@ from nbr_contrast.data.sampling import ResidentBatchSampler, ResumableSampler
 from nbr_contrast.data.shard_sampler import training_sampler
 from nbr_contrast.data.sources import DataSources, build_sources, check_labels
 from nbr_contrast.data.views import build_eval_transform, build_multiview, build_view_transform
-from nbr_contrast.data_config import DataConfig, ViewConfig
 from nbr_contrast.utils.dist import rank, world_size
 
 PIPELINES = ("auto", "cpu", "gpu")

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from nbr_contrast.data.config import ViewConfig
 from nbr_contrast.data.gpu_ops import cached_constant
-from nbr_contrast.data_config import ViewConfig
 
 CROP_TRIES = 10
 

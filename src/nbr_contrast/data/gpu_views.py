@@ -1,7 +1,7 @@
 """Batched view augmentation on the device the images live on.
 
 :class:`GpuViews` turns a batch of ``uint8`` images into one normalised ``float32`` tensor per
-:class:`~nbr_contrast.data_config.ViewConfig`, sampling from the same distributions as the
+:class:`~nbr_contrast.data.config.ViewConfig`, sampling from the same distributions as the
 per-sample CPU pipeline in ``data/views.py``: crop, horizontal flip, colour jitter in a random
 order, grayscale, Gaussian blur, solarisation and normalisation. Every op draws its per-sample
 parameters in one batched call (:mod:`nbr_contrast.data.gpu_params`) and transforms the whole
@@ -28,8 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from nbr_contrast.data import gpu_ops as ops
+from nbr_contrast.data.config import CROP_KINDS, ViewConfig
 from nbr_contrast.data.gpu_params import sample_view_params
-from nbr_contrast.data_config import CROP_KINDS, ViewConfig
 
 
 def apply_view(

@@ -1,6 +1,6 @@
 """Image sources by name: the packaged subset, ``.npz`` JPEG archives, torchvision datasets.
 
-:func:`build_sources` turns a :class:`~nbr_contrast.data_config.DataConfig` into the
+:func:`build_sources` turns a :class:`~nbr_contrast.data.config.DataConfig` into the
 :class:`DataSources` of a run (:mod:`nbr_contrast.data.image_source`): held in memory for
 every kind but image folders and image lists (:mod:`nbr_contrast.data.folders`,
 :mod:`nbr_contrast.data.image_list`) and WebDataset shards (:mod:`nbr_contrast.data.shards`),
@@ -206,7 +206,7 @@ def build_sources(cfg: Any) -> DataSources:
     """Build the sources that ``cfg`` describes.
 
     Args:
-        cfg: A :class:`~nbr_contrast.data_config.DataConfig` (or a DictConfig with its fields).
+        cfg: A :class:`~nbr_contrast.data.config.DataConfig` (or a DictConfig with its fields).
 
     Returns:
         The training, test and (for unlabelled training images) reference sources.

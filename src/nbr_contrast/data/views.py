@@ -1,6 +1,6 @@
 """Per-sample CPU view augmentation with ``torchvision.transforms.v2``.
 
-:func:`build_view_transform` turns one :class:`~nbr_contrast.data_config.ViewConfig` into a
+:func:`build_view_transform` turns one :class:`~nbr_contrast.data.config.ViewConfig` into a
 transform from a PIL image (or a ``uint8`` ``[3, H, W]`` tensor) to a normalised ``float32``
 ``[3, size, size]`` tensor, in BYOL order: crop, flip, colour jitter, grayscale, blur,
 solarise. The batched GPU pipeline (``data/gpu_views.py``) samples from the same
@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 from torchvision.transforms import v2
 
+from nbr_contrast.data.config import CROP_KINDS, ViewConfig
 from nbr_contrast.data.gpu_ops import blur_kernel_size
-from nbr_contrast.data_config import CROP_KINDS, ViewConfig
 
 Transform = Callable[[Any], Tensor]
 

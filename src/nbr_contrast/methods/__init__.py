@@ -8,7 +8,7 @@ neighbours, ``supervised`` = CoNe with both neighbour weights 0, ``byol`` = MSF 
 
 from __future__ import annotations
 
-from nbr_contrast.config import MethodConfig
+from nbr_contrast.app.config import MethodConfig
 from nbr_contrast.methods.clim import CLIMConfig
 from nbr_contrast.methods.co2 import CO2Config
 from nbr_contrast.methods.cone import CoNeConfig

@@ -8,7 +8,7 @@ steady-state step never reads a device value back to the host: metrics are logge
 logging steps only and the NaN guard is a device-side record checked there (see
 :mod:`nbr_contrast.methods.guard`). A method implements :meth:`BaseMethod.step` (its heads
 and loss wiring) and, if it uses neighbours, :meth:`BaseMethod.neighbour_specs`.
-Labels only monitor (:mod:`~nbr_contrast.methods.monitor`, ``-1``: unknown); without any,
+Labels only monitor (:mod:`~nbr_contrast.monitors.labels`, ``-1``: unknown); without any,
 the probe and label logs are off and validation loader 0 is the kNN monitor's bank.
 """
 
@@ -31,13 +31,13 @@ from nbr_contrast.methods.guard import (
     NonFiniteLossError,
     NonFiniteRecord,
     last_good_state,
+    save_diagnostic_checkpoint,
 )
-from nbr_contrast.methods.monitor import LABEL_LOGS, knn_monitor_accuracy, probe_cross_entropy
 from nbr_contrast.methods.optimisation import build_optimiser, param_groups, warmup_cosine_scheduler
 from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_features
+from nbr_contrast.monitors.labels import LABEL_LOGS, knn_monitor_accuracy, probe_cross_entropy
 from nbr_contrast.neighbours.bank import NeighbourBank
 from nbr_contrast.neighbours.index import BankSpec, DatasetIndexSpec, NeighbourIndex
-from nbr_contrast.reliability.checkpoint_io import save_diagnostic_checkpoint
 from nbr_contrast.utils.dist import gather_no_grad
 from nbr_contrast.utils.steps import is_logging_step
 
@@ -149,7 +149,7 @@ class BaseMethod(L.LightningModule):
             raise RuntimeError(
                 f"{type(self).__name__} needs the neighbour index but none is attached: add "
                 "nbr_contrast.neighbours.callback.NeighbourIndexCallback to the Trainer's "
-                "callbacks (nbr_contrast.build does this for you)."
+                "callbacks (nbr_contrast.app.build does this for you)."
             )
         return self.neighbours.bank(name)
 

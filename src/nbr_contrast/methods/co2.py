@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from nbr_contrast.config import MomentumMethodConfig
+from nbr_contrast.app.config import MomentumMethodConfig
 from nbr_contrast.losses import co2_consistency, moco_infonce
 from nbr_contrast.methods.base import StepOutput, TrainBatch
 from nbr_contrast.methods.momentum import MomentumMethod

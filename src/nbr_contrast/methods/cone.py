@@ -47,7 +47,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from nbr_contrast.config import MomentumMethodConfig
+from nbr_contrast.app.config import MomentumMethodConfig
 from nbr_contrast.losses import cone_dc_loss, cone_neighbour_loss
 from nbr_contrast.methods.base import StepOutput, TrainBatch
 from nbr_contrast.methods.momentum import MomentumMethod

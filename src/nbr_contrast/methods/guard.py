@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -88,3 +89,33 @@ def last_good_state(output_dir: Path) -> str:
     if last.is_file():
         return f"{last} still holds the last good state."
     return "no checkpoint was saved before the failure, so there is no good state to resume."
+
+
+def checkpoint_folder(trainer: L.Trainer) -> Path:
+    """Folder of the trainer's ``ModelCheckpoint`` (``<default_root_dir>/checkpoints`` if none)."""
+    callback = trainer.checkpoint_callback
+    dirpath = getattr(callback, "dirpath", None)
+    return Path(dirpath) if dirpath else Path(trainer.default_root_dir) / "checkpoints"
+
+
+def save_diagnostic_checkpoint(trainer: L.Trainer, stem: str) -> Path:
+    """Save the current state as ``<checkpoints>/<stem>.ckpt`` from this rank alone.
+
+    Used when a step fails: only the failing rank may get here, so this must not wait for
+    the others (``Trainer.save_checkpoint`` would); under DDP each rank writes its own
+    ``<stem>-rank<r>.ckpt``. ``last.ckpt`` is never touched.
+
+    Args:
+        trainer: The running trainer.
+        stem: File name without suffix, e.g. ``nonfinite-step12``.
+
+    Returns:
+        The written file.
+    """
+    if trainer.world_size > 1:
+        stem = f"{stem}-rank{trainer.global_rank}"
+    path = checkpoint_folder(trainer) / f"{stem}.ckpt"
+    # Lightning has no public rank-local dump; this is what Trainer.save_checkpoint calls.
+    checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+    trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
+    return path

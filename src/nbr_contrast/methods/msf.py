@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from nbr_contrast.config import MomentumMethodConfig
+from nbr_contrast.app.config import MomentumMethodConfig
 from nbr_contrast.losses import msf_loss, msf_neighbours
 from nbr_contrast.methods.base import StepOutput, TrainBatch
 from nbr_contrast.methods.momentum import MomentumMethod

@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
 
-from nbr_contrast.config import MethodConfig
+from nbr_contrast.app.config import MethodConfig
 from nbr_contrast.losses import nnclr_loss
 from nbr_contrast.methods.base import BaseMethod, StepOutput, TrainBatch
-from nbr_contrast.methods.monitor import neighbour_agreement
 from nbr_contrast.models.heads import MLPHead
+from nbr_contrast.monitors.labels import neighbour_agreement
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.index import BankSpec
 from nbr_contrast.utils.dist import gather_with_grad, rank

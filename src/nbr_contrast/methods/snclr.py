@@ -43,7 +43,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from nbr_contrast.config import MomentumMethodConfig
+from nbr_contrast.app.config import MomentumMethodConfig
 from nbr_contrast.losses import snclr_loss, snclr_weights
 from nbr_contrast.methods.base import StepOutput, TrainBatch
 from nbr_contrast.methods.momentum import MomentumMethod

@@ -18,7 +18,7 @@ import torchvision
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from nbr_contrast.config import BACKBONE_SOURCES, BackboneConfig
+from nbr_contrast.app.config import BACKBONE_SOURCES, BackboneConfig
 from nbr_contrast.models.external import build_custom, build_timm, timm_classifier_prefixes
 from nbr_contrast.models.stem import apply_small_stem, uses_small_stem
 from nbr_contrast.models.weights import load_weights

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from nbr_contrast.config import BackboneConfig
+from nbr_contrast.app.config import BackboneConfig
 from nbr_contrast.models.stem import apply_small_stem, has_resnet_stem, uses_small_stem
 
 IMG_SIZE_ERROR = "unexpected keyword argument 'img_size'"

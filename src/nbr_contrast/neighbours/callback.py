@@ -23,8 +23,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from nbr_contrast.config import IndexConfig
-from nbr_contrast.eval.features import extract_features
+from nbr_contrast.app.config import IndexConfig
+from nbr_contrast.monitors.features import extract_features
 from nbr_contrast.neighbours.dataset_index import DatasetIndex
 from nbr_contrast.neighbours.index import DatasetIndexSpec, NeighbourIndex
 from nbr_contrast.neighbours.search import make_backend

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from nbr_contrast.config import IndexConfig
+    from nbr_contrast.app.config import IndexConfig
 
 BACKENDS = ("auto", "torch", "faiss")
 

@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from nbr_contrast.reliability.checkpoint_io import checkpoint_folder
+from nbr_contrast.methods.guard import checkpoint_folder
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.reliability.checkpoint_io import read_checkpoint
+from nbr_contrast.app.reliability.checkpoint_io import read_checkpoint
 
 # data settings of the machine running the evaluation, not of the trained model
 LOCAL_KEYS = ("num_workers", "eval_batch_size", "pipeline", "download")

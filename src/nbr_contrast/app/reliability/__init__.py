@@ -1,20 +1,20 @@
 """Reliability: atomic checkpoints, exact resume, signal handling and input validation.
 
-* :mod:`~nbr_contrast.reliability.checkpoint_io`: checkpoints are written to a temporary
+* :mod:`~nbr_contrast.app.reliability.checkpoint_io`: checkpoints are written to a temporary
   file and renamed over the target, so a crash mid-write never leaves a truncated
   ``last.ckpt``; the NaN guard's diagnostic checkpoint.
-* :mod:`~nbr_contrast.reliability.resume`: the RNG states and the loader position travel in
+* :mod:`~nbr_contrast.app.reliability.resume`: the RNG states and the loader position travel in
   the checkpoint; ``resume=true`` and ``ckpt=last`` resolve to a checkpoint; ``RESUME.md``.
-* :mod:`~nbr_contrast.reliability.run_lock`: a run owns its folder (``run.lock``); a second
+* :mod:`~nbr_contrast.app.reliability.run_lock`: a run owns its folder (``run.lock``); a second
   run in it refuses.
-* :mod:`~nbr_contrast.reliability.signals`: SIGTERM/SIGINT save ``last.ckpt`` at the next
+* :mod:`~nbr_contrast.app.reliability.signals`: SIGTERM/SIGINT save ``last.ckpt`` at the next
   batch boundary and stop the run.
-* :mod:`~nbr_contrast.reliability.validation`: settings that cannot work fail before any
+* :mod:`~nbr_contrast.app.reliability.validation`: settings that cannot work fail before any
   work starts, with one line naming the setting and the fix.
 """
 
-from nbr_contrast.reliability.checkpoint_io import AtomicCheckpointIO, save_diagnostic_checkpoint
-from nbr_contrast.reliability.resume import (
+from nbr_contrast.app.reliability.checkpoint_io import AtomicCheckpointIO
+from nbr_contrast.app.reliability.resume import (
     ResumeStateCallback,
     check_resumable,
     pretrained_checkpoint,
@@ -22,9 +22,9 @@ from nbr_contrast.reliability.resume import (
     resume_command,
     write_resume_note,
 )
-from nbr_contrast.reliability.run_lock import RunFolderBusyError, run_folder
-from nbr_contrast.reliability.signals import RunInterrupted, StopOnSignal
-from nbr_contrast.reliability.validation import (
+from nbr_contrast.app.reliability.run_lock import RunFolderBusyError, run_folder
+from nbr_contrast.app.reliability.signals import RunInterrupted, StopOnSignal
+from nbr_contrast.app.reliability.validation import (
     ConfigError,
     is_user_error,
     validate_config,
@@ -45,7 +45,6 @@ __all__ = [
     "resolve_checkpoint",
     "resume_command",
     "run_folder",
-    "save_diagnostic_checkpoint",
     "validate_config",
     "validate_labels",
     "validate_neighbour_counts",

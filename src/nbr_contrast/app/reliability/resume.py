@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.rank_launch import hydra_quote
-from nbr_contrast.reliability.checkpoint_io import RunStateCallback, read_checkpoint, readable
-from nbr_contrast.reliability.validation import ConfigError
+from nbr_contrast.app.rank_launch import hydra_quote
+from nbr_contrast.app.reliability.checkpoint_io import RunStateCallback, read_checkpoint, readable
+from nbr_contrast.app.reliability.validation import ConfigError
 
 OUTPUTS_ROOT = Path("outputs")
 RESUME_NOTE = "RESUME.md"

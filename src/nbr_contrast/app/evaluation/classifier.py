@@ -4,7 +4,7 @@
   asks (batch-norm statistics stay as pretrained, dropout off); only the linear head trains.
   Without a backbone the module trains on precomputed features (batch key ``"feature"``).
 * ``finetune``: backbone and head train together; ViT blocks get layer-wise learning-rate
-  decay (:mod:`~nbr_contrast.eval.layer_decay`), and optional mixup/cutmix come from timm.
+  decay (:mod:`~nbr_contrast.app.evaluation.layer_decay`), and optional mixup/cutmix come from timm.
 
 Both train with SGD (momentum 0.9) or AdamW at ``task.lr * global batch / 256``, a per-step
 linear warm-up over ``task.warmup_epochs`` and a cosine decay to zero. Validation reports
@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from nbr_contrast.eval.layer_decay import decayed_groups, num_blocks
-from nbr_contrast.reliability.validation import ConfigError
+from nbr_contrast.app.evaluation.layer_decay import decayed_groups, num_blocks
+from nbr_contrast.app.reliability.validation import ConfigError
 from nbr_contrast.utils.schedules import warmup_cosine
 
 MOMENTUM = 0.9

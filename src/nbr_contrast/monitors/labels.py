@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from nbr_contrast.eval.knn import knn_predict
+from nbr_contrast.monitors.knn import knn_predict
 
 LABEL_LOGS = frozenset({"nn_acc", "weighted_nn_acc", "purity"})
 """Training logs that compare labels, left out when the training images have none."""

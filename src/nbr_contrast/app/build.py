@@ -12,20 +12,20 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.data.datamodule import NbrDataModule
-from nbr_contrast.methods.base import BaseMethod
-from nbr_contrast.neighbours.callback import NeighbourIndexCallback
-from nbr_contrast.reliability import (
+from nbr_contrast.app.reliability import (
     AtomicCheckpointIO,
     ResumeStateCallback,
     StopOnSignal,
     resolve_checkpoint,
 )
-from nbr_contrast.reliability.history import (
+from nbr_contrast.app.reliability.history import (
     EpochAveragesCallback,
     HistoryCSVLogger,
     resumed_step,
 )
+from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.neighbours.callback import NeighbourIndexCallback
 
 
 def uses_gpu(cfg: DictConfig) -> bool:
@@ -102,7 +102,7 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     """CSV and TensorBoard loggers in the run folder (and W&B when asked).
 
     A resumed run (``resume=true``) continues the folder's CSV file and TensorBoard events
-    from the checkpoint's step (:mod:`~nbr_contrast.reliability.history`).
+    from the checkpoint's step (:mod:`~nbr_contrast.app.reliability.history`).
     """
     out = Path(cfg.output_dir)
     resumed = resumed_step(str(resolve_checkpoint(cfg))) if cfg.resume else None
@@ -149,7 +149,7 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     """A Lightning Trainer from ``cfg.trainer`` with the run's callbacks and loggers.
 
-    Checkpoints are written atomically (:class:`~nbr_contrast.reliability.AtomicCheckpointIO`).
+    Checkpoints are written atomically (:class:`~nbr_contrast.app.reliability.AtomicCheckpointIO`).
     """
     t = cfg.trainer
     kwargs: dict[str, Any] = {

@@ -26,7 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.reliability.validation import ConfigError
+from nbr_contrast.app.reliability.validation import ConfigError
 
 LOCK_NAME = "run.lock"
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK")

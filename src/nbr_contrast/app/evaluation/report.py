@@ -16,13 +16,13 @@ import torch
 from PIL import ImageOps
 from torch import Tensor
 
-from nbr_contrast.data.image_source import ImageSource
-from nbr_contrast.eval.plots import (
+from nbr_contrast.app.evaluation.plots import (
     log_figure_to_tensorboard,
     plot_curves,
     plot_embedding_map,
     plot_neighbour_grid,
 )
+from nbr_contrast.data.image_source import ImageSource
 
 GRID_QUERIES = 8
 GRID_NEIGHBOURS = 8

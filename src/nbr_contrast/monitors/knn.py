@@ -8,7 +8,7 @@ Neighbours are found by the search backends of :mod:`nbr_contrast.neighbours.sea
 same top-k path as the neighbour banks. Equal similarities are ordered by the training
 feature's id (lower first), at the ``k``-th place too, so the neighbours of a query do not
 depend on how the training features are split into ranks:
-:mod:`nbr_contrast.eval.knn_dist` merges per-rank results with :func:`merge_topk` and gets
+:mod:`nbr_contrast.app.evaluation.knn_dist` merges per-rank results with :func:`merge_topk` and gets
 exactly the result of one process.
 """
 

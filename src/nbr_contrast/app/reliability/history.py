@@ -20,7 +20,7 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 
-from nbr_contrast.reliability.checkpoint_io import RunStateCallback, read_checkpoint
+from nbr_contrast.app.reliability.checkpoint_io import RunStateCallback, read_checkpoint
 
 
 def resumed_step(ckpt: str | Path) -> int:

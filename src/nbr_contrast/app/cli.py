@@ -1,9 +1,9 @@
 """``python -m nbr_contrast``: the Hydra application.
 
 Overrides are checked against the structured configs and the config groups *before* Hydra
-composes them (:mod:`nbr_contrast.overrides`), so a misspelt key or group option fails at
+composes them (:mod:`nbr_contrast.app.overrides`), so a misspelt key or group option fails at
 once with the valid choices and the closest match. Every rank of a distributed run writes
-into its job's one folder (:mod:`nbr_contrast.rank_launch`).
+into its job's one folder (:mod:`nbr_contrast.app.rank_launch`).
 
 Exit codes: 0 done; 2 a setting cannot work (one ``Error:`` line on stderr naming the
 setting and the fix, no traceback; a run folder holding nothing yet is removed); 1 the
@@ -28,14 +28,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from nbr_contrast.overrides import OverrideError, check_overrides
-from nbr_contrast.rank_launch import (
+from nbr_contrast.app.overrides import OverrideError, check_overrides
+from nbr_contrast.app.rank_launch import (
     RUN_STAMP_ENV,
     rank_command,
     rank_launch_env,
     shared_run_stamp,
 )
-from nbr_contrast.schemas import CONF_DIR, register_configs
+from nbr_contrast.app.schemas import CONF_DIR, register_configs
 
 # a multirun's failed jobs (their exit codes) and where they are listed in the sweep folder
 FAILED_JOBS: list[int] = []
@@ -73,10 +73,10 @@ def _record_failure(hydra_cfg: Any, error: BaseException, code: int | None) -> N
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    from nbr_contrast.app.reliability import RunInterrupted, is_user_error, resume_command
+    from nbr_contrast.app.reliability.run_lock import discard_if_unused
+    from nbr_contrast.app.tasks import run_task
     from nbr_contrast.methods.guard import NonFiniteLossError
-    from nbr_contrast.reliability import RunInterrupted, is_user_error, resume_command
-    from nbr_contrast.reliability.run_lock import discard_if_unused
-    from nbr_contrast.tasks import run_task
 
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     hydra_cfg = HydraConfig.get()
@@ -119,7 +119,7 @@ def main() -> None:
     try:
         _hydra_main()
     finally:
-        from nbr_contrast.reliability.run_lock import release_all
+        from nbr_contrast.app.reliability.run_lock import release_all
 
         release_all()
     if FAILED_JOBS:

@@ -1,6 +1,6 @@
 """Where Hydra finds the run config: the YAML tree in ``conf/`` and the structured schemas.
 
-:func:`register_configs` puts every schema of :mod:`nbr_contrast.config` and every method
+:func:`register_configs` puts every schema of :mod:`nbr_contrast.app.config` and every method
 config of :data:`nbr_contrast.methods.METHOD_CONFIGS` in Hydra's ConfigStore. It sits above
 both, so neither the configs nor the methods import it.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
-from nbr_contrast.config import (
+from nbr_contrast.app.config import (
     BackboneConfig,
     DataConfig,
     IndexConfig,
@@ -23,7 +23,7 @@ from nbr_contrast.config import (
 )
 from nbr_contrast.methods import METHOD_CONFIGS
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 """The Hydra config folder: one sub-folder per config group, ``config.yaml`` at the top."""
 
 

@@ -2,10 +2,10 @@
 
 Each config group in ``conf/`` (``method``, ``backbone``, ``data``, ``trainer``, ``optim``,
 ``index``, ``logger``, ``task``) starts from one of these dataclasses (the data and view
-schemas are in :mod:`nbr_contrast.data_config`), so an unknown key or a
+schemas are in :mod:`nbr_contrast.data.config`), so an unknown key or a
 value of the wrong type fails at composition time with the key's name. Method configs live
 beside their method (``methods/nnclr.py`` holds ``NNCLRConfig``) and subclass
-:class:`MethodConfig`; :func:`nbr_contrast.schemas.register_configs` puts every schema in
+:class:`MethodConfig`; :func:`nbr_contrast.app.schemas.register_configs` puts every schema in
 Hydra's ConfigStore.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from nbr_contrast.data_config import DataConfig
+from nbr_contrast.data.config import DataConfig
 
 BACKBONE_SOURCES = ("torchvision", "timm", "custom")
 """The values of :attr:`BackboneConfig.source`."""
@@ -241,7 +241,7 @@ class TaskConfig:
     """What ``python -m nbr_contrast`` does: ``fit``, ``knn``, ``linear``, ``finetune``, ``export``.
 
     ``linear`` and ``finetune`` train a new linear head on the backbone of ``ckpt``
-    (:mod:`nbr_contrast.eval.head_task`).
+    (:mod:`nbr_contrast.app.evaluation.head_task`).
 
     Attributes:
         name: Task name.

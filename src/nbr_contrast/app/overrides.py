@@ -15,10 +15,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-import nbr_contrast.config as c
-from nbr_contrast.config import RunConfig
+import nbr_contrast.app.config as c
+from nbr_contrast.app.config import RunConfig
+from nbr_contrast.app.schemas import CONF_DIR
 from nbr_contrast.methods import METHOD_CONFIGS
-from nbr_contrast.schemas import CONF_DIR
 
 GROUP_DEFAULTS = {"method": "nnclr"}
 USER_TARGETS = ("backbone",)

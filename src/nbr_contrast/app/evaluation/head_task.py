@@ -1,10 +1,10 @@
 """``task=linear`` and ``task=finetune``: train a new head on a pretrained backbone.
 
-Both run on the pretraining engine: the Trainer of :func:`~nbr_contrast.build.build_trainer`
+Both run on the pretraining engine: the Trainer of :func:`~nbr_contrast.app.build.build_trainer`
 (so ``trainer=...`` chooses devices, strategy and precision, and the loggers, progress bar,
 atomic checkpoints, SIGTERM handling and exact resume of pretraining apply), with the
-module of :mod:`~nbr_contrast.eval.classifier` and the loaders of
-:mod:`~nbr_contrast.eval.head_data`. ``resume=true`` (with the same ``ckpt``) continues
+module of :mod:`~nbr_contrast.app.evaluation.classifier` and the loaders of
+:mod:`~nbr_contrast.app.evaluation.head_data`. ``resume=true`` (with the same ``ckpt``) continues
 the run in ``hydra.run.dir`` from its own ``checkpoints/last.ckpt``.
 """
 
@@ -19,26 +19,26 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.build import build_callbacks, build_trainer, checkpoint_dir
-from nbr_contrast.data.datamodule import NbrDataModule
-from nbr_contrast.data.image_source import DataSourceError
-from nbr_contrast.eval.classifier import OPTIMISERS, HeadClassifier
-from nbr_contrast.eval.features import extract_features
-from nbr_contrast.eval.head_data import HeadDataModule
-from nbr_contrast.eval.layer_decay import num_blocks
-from nbr_contrast.eval.report import SplitFeatures
-from nbr_contrast.methods.base import BaseMethod
-from nbr_contrast.models.backbones import feature_dim
-from nbr_contrast.neighbours.callback import NeighbourIndexCallback
-from nbr_contrast.reliability import (
+from nbr_contrast.app.build import build_callbacks, build_trainer, checkpoint_dir
+from nbr_contrast.app.evaluation.classifier import OPTIMISERS, HeadClassifier
+from nbr_contrast.app.evaluation.head_data import HeadDataModule
+from nbr_contrast.app.evaluation.layer_decay import num_blocks
+from nbr_contrast.app.evaluation.report import SplitFeatures
+from nbr_contrast.app.reliability import (
     ConfigError,
     check_resumable,
     resolve_checkpoint,
     resume_command,
     write_resume_note,
 )
-from nbr_contrast.reliability.checkpoint_io import read_checkpoint
-from nbr_contrast.reliability.resume import trajectory_changes
+from nbr_contrast.app.reliability.checkpoint_io import read_checkpoint
+from nbr_contrast.app.reliability.resume import trajectory_changes
+from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.image_source import DataSourceError
+from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.models.backbones import feature_dim
+from nbr_contrast.monitors.features import extract_features
+from nbr_contrast.neighbours.callback import NeighbourIndexCallback
 
 HEAD_KEYS = ("task", "ckpt")
 """Settings a resumed head run shares with its checkpoint, besides pretraining's."""
@@ -81,7 +81,7 @@ def check_task(cfg: DictConfig) -> None:
 
 
 def check_head_resumable(cfg: DictConfig, ckpt: str) -> None:
-    """Like :func:`~nbr_contrast.reliability.check_resumable`, with ``task.*`` and ``ckpt``.
+    """Like :func:`~nbr_contrast.app.reliability.check_resumable`, with ``task.*`` and ``ckpt``.
 
     Raises:
         ConfigError: Naming the settings that differ from the checkpoint's run.

@@ -19,20 +19,17 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from nbr_contrast.build import (
+from nbr_contrast.app.build import (
     build_datamodule,
     build_method,
     build_trainer,
     checkpoint_dir,
     to_container,
 )
-from nbr_contrast.data.datamodule import NbrDataModule
-from nbr_contrast.data.image_source import DataSourceError, ImageSource
-from nbr_contrast.eval.data_choice import use_checkpoint_data
-from nbr_contrast.eval.export import export_method
-from nbr_contrast.eval.features import extract_features
-from nbr_contrast.eval.head_task import train_head
-from nbr_contrast.eval.knn_run import (
+from nbr_contrast.app.evaluation.data_choice import use_checkpoint_data
+from nbr_contrast.app.evaluation.export import export_method
+from nbr_contrast.app.evaluation.head_task import train_head
+from nbr_contrast.app.evaluation.knn_run import (
     accuracy_table,
     attach_fit_knn,
     knn_backend,
@@ -40,9 +37,8 @@ from nbr_contrast.eval.knn_run import (
     launched_group,
     pair_accuracies,
 )
-from nbr_contrast.eval.report import SplitFeatures, write_run_plots
-from nbr_contrast.methods.base import BaseMethod
-from nbr_contrast.reliability import (
+from nbr_contrast.app.evaluation.report import SplitFeatures, write_run_plots
+from nbr_contrast.app.reliability import (
     check_resumable,
     pretrained_checkpoint,
     resolve_checkpoint,
@@ -53,8 +49,12 @@ from nbr_contrast.reliability import (
     validate_neighbour_counts,
     write_resume_note,
 )
-from nbr_contrast.reliability.checkpoint_io import read_checkpoint
-from nbr_contrast.reliability.resume import HEAD_TASKS, launch_overrides
+from nbr_contrast.app.reliability.checkpoint_io import read_checkpoint
+from nbr_contrast.app.reliability.resume import HEAD_TASKS, launch_overrides
+from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.image_source import DataSourceError, ImageSource
+from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.monitors.features import extract_features
 from nbr_contrast.utils.dist import rank
 
 TASKS = ("fit", "knn", "linear", "finetune", "export")
@@ -62,7 +62,7 @@ TASKS = ("fit", "knn", "linear", "finetune", "export")
 
 def eval_device(cfg: DictConfig) -> torch.device:
     """Device for evaluation passes (the first GPU when one is used)."""
-    from nbr_contrast.build import uses_gpu
+    from nbr_contrast.app.build import uses_gpu
 
     return torch.device("cuda" if uses_gpu(cfg) else "cpu")
 
@@ -171,19 +171,19 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
 
     ``knn_report=false`` skips the two kNN passes (their accuracies are then ``None``),
     ``knn_before=false`` the first. Every rank takes part in them
-    (:mod:`~nbr_contrast.eval.knn_run`).
+    (:mod:`~nbr_contrast.app.evaluation.knn_run`).
 
     ``resume=true`` continues the run in ``cfg.output_dir`` from its ``last.ckpt``;
     ``ckpt=PATH`` (or ``ckpt=last``, the newest run of the method) starts from a checkpoint
     and writes to a new run folder. ``RESUME.md`` in the run folder gives the command that
     continues this run. The run owns its folder while it runs
-    (:mod:`~nbr_contrast.reliability.run_lock`).
+    (:mod:`~nbr_contrast.app.reliability.run_lock`).
 
     Returns:
         The run summary (also written to ``summary.json`` in the run folder).
 
     Raises:
-        ConfigError: For settings that cannot work (see :mod:`nbr_contrast.reliability`).
+        ConfigError: For settings that cannot work (see :mod:`nbr_contrast.app.reliability`).
         NonFiniteLossError: When a loss becomes NaN or infinite.
         RunInterrupted: When SIGTERM or SIGINT stopped the run (after saving ``last.ckpt``).
         RunFolderBusyError: When another live run owns ``cfg.output_dir``.
@@ -319,7 +319,7 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _head(cfg: DictConfig) -> dict[str, Any]:
-    """Train the head of :mod:`~nbr_contrast.eval.head_task`; report on rank 0."""
+    """Train the head of :mod:`~nbr_contrast.app.evaluation.head_task`; report on rank 0."""
     name = str(cfg.task.name)
     with run_folder(cfg.output_dir):
         result = train_head(cfg, load_method(cfg.ckpt))
@@ -352,7 +352,7 @@ def run_task(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
 
     ``knn``, ``linear`` and ``finetune`` evaluate on the data the checkpoint was trained on
     unless the command chose other data
-    (:func:`~nbr_contrast.eval.data_choice.use_checkpoint_data`).
+    (:func:`~nbr_contrast.app.evaluation.data_choice.use_checkpoint_data`).
 
     Args:
         cfg: The run config.

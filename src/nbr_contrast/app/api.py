@@ -26,19 +26,19 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from nbr_contrast import tasks
-from nbr_contrast.build import build_datamodule, build_method
-from nbr_contrast.data.datamodule import NbrDataModule
-from nbr_contrast.eval.report import (
+from nbr_contrast.app import tasks
+from nbr_contrast.app.build import build_datamodule, build_method
+from nbr_contrast.app.evaluation.report import (
     Neighbours,
     SplitFeatures,
     nearest_neighbours,
     neighbour_grid,
     neighbour_purity,
 )
+from nbr_contrast.app.overrides import check_overrides
+from nbr_contrast.app.schemas import CONF_DIR, register_configs
+from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.methods.base import BaseMethod
-from nbr_contrast.overrides import check_overrides
-from nbr_contrast.schemas import CONF_DIR, register_configs
 
 
 def compose(overrides: list[str] | None = None, output_dir: str | Path | None = None) -> DictConfig:

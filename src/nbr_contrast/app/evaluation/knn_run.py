@@ -1,11 +1,12 @@
 """The kNN reports of a run, computed by every rank: ``task=knn`` and a fit's before/after.
 
 Each rank embeds its contiguous share of the labelled bank images (whole
-:data:`~nbr_contrast.eval.knn.KEY_BLOCK` blocks) and of the test images, without padding or
-duplicates, and the classifier runs sharded (:mod:`nbr_contrast.eval.knn_dist`); one process
-embeds and searches everything. Inside a fit the ranks form the trainer's process
-group: the "before" accuracy is taken when the fit starts (:class:`FitKnn` is a callback),
-the "after" accuracy once it returns. ``task=knn`` joins the group of a ``torchrun`` launch
+:data:`~nbr_contrast.monitors.knn.KEY_BLOCK` blocks) and of the test images, without
+padding or duplicates, and the classifier runs sharded
+(:mod:`nbr_contrast.app.evaluation.knn_dist`); one process embeds and searches everything.
+Inside a fit the ranks form the trainer's process group: the "before" accuracy is taken
+when the fit starts (:class:`FitKnn` is a callback), the "after" accuracy once it returns.
+``task=knn`` joins the group of a ``torchrun`` launch
 (:func:`launched_group`).
 """
 
@@ -25,11 +26,11 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import DataLoader
 
+from nbr_contrast.app.evaluation.knn_dist import sharded_knn_accuracies
+from nbr_contrast.app.evaluation.report import SplitFeatures
 from nbr_contrast.data.datamodule import NbrDataModule
-from nbr_contrast.eval.features import extract_features
-from nbr_contrast.eval.knn import KEY_BLOCK
-from nbr_contrast.eval.knn_dist import sharded_knn_accuracies
-from nbr_contrast.eval.report import SplitFeatures
+from nbr_contrast.monitors.features import extract_features
+from nbr_contrast.monitors.knn import KEY_BLOCK
 from nbr_contrast.neighbours.search import SearchBackend, search_backend
 from nbr_contrast.utils.dist import rank, world_size
 
@@ -62,7 +63,7 @@ def knn_shards(
     """This rank's share of the normalised ``(bank, queries)`` features of a kNN report.
 
     The bank is the labelled training images when there are any, else the labelled
-    reference images; each rank embeds whole :data:`~nbr_contrast.eval.knn.KEY_BLOCK`
+    reference images; each rank embeds whole :data:`~nbr_contrast.monitors.knn.KEY_BLOCK`
     blocks of it. The queries are the test images. ``None`` when nothing labelled can be
     evaluated (:attr:`NbrDataModule.monitored`).
     """

@@ -4,8 +4,8 @@ Each rank holds only its slice of the training features and its slice of the tes
 features. The test features are all-gathered (they are small); every rank then searches all
 test queries, chunk by chunk, among its own training features, the per-rank top-k
 (similarities, labels, global ids) of a chunk are all-gathered and merged into the global
-top-k with :func:`~nbr_contrast.eval.knn.merge_topk`. Ties are ordered by global id, and
-a rank's slice is whole :data:`~nbr_contrast.eval.knn.KEY_BLOCK` blocks of the global
+top-k with :func:`~nbr_contrast.monitors.knn.merge_topk`. Ties are ordered by global id, and
+a rank's slice is whole :data:`~nbr_contrast.monitors.knn.KEY_BLOCK` blocks of the global
 order, so with the torch backend each block is scored by the same matmul as on one process:
 every rank ends with exactly the neighbours, votes and accuracies one process computes
 (FAISS tiles its own way; its similarities may differ in the last bit). Without a process
@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from nbr_contrast.eval.knn import (
+from nbr_contrast.monitors.knn import (
     Neighbours,
     accuracies_of,
     check_counts,

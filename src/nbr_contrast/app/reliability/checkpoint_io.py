@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from nbr_contrast.reliability.validation import ConfigError
+from nbr_contrast.app.reliability.validation import ConfigError
 
 
 class DiskFullError(ConfigError):
@@ -141,33 +141,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     "hydra.run.dir to a folder on a disk with room) and resume."
                 ) from err
             raise
-
-
-def checkpoint_folder(trainer: L.Trainer) -> Path:
-    """Folder of the trainer's ``ModelCheckpoint`` (``<default_root_dir>/checkpoints`` if none)."""
-    callback = trainer.checkpoint_callback
-    dirpath = getattr(callback, "dirpath", None)
-    return Path(dirpath) if dirpath else Path(trainer.default_root_dir) / "checkpoints"
-
-
-def save_diagnostic_checkpoint(trainer: L.Trainer, stem: str) -> Path:
-    """Save the current state as ``<checkpoints>/<stem>.ckpt`` from this rank alone.
-
-    Used when a step fails: only the failing rank may get here, so this must not wait for
-    the others (``Trainer.save_checkpoint`` would); under DDP each rank writes its own
-    ``<stem>-rank<r>.ckpt``. ``last.ckpt`` is never touched.
-
-    Args:
-        trainer: The running trainer.
-        stem: File name without suffix, e.g. ``nonfinite-step12``.
-
-    Returns:
-        The written file.
-    """
-    if trainer.world_size > 1:
-        stem = f"{stem}-rank{trainer.global_rank}"
-    path = checkpoint_folder(trainer) / f"{stem}.ckpt"
-    # Lightning has no public rank-local dump; this is what Trainer.save_checkpoint calls.
-    checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
-    trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
-    return path

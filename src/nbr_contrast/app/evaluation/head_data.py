@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from nbr_contrast.app.evaluation.report import SplitFeatures
 from nbr_contrast.data.datamodule import NbrDataModule
-from nbr_contrast.eval.report import SplitFeatures
 from nbr_contrast.utils.dist import rank, world_size
 
 

@@ -1,0 +1,1 @@
+"""Offline evaluation tasks: kNN, linear and fine-tuning heads, export, reports and plots."""
