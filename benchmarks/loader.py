@@ -1,6 +1,6 @@
 """Host time per training batch of the data loader alone (no views, no model).
 
-Iterates ``NbrDataModule.train_dataloader()`` for ``data.pipeline=gpu`` with an in-memory
+Iterates ``ViewsDataModule.train_dataloader()`` for ``data.pipeline=gpu`` with an in-memory
 source (the resident path: labels and indices only, images gathered on the device later)
 in the main process and reports the median milliseconds per batch after warm-up. Writes a
 JSON file.

@@ -87,10 +87,15 @@ class StepTimer(L.Callback):
 
 
 class RepeatBatch(IterableDataset[dict[str, Any]]):
-    """The same pre-made batch, forever (the loader adds nothing: ``batch_size=None``)."""
+    """The same pre-made batch, forever (the loader adds nothing: ``batch_size=None``).
+
+    ``batch_size`` tells the method the size of the batches it yields (its learning rate
+    follows the loader's batch).
+    """
 
     def __init__(self, batch: dict[str, Any]) -> None:
         self.batch = batch
+        self.batch_size = int(batch["index"].shape[0])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:

@@ -50,9 +50,13 @@ def run_cli(
     )
 
 
-def run_python(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess[str]:
+def run_python(
+    args: list[str], timeout: int = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python ARGS`` in a fresh interpreter (nothing imported yet), asserted to succeed."""
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

@@ -7,8 +7,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from nbr_contrast import api
+from nbr_contrast.app.method_schemas import METHODS
 from nbr_contrast.app.overrides import OverrideError, check_overrides
-from nbr_contrast.methods import METHOD_CONFIGS
 
 GROUPS = ["method", "backbone", "data", "trainer", "optim", "index", "logger", "task"]
 
@@ -38,13 +38,13 @@ def test_every_group_option_composes(group: str, option: str, tmp_path: Path) ->
 
 
 def test_every_method_config_file_matches_a_schema() -> None:
-    assert set(options("method")) == set(METHOD_CONFIGS)
+    assert set(options("method")) == set(METHODS)
 
 
 def test_experiment_files_compose(tmp_path: Path) -> None:
     for name in options("experiment"):
         cfg = api.compose([f"experiment={name}"], output_dir=tmp_path)
-        assert cfg.method.name in METHOD_CONFIGS
+        assert cfg.method.name in METHODS
 
 
 def test_unknown_method_lists_valid_choices(tmp_path: Path) -> None:

@@ -179,3 +179,30 @@ def test_module_size(name: str) -> None:
             f"{path.relative_to(SRC.parents[1])} has {lines} lines (> {MAX_LINES}): split it, "
             f"or state why not on a '{SIZE_MARKER} <reason>' line of its module docstring."
         )
+
+
+LIBRARY = ("losses", "neighbours", "data", "models", "methods", "monitors", "utils")
+"""The library's packages: importable without Hydra, and never importing the application."""
+
+
+def test_library_never_imports_the_application() -> None:
+    graph = import_graph()
+    upward = sorted(
+        f"{name} -> {target}"
+        for name, targets in graph.items()
+        if name.split(".")[1:2] and name.split(".")[1] in LIBRARY
+        for target in targets
+        if target.startswith(f"{PACKAGE}.app")
+    )
+    assert upward == []
+    assert any(name.startswith(f"{PACKAGE}.app.") for name in graph)
+
+
+def test_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
+    root = tmp_path / "nbr_contrast"
+    (root / "methods").mkdir(parents=True)
+    (root / "app").mkdir()
+    (root / "app" / "build.py").write_text("X = 1\n")
+    (root / "methods" / "m.py").write_text("def f():\n    from nbr_contrast.app import build\n")
+    graph = import_graph(root)
+    assert graph["nbr_contrast.methods.m"] == {"nbr_contrast.app.build"}

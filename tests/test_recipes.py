@@ -8,6 +8,7 @@ a config edit that drifts from its source fails here.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from nbr_contrast import api
+from nbr_contrast.app.method_schemas import FROM_OTHER_GROUPS, METHODS, constructor_parameters
+from nbr_contrast.data.recipes import view_recipe
 
 from .runs import TINY, run_cli
 
@@ -217,26 +220,25 @@ def differing(a: Any, b: Any) -> set[str]:
     return {k for k in fa.keys() | fb.keys() if fa.get(k, "<absent>") != fb.get(k, "<absent>")}
 
 
+# a baseline class is its method's class that fixes the switch: the switch, its name and
+# its class (``_target_``) may differ, nothing else
+NAMED = {"method.name", "method._target_"}
 PAIRS = [
     # (overrides of the method run, the baseline's extra overrides, keys allowed to differ)
     (["method=nnclr"], ["method.use_nn=false"], {"method.use_nn"}),
     (["experiment=nnclr_cifar10"], ["method.use_nn=false"], {"method.use_nn"}),
-    (["method=co2"], ["method=mocov2"], {"method.name", "method.alpha"}),
-    (["experiment=co2_cifar10"], ["method=mocov2"], {"method.name", "method.alpha"}),
-    (["method=snclr"], ["method=mocov3"], {"method.name", "method.num_neighbours"}),
-    (["experiment=snclr_cifar10"], ["method=mocov3"], {"method.name", "method.num_neighbours"}),
-    (
-        ["method=cone"],
-        ["method=supervised"],
-        {"method.name", "method.sup_weight", "method.dc_weight"},
-    ),
+    (["method=co2"], ["method=mocov2"], {*NAMED, "method.alpha"}),
+    (["experiment=co2_cifar10"], ["method=mocov2"], {*NAMED, "method.alpha"}),
+    (["method=snclr"], ["method=mocov3"], {*NAMED, "method.num_neighbours"}),
+    (["experiment=snclr_cifar10"], ["method=mocov3"], {*NAMED, "method.num_neighbours"}),
+    (["method=cone"], ["method=supervised"], {*NAMED, "method.sup_weight", "method.dc_weight"}),
     (
         ["experiment=cone_cifar10"],
         ["method=supervised"],
-        {"method.name", "method.sup_weight", "method.dc_weight"},
+        {*NAMED, "method.sup_weight", "method.dc_weight"},
     ),
-    (["method=msf"], ["method=byol"], {"method.name", "method.k"}),
-    (["experiment=msf_cifar10"], ["method=byol"], {"method.name", "method.k"}),
+    (["method=msf"], ["method=byol"], {*NAMED, "method.k"}),
+    (["experiment=msf_cifar10"], ["method=byol"], {*NAMED, "method.k"}),
 ]
 
 
@@ -300,3 +302,18 @@ def test_bare_cone_trains_with_supervised_views_and_sgd(tmp_path: Path) -> None:
     assert cfg.optim.name == "sgd"
     summary = api.fit(cfg)
     assert summary["steps"] == 2 and summary["method"] == "cone"
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_constructors_defaults_are_the_recipe(name: str, tmp_path: Path) -> None:
+    """``NNCLR()`` is what ``method=nnclr`` composes: arguments, optimiser and views."""
+    cls = METHODS[name]
+    cfg = compose(tmp_path, f"method={name}")
+    composed = OmegaConf.to_container(cfg.method, resolve=True)
+    defaults = {k: default for k, (_, default) in constructor_parameters(cls).items()}
+    own = {k: v for k, v in composed.items() if k not in ("_target_", "name")}
+    assert own == {k: defaults[k] for k in own}
+    assert set(defaults) - set(own) == set(FROM_OTHER_GROUPS)
+    assert OmegaConf.to_container(cfg.optim, resolve=True) == asdict(cls.optim_recipe)
+    views = OmegaConf.to_container(cfg.data.views, resolve=True)
+    assert views == [asdict(v) for v in view_recipe(cls.view_recipe, int(cfg.data.image_size))]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nbr_contrast.app.config import BackboneConfig
+from nbr_contrast.models.backbone_config import BackboneConfig
 from nbr_contrast.data.gpu_views import GpuViews
 from nbr_contrast.data.sources import mini_source
 from nbr_contrast.data.config import DataConfig, ViewConfig

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from nbr_contrast.app.build import datamodule_of
 from nbr_contrast.data.config import DataConfig, ViewConfig
 from nbr_contrast.data.crops import CropDataset, ViewCrops, cut, draft, view_box
-from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.data.folders import PathSource
 from nbr_contrast.data.gpu_views import GpuViews
 from nbr_contrast.data.neighbour_table import NeighbourTable
@@ -151,7 +151,7 @@ def test_gpu_pipeline_crops_image_folders_from_the_full_image(banded_tree: Path)
         mean=MEAN,
         std=STD,
     )
-    dm = NbrDataModule(cfg, seed=0)
+    dm = datamodule_of(cfg, 0)
     dm.gpu_views = GpuViews(views, MEAN, STD)
     loader = dm.train_dataloader()
     shown = []

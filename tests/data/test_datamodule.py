@@ -10,8 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from nbr_contrast.app.build import datamodule_of
 from nbr_contrast.data.config import DataConfig, ViewConfig
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import ViewsDataModule
 
 MEAN = [0.4914, 0.4822, 0.4465]
 STD = [0.2470, 0.2435, 0.2616]
@@ -27,14 +28,14 @@ def normalised(image: torch.Tensor) -> torch.Tensor:
     return (image.float() / 255 - mean) / std
 
 
-def module(seed: int = 0, **fields: Any) -> NbrDataModule:
+def module(seed: int = 0, **fields: Any) -> ViewsDataModule:
     cfg = {"num_workers": 0, "batch_size": 64, "eval_batch_size": 100, **fields}
-    dm = NbrDataModule(DataConfig(**cfg), seed=seed)
+    dm = datamodule_of(DataConfig(**cfg), seed)
     dm.setup("fit")
     return dm
 
 
-def source_images(dm: NbrDataModule, indices: torch.Tensor) -> torch.Tensor:
+def source_images(dm: ViewsDataModule, indices: torch.Tensor) -> torch.Tensor:
     array = dm.train_source.as_uint8()[indices.numpy()]
     return torch.from_numpy(array).permute(0, 3, 1, 2)
 
@@ -121,28 +122,28 @@ def test_gpu_pipeline_crops_lazy_folder_images_per_view(image_tree: Path) -> Non
 
 
 def test_auto_pipeline_resolves_by_use_gpu() -> None:
-    dm = NbrDataModule(DataConfig(pipeline="auto"))
+    dm = datamodule_of(DataConfig(pipeline="auto"))
     assert dm.resolved_pipeline == "cpu"
     dm.use_gpu = True
     assert dm.resolved_pipeline == "gpu"
-    dm.cfg.pipeline = "tpu"
-    with pytest.raises(ValueError, match=r"data\.pipeline"):
+    dm.pipeline = "tpu"
+    with pytest.raises(ValueError, match=r"pipeline='tpu' is unknown"):
         _ = dm.resolved_pipeline
 
 
 def test_accepts_dictconfig() -> None:
     cfg = OmegaConf.structured(DataConfig(num_workers=0, batch_size=8, views=[identity_view(16)]))
-    dm = NbrDataModule(cfg, seed=1)
+    dm = datamodule_of(cfg, 1)
     batch = next(iter(dm.train_dataloader()))
     assert batch["views"][0].shape == (8, 3, 16, 16)
 
 
 def test_config_errors_name_the_setting() -> None:
     with pytest.raises(ValueError, match=r"data\.views"):
-        NbrDataModule(DataConfig(views=[]))
+        datamodule_of(DataConfig(views=[]))
     with pytest.raises(ValueError, match=r"data\.pipeline"):
-        NbrDataModule(DataConfig(pipeline="tpu"))
-    with pytest.raises(ValueError, match=r"data\.batch_size=8192") as err:
+        datamodule_of(DataConfig(pipeline="tpu"))
+    with pytest.raises(ValueError, match=r"batch_size=8192 \(data\.batch_size\)") as err:
         module(batch_size=8192).train_dataloader()
     assert "5000" in str(err.value)
     with pytest.raises(ValueError, match=r"data\.num_classes=5"):

@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import torch
 
+from nbr_contrast.app.build import datamodule_of
 from nbr_contrast.data.config import DataConfig, ViewConfig
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import ViewsDataModule
 
 PLAIN = ViewConfig(size=32, crop="none", flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
 
 
-def make(num_workers: int = 0) -> NbrDataModule:
+def make(num_workers: int = 0) -> ViewsDataModule:
     cfg = DataConfig(views=[PLAIN, PLAIN], batch_size=8, num_workers=num_workers)
-    datamodule = NbrDataModule(cfg, seed=0)
+    datamodule = datamodule_of(cfg, 0)
     datamodule.setup("fit")
     return datamodule
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import torch
 
+from nbr_contrast.app.build import datamodule_of
 from nbr_contrast.data.config import DataConfig, ViewConfig
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import ViewsDataModule
 from nbr_contrast.data.datasets import ResidentDataset
 from nbr_contrast.data.gpu_views import GpuViews
 from nbr_contrast.data.sampling import ResumableSampler
@@ -11,9 +12,9 @@ from nbr_contrast.data.sampling import ResumableSampler
 PLAIN = ViewConfig(size=32, crop="none", flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
 
 
-def make(views: list[ViewConfig]) -> NbrDataModule:
+def make(views: list[ViewConfig]) -> ViewsDataModule:
     cfg = DataConfig(views=views, batch_size=8, num_workers=0, pipeline="gpu")
-    datamodule = NbrDataModule(cfg, seed=0)
+    datamodule = datamodule_of(cfg, 0)
     datamodule.gpu_views = GpuViews(views, list(cfg.mean), list(cfg.std))
     datamodule.setup("fit")
     return datamodule
@@ -31,8 +32,8 @@ def test_views_are_made_from_the_resident_images_of_the_batch_indices() -> None:
     batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
     plain, small = batch["views"]
     assert plain.shape == (8, 3, 32, 32) and small.shape == (8, 3, 16, 16)
-    mean = torch.tensor(datamodule.cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(datamodule.cfg.std).view(1, 3, 1, 1)
+    mean = torch.tensor(datamodule.mean).view(1, 3, 1, 1)
+    std = torch.tensor(datamodule.std).view(1, 3, 1, 1)
     source = torch.from_numpy(datamodule.train_source.as_uint8()[batch["index"].numpy()])
     expected = (source.permute(0, 3, 1, 2).float() / 255 - mean) / std
     assert torch.allclose(plain, expected, atol=1e-5)

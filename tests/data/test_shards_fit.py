@@ -10,8 +10,9 @@ import torch
 from omegaconf import DictConfig
 
 from nbr_contrast import api
+from nbr_contrast.app.build import datamodule_of
 from nbr_contrast.app.reliability import ConfigError, RunInterrupted
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import ViewsDataModule
 
 from ..reliability.test_resume import SignalAt, _final_state, _with_callback
 from ..runs import PX16, SMALL_NNCLR, TINY
@@ -24,7 +25,7 @@ def _cfg(out: Path, pattern: str, *overrides: str) -> DictConfig:
     return api.compose([*TINY, *SHARDS, f"data.shards='{pattern}'", *overrides], output_dir=out)
 
 
-def _batches(dm: NbrDataModule) -> list[dict[str, torch.Tensor]]:
+def _batches(dm: ViewsDataModule) -> list[dict[str, torch.Tensor]]:
     return [{"index": b["index"], "views": torch.stack(b["views"])} for b in dm.train_dataloader()]
 
 
@@ -32,7 +33,7 @@ def test_a_resumed_loader_continues_with_the_same_batches_and_views(tmp_path: Pa
     """Resume is exact: the epoch restarts after the batches already drawn, same views."""
     pattern = write_shards(tmp_path / "shards", [6, 6, 6, 6])
     data = _cfg(tmp_path / "run", pattern, "data.num_workers=2", "data.pipeline=cpu").data
-    straight = NbrDataModule(data)
+    straight = datamodule_of(data)
     epochs = []
     for epoch in (0, 1):
         straight.train_sampler = None
@@ -44,7 +45,7 @@ def test_a_resumed_loader_continues_with_the_same_batches_and_views(tmp_path: Pa
     assert sorted(seen) == list(range(24))
     assert seen != torch.cat([b["index"] for b in epochs[1]]).tolist()
     for epoch, skipped in ((0, 3), (1, 1)):
-        resumed = NbrDataModule(data)
+        resumed = datamodule_of(data)
         resumed.resume_at(epoch, skipped)
         rest = _batches(resumed)
         assert len(rest) == 6 - skipped
@@ -54,10 +55,10 @@ def test_a_resumed_loader_continues_with_the_same_batches_and_views(tmp_path: Pa
 
 def test_the_gpu_pipeline_gets_uint8_crops_per_view(tmp_path: Path) -> None:
     pattern = write_shards(tmp_path / "shards", [4, 4])
-    dm = NbrDataModule(_cfg(tmp_path / "run", pattern, "data.pipeline=gpu").data)
+    dm = datamodule_of(_cfg(tmp_path / "run", pattern, "data.pipeline=gpu").data)
     batch = next(iter(dm.train_dataloader()))
     crops = batch["crops"]
-    assert len(crops) == len(dm.cfg.views) and "image" not in batch
+    assert len(crops) == len(dm.views) and "image" not in batch
     assert all(c.dtype == torch.uint8 and c.shape == (4, 3, 16, 16) for c in crops)
     assert set(batch["label"].tolist()) <= {0, 1, 2}
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nbr_contrast.app.build import datamodule_of
 from nbr_contrast.data.config import DataConfig
-from nbr_contrast.data.datamodule import NbrDataModule
 from nbr_contrast.data.image_source import DataSourceError
 from nbr_contrast.data.sources import build_sources
 
@@ -70,9 +70,9 @@ def test_datamodule_validates_on_the_reference_then_test_images(
         views=views,
         num_workers=0,
     )
-    dm = NbrDataModule(cfg)
+    dm = datamodule_of(cfg)
     assert not dm.labelled and not dm.monitored and dm.val_dataloader() == []
-    dm = NbrDataModule(DataConfig(**{**cfg.__dict__, "eval_root": str(image_tree)}))
+    dm = datamodule_of(DataConfig(**{**cfg.__dict__, "eval_root": str(image_tree)}))
     assert not dm.labelled and dm.monitored and dm.classes == ["cat", "dog", "fish"]
     reference, test = dm.val_dataloader()
     assert len(reference.dataset) == 6 and len(test.dataset) == 2

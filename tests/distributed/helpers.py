@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from nbr_contrast import api
@@ -96,8 +96,8 @@ def build(cfg: DictConfig, prefill: int = 0) -> tuple[BaseMethod, NeighbourIndex
     torch.manual_seed(0)
     method = gathered_batchnorm(build_method(cfg))
     torch.manual_seed(1)  # the banks' random initial entries derive from this seed
-    callback = NeighbourIndexCallback(cfg.index, seed=0)
-    callback.setup(None, method, "fit")  # type: ignore[arg-type]
+    callback = NeighbourIndexCallback(**OmegaConf.to_container(cfg.index), seed=0)
+    callback.build(method)
     assert callback.index is not None
     g = torch.Generator().manual_seed(2)
     for bank in callback.index.banks.values():

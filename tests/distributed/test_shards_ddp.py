@@ -16,7 +16,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from nbr_contrast import api
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import ViewsDataModule
 
 from ..data.shard_files import write_shards
 from ..runs import CPU_RUN, PX16, SMALL_NNCLR
@@ -35,14 +35,14 @@ def _rank(local_rank: int, port: int, shards: str, val: str, out: str, shared: A
         RANK=str(local_rank),
     )
     seen: list[tuple[int, list[int]]] = []
-    original = NbrDataModule.on_after_batch_transfer
+    original = ViewsDataModule.on_after_batch_transfer
 
-    def record(self: NbrDataModule, batch: Any, dataloader_idx: int) -> Any:
+    def record(self: ViewsDataModule, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:
             seen.append((self.trainer.current_epoch, batch["index"].tolist()))
         return original(self, batch, dataloader_idx)
 
-    NbrDataModule.on_after_batch_transfer = record  # type: ignore[method-assign]
+    ViewsDataModule.on_after_batch_transfer = record  # type: ignore[method-assign]
     try:
         overrides = [
             *CPU_RUN,

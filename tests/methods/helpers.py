@@ -9,7 +9,8 @@ import torch
 from omegaconf import DictConfig
 
 from nbr_contrast.app.build import build_datamodule, build_method, build_trainer
-from nbr_contrast.methods.base import BaseMethod, TrainBatch
+from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.methods.batch import TrainBatch
 
 
 def fit_small(cfg: DictConfig) -> tuple[BaseMethod, L.Trainer]:

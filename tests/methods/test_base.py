@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
 from nbr_contrast.app.build import build_method
 from nbr_contrast.methods import momentum
@@ -23,14 +24,23 @@ CO2_SMALL = [
 
 
 @pytest.mark.parametrize(("world", "accumulate"), [(1, 1), (8, 1), (4, 2)])
-def test_learning_rate_scales_with_the_global_batch(
+def test_learning_rate_scales_with_the_batch_the_trainer_runs(
     tiny_cfg: Callable[..., DictConfig], world: int, accumulate: int
 ) -> None:
     cfg = tiny_cfg("optim.lr=0.3", "data.batch_size=64")
     method = build_method(cfg)
-    method._trainer = SimpleNamespace(world_size=world, accumulate_grad_batches=accumulate)
-    assert method.global_batch_size() == 64 * world * accumulate
-    assert method.learning_rate() == pytest.approx(0.3 * 64 * world * accumulate / 256)
+    loader = DataLoader(range(100), batch_size=48)  # not data.batch_size: the loader counts
+    method._trainer = SimpleNamespace(
+        world_size=world, accumulate_grad_batches=accumulate, train_dataloader=loader
+    )
+    assert method.global_batch_size() == 48 * world * accumulate
+    assert method.learning_rate() == pytest.approx(0.3 * 48 * world * accumulate / 256)
+    unsized = DataLoader(range(100), batch_size=None)
+    method._trainer = SimpleNamespace(
+        world_size=1, accumulate_grad_batches=1, train_dataloader=unsized
+    )
+    with pytest.raises(ValueError, match=r"does not say its batch size.*optim.scale_lr=false"):
+        method.learning_rate()
 
 
 def test_ema_counts_optimiser_steps_not_batches(

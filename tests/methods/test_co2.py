@@ -5,6 +5,7 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 
+from nbr_contrast.app.build import build_method
 from nbr_contrast.losses import co2_consistency, moco_infonce
 from nbr_contrast.methods.co2 import CO2
 
@@ -88,7 +89,8 @@ def test_consistency_moves_the_online_encoder(tiny_cfg: Callable[..., DictConfig
 
 def test_head_has_batch_norm_only_when_asked(tiny_cfg: Callable[..., DictConfig]) -> None:
     for on in (False, True):
-        method = CO2(tiny_cfg("method=mocov2", f"method.proj_hidden_bn={str(on).lower()}"))
+        cfg = tiny_cfg("method=mocov2", f"method.proj_hidden_bn={str(on).lower()}")
+        method = build_method(cfg)
         for head in (method.projector, method.momentum_projector):
             norms = [m for m in head.modules() if isinstance(m, torch.nn.BatchNorm1d)]
             assert len(norms) == int(on)

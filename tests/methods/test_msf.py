@@ -34,7 +34,7 @@ def test_heads_follow_the_backbone_width(tiny_cfg: Callable[..., DictConfig]) ->
     assert method.projector[0].out_features == 2 * width
     assert method.embedding_dim == width // 4
     assert method.predictor[-1].out_features == width // 4
-    with pytest.raises(ValueError, match=r"method\.k=0"):
+    with pytest.raises(ValueError, match=r"MSF\(k=0\): k must be at least 1"):
         build_method(tiny_cfg("method=msf", "method.k=0"))
 
 
@@ -53,7 +53,7 @@ def test_each_target_is_its_own_nearest_neighbour_and_k1_is_byol(
     assert bool((sims[:, :-1] >= sims[:, 1:] - 1e-6).all())
 
     # k = 1 through the bank equals BYOL's loss on the target itself
-    method.cfg.method.k = 1
+    method.k = 1
     q = torch.nn.functional.normalize(torch.randn_like(t), dim=1)
     nb, _ = method.mean_shift_targets(t, batch.labels)
     torch.testing.assert_close(msf_loss(q, nb), msf_loss(q, t[:, None]))

@@ -83,7 +83,7 @@ def test_ablation_gradient_reaches_z_through_the_positive(
 
 def test_bank_smaller_than_k_is_a_clear_error(tiny_cfg: Callable[..., DictConfig]) -> None:
     cfg = tiny_cfg(*SMALL, "method.queue_size=0")
-    with pytest.raises(ValueError, match=r"method\.queue_size=0"):
+    with pytest.raises(ValueError, match=r"NNCLR\(queue_size=0\): queue_size must be positive"):
         fit_small(cfg)
 
 

@@ -10,7 +10,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nbr_contrast.app.config import IndexConfig
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.callback import NeighbourIndexCallback
 from nbr_contrast.neighbours.index import BankSpec
@@ -46,8 +45,8 @@ def worker(rank: int, port: int, out: dict) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(rank)
     method = FakeMethod()
-    callback = NeighbourIndexCallback(IndexConfig(backend="torch"))
-    callback.setup(None, method, "fit")  # type: ignore[arg-type]
+    callback = NeighbourIndexCallback(backend="torch")
+    callback.build(method)
     for step in range(2):
         entries = batch_for(rank, step)
         outputs = {"enqueue": {"shared": entries, "own": entries}}

@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch.nn.functional import normalize
 
-from nbr_contrast.app.config import IndexConfig
 from nbr_contrast.neighbours import search
-from nbr_contrast.neighbours.search import FaissSearch, TorchSearch, make_backend, search_backend
+from nbr_contrast.neighbours.search import FaissSearch, TorchSearch, search_backend
 
 needs_faiss = pytest.mark.skipif(not search.faiss_available(), reason="faiss not installed")
 
@@ -98,21 +97,19 @@ def test_ivf_is_exact_when_probing_every_cell() -> None:
     assert torch.equal(ids, ids_ref)
 
 
-def test_make_backend_choices(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert isinstance(make_backend(IndexConfig(backend="torch")), TorchSearch)
+def test_backend_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(search_backend("torch"), TorchSearch)
     monkeypatch.setattr(search, "faiss_available", lambda: False)
-    assert isinstance(make_backend(IndexConfig(backend="auto")), TorchSearch)
+    assert isinstance(search_backend("auto"), TorchSearch)
     with pytest.raises(ImportError, match=r"index\.backend.*nbr-contrast\[faiss\].*=torch"):
-        make_backend(IndexConfig(backend="faiss"))
+        search_backend("faiss")
     with pytest.raises(ValueError, match=r"annoy.*'auto', 'torch', 'faiss'"):
-        make_backend(IndexConfig(backend="annoy"))
+        search_backend("annoy")
 
 
 def test_search_backend_from_plain_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     backend = search_backend("torch", chunk_size=7, half=True)
     assert isinstance(backend, TorchSearch) and (backend.chunk_size, backend.half) == (7, True)
-    from_cfg = make_backend(IndexConfig(backend="torch", chunk_size=9, half=True))
-    assert isinstance(from_cfg, TorchSearch) and (from_cfg.chunk_size, from_cfg.half) == (9, True)
     monkeypatch.setattr(search, "faiss_available", lambda: False)
     assert isinstance(search_backend(), TorchSearch)
     with pytest.raises(ValueError, match=r"annoy"):
@@ -121,7 +118,7 @@ def test_search_backend_from_plain_arguments(monkeypatch: pytest.MonkeyPatch) ->
 
 @needs_faiss
 def test_auto_prefers_faiss_when_installed() -> None:
-    assert isinstance(make_backend(IndexConfig(backend="auto")), FaissSearch)
+    assert isinstance(search_backend("auto"), FaissSearch)
 
 
 @needs_faiss

@@ -6,6 +6,7 @@ import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -16,7 +17,7 @@ from omegaconf import DictConfig
 from nbr_contrast.app import cli
 from nbr_contrast.app.build import build_datamodule, build_method, build_trainer
 from nbr_contrast.app.reliability import AtomicCheckpointIO, checkpoint_io
-from nbr_contrast.methods.base import StepOutput
+from nbr_contrast.methods.batch import StepOutput
 from nbr_contrast.methods.nnclr import NNCLR
 
 from .conftest import SMALL, TINY
@@ -186,9 +187,13 @@ def test_nan_is_never_saved_even_between_checks(
 def test_nan_message_says_when_no_good_checkpoint_exists(
     tiny_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    method = build_method(tiny_cfg(*SMALL))
+    cfg = tiny_cfg(*SMALL)
+    method = build_method(cfg)
+    method._trainer = SimpleNamespace(
+        checkpoint_callback=None, default_root_dir=str(cfg.output_dir)
+    )
     assert "no checkpoint was saved before the failure" in method._last_good()
-    last = Path(method.cfg.output_dir) / "checkpoints" / "last.ckpt"
+    last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
     last.parent.mkdir(parents=True)
     last.write_bytes(b"")
     assert method._last_good() == f"{last} still holds the last good state."

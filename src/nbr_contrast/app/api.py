@@ -37,7 +37,7 @@ from nbr_contrast.app.evaluation.report import (
 )
 from nbr_contrast.app.overrides import check_overrides
 from nbr_contrast.app.schemas import CONF_DIR, register_configs
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import ViewsDataModule
 from nbr_contrast.methods.base import BaseMethod
 
 
@@ -100,12 +100,14 @@ def untrained(ckpt: str | Path, seed: int | None = None) -> BaseMethod:
     Returns:
         The untrained method.
     """
-    cfg = load(ckpt).cfg
+    cfg = load(ckpt).run_config
     L.seed_everything(int(cfg.seed if seed is None else seed), verbose=False)
-    return build_method(cfg)
+    method = build_method(cfg)
+    method.run_config = cfg
+    return method
 
 
-def datamodule(method: BaseMethod, overrides: list[str] | None = None) -> NbrDataModule:
+def datamodule(method: BaseMethod, overrides: list[str] | None = None) -> ViewsDataModule:
     """The data module of the run ``method`` was trained in, set up.
 
     Args:
@@ -115,14 +117,14 @@ def datamodule(method: BaseMethod, overrides: list[str] | None = None) -> NbrDat
     Returns:
         The data module (sources loaded).
     """
-    cfg = OmegaConf.merge(method.cfg, OmegaConf.from_dotlist(list(overrides or [])))
+    cfg = OmegaConf.merge(method.run_config, OmegaConf.from_dotlist(list(overrides or [])))
     dm = build_datamodule(cfg)
     dm.setup("fit")
     return dm
 
 
 def features(
-    method: BaseMethod, dm: NbrDataModule, progress: bool = False
+    method: BaseMethod, dm: ViewsDataModule, progress: bool = False
 ) -> tuple[SplitFeatures, SplitFeatures]:
     """Normalised backbone features of the un-augmented train and test images.
 
@@ -134,7 +136,7 @@ def features(
     Returns:
         ``(train, test)`` features, labels and dataset indices, on the CPU.
     """
-    return tasks.split_features(method, dm, tasks.eval_device(method.cfg), progress)
+    return tasks.split_features(method, dm, tasks.eval_device(method.run_config), progress)
 
 
 def neighbours(
@@ -173,7 +175,7 @@ def purity(train: SplitFeatures, test: SplitFeatures, ks: Sequence[int]) -> dict
 def grid(
     train: SplitFeatures,
     test: SplitFeatures,
-    dm: NbrDataModule,
+    dm: ViewsDataModule,
     path: str | Path,
     queries: Sequence[int] | Tensor | None = None,
     k: int = 8,

@@ -8,13 +8,16 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from nbr_contrast.app.reliability import (
     AtomicCheckpointIO,
+    ConfigError,
     ResumeStateCallback,
+    RunConfigCallback,
     StopOnSignal,
     resolve_checkpoint,
 )
@@ -23,7 +26,8 @@ from nbr_contrast.app.reliability.history import (
     HistoryCSVLogger,
     resumed_step,
 )
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import PIPELINES, ViewsDataModule
+from nbr_contrast.data.sources import build_sources, check_classes
 from nbr_contrast.methods.base import BaseMethod
 from nbr_contrast.neighbours.callback import NeighbourIndexCallback
 
@@ -36,32 +40,93 @@ def uses_gpu(cfg: DictConfig) -> bool:
     return accelerator == "auto" and torch.cuda.is_available()
 
 
+def method_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """The method's ``_target_`` and constructor arguments, from the run config.
+
+    ``method.*`` are its own arguments (``name`` names the option, not an argument); the
+    backbone, the optimiser recipe, the number of classes and two trainer switches come
+    from their groups. A backbone without ``image_size`` is built for the data's largest
+    view.
+    """
+    method = to_container(cfg.method)
+    method.pop("name", None)
+    backbone = to_container(cfg.backbone)
+    backbone["image_size"] = backbone.get("image_size") or max(int(v.size) for v in cfg.data.views)
+    return {
+        **method,
+        "backbone": backbone,
+        "optim": to_container(cfg.optim),
+        "num_classes": int(cfg.data.num_classes),
+        "channels_last": bool(cfg.trainer.channels_last),
+        "finite_check_every_n_steps": int(cfg.trainer.finite_check_every_n_steps),
+    }
+
+
 def build_method(cfg: DictConfig) -> BaseMethod:
-    """Instantiate the LightningModule named by ``cfg.method._target_``."""
-    cls = hydra.utils.get_class(cfg.method._target_)
-    method = cls(cfg)
-    if cfg.trainer.channels_last:
-        method = method.to(memory_format=torch.channels_last)
+    """Instantiate the LightningModule ``cfg.method._target_`` names with its arguments.
+
+    ``trainer.compile=true`` compiles its backbone and heads.
+    """
+    try:
+        method = hydra.utils.instantiate(method_arguments(cfg), _recursive_=False, _convert_="all")
+    except InstantiationException as err:  # the constructor's own one-line error
+        raise (err.__cause__ or err) from None
     if cfg.trainer.compile:
         for module in method.compile_targets():
             module.compile(mode=str(cfg.trainer.compile_mode))
     return method
 
 
-def build_datamodule(cfg: DictConfig) -> NbrDataModule:
-    """Build the datamodule; attach the GPU view generator when the GPU pipeline is used."""
-    datamodule = NbrDataModule(cfg.data, seed=int(cfg.seed))
+def build_datamodule(cfg: DictConfig) -> ViewsDataModule:
+    """The run's datamodule (sources loaded); ``pipeline=auto`` follows the run's device."""
+    datamodule = datamodule_of(cfg.data, int(cfg.seed), bool(cfg.trainer.compile))
     datamodule.use_gpu = uses_gpu(cfg)
-    if datamodule.resolved_pipeline == "gpu":
-        from nbr_contrast.data.gpu_views import GpuViews
-
-        datamodule.gpu_views = GpuViews(
-            list(cfg.data.views),
-            list(cfg.data.mean),
-            list(cfg.data.std),
-            compile=bool(cfg.trainer.compile),
-        )
     return datamodule
+
+
+def datamodule_of(data: Any, seed: int = 0, compile_views: bool = False) -> ViewsDataModule:
+    """The :class:`ViewsDataModule` of a ``data`` config, its sources loaded and checked.
+
+    Args:
+        data: A :class:`~nbr_contrast.data.config.DataConfig` (or a DictConfig of one).
+        seed: Seed of the training order and augmentations.
+        compile_views: Compile the GPU view pipeline (``trainer.compile``).
+
+    Raises:
+        ConfigError: For an unknown ``data.pipeline``.
+        DataSourceError: When the data cannot be loaded.
+        ValueError: Naming ``data.num_classes`` when the labels do not fit it.
+    """
+    if str(data.pipeline) not in PIPELINES:
+        raise ConfigError(
+            f"data.pipeline={data.pipeline!r} is unknown; valid: {', '.join(PIPELINES)}."
+        )
+    if not data.views:
+        raise ConfigError("data.views is empty; configure at least one view.")
+    sources = build_sources(data)
+    check_classes(sources, int(data.num_classes), "data.num_classes")
+    views = (
+        OmegaConf.to_container(data.views, resolve=True)
+        if isinstance(data, DictConfig)
+        else data.views
+    )
+    return ViewsDataModule(
+        train=sources.train,
+        test=sources.test,
+        reference=sources.reference,
+        views=list(views),
+        batch_size=int(data.batch_size),
+        eval_batch_size=int(data.eval_batch_size),
+        num_workers=int(data.num_workers),
+        pipeline=str(data.pipeline),
+        image_size=int(data.image_size),
+        mean=list(data.mean),
+        std=list(data.std),
+        eval_crop_pct=float(data.eval_crop_pct),
+        num_classes=int(data.num_classes),
+        seed=seed,
+        compile_views=compile_views,
+    )
 
 
 def checkpoint_dir(cfg: DictConfig) -> Path:
@@ -78,7 +143,8 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     """
     every = int(cfg.trainer.checkpoint_every_n_steps) or None
     callbacks: list[L.Callback] = [
-        NeighbourIndexCallback(cfg.index, seed=int(cfg.seed)),
+        NeighbourIndexCallback(**to_container(cfg.index), seed=int(cfg.seed)),
+        RunConfigCallback(to_container(cfg)),
         ResumeStateCallback(),
         EpochAveragesCallback(),
         StopOnSignal(),

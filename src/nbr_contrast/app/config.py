@@ -3,10 +3,10 @@
 Each config group in ``conf/`` (``method``, ``backbone``, ``data``, ``trainer``, ``optim``,
 ``index``, ``logger``, ``task``) starts from one of these dataclasses (the data and view
 schemas are in :mod:`nbr_contrast.data.config`), so an unknown key or a
-value of the wrong type fails at composition time with the key's name. Method configs live
-beside their method (``methods/nnclr.py`` holds ``NNCLRConfig``) and subclass
-:class:`MethodConfig`; :func:`nbr_contrast.app.schemas.register_configs` puts every schema in
-Hydra's ConfigStore.
+value of the wrong type fails at composition time with the key's name. The ``method``
+group's schemas are made from the methods' constructors
+(:mod:`nbr_contrast.app.method_schemas`); :func:`nbr_contrast.app.schemas.register_configs`
+puts every schema in Hydra's ConfigStore.
 """
 
 from __future__ import annotations
@@ -17,85 +17,8 @@ from typing import Any
 from omegaconf import MISSING
 
 from nbr_contrast.data.config import DataConfig
-
-BACKBONE_SOURCES = ("torchvision", "timm", "custom")
-"""The values of :attr:`BackboneConfig.source`."""
-
-
-@dataclass
-class BackboneConfig:
-    """Backbone network.
-
-    Attributes:
-        source: ``torchvision`` (the built-in ResNets and ViTs), ``timm`` (any model of the
-            optional ``timm`` package, by ``name``) or ``custom`` (the class ``_target_``).
-        name: Model name: ``resnet18``, ``resnet34``, ``resnet50``, ``vit_tiny`` or
-            ``vit_small`` for ``torchvision``; a ``timm.list_models()`` name for ``timm``;
-            a label (file names of exports) for ``custom``.
-        small_stem: Use the 3x3 stride-1 stem without max-pool (ResNets, also timm's).
-            ``None`` picks it for inputs of 64 px or less.
-        patch_size: Patch size of the ``torchvision`` ViTs (timm: ``kwargs.patch_size``).
-        zero_init_residual: Zero-initialise the last BN of each residual block (``torchvision``
-            ResNets; timm's take ``kwargs.zero_init_last``).
-        drop_path_rate: Stochastic-depth rate (``timm`` only; 0: off).
-        weights: Local state-dict file (``.pth``/``.pt``/``.bin`` or ``.safetensors``)
-            loaded into the built backbone; classifier weights in it are ignored.
-        kwargs: Extra constructor arguments: of ``timm.create_model`` (``timm``) or of the
-            ``_target_`` class (``custom``).
-        _target_: Dotted path of the user's module class or factory (``custom``).
-    """
-
-    source: str = "torchvision"
-    name: str = "resnet18"
-    small_stem: bool | None = None
-    patch_size: int = 4
-    zero_init_residual: bool = False
-    drop_path_rate: float = 0.0
-    weights: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    _target_: str | None = None
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser and learning-rate schedule.
-
-    The learning rate is ``lr * global_batch / 256`` where the global batch counts every
-    device on every node and gradient accumulation.
-
-    Attributes:
-        name: ``sgd``, ``lars`` or ``adamw``.
-        lr: Base learning rate for a batch of 256.
-        scale_lr: Scale ``lr`` linearly with the global batch.
-        weight_decay: Weight decay.
-        momentum: SGD/LARS momentum.
-        betas: AdamW betas.
-        eta: LARS trust coefficient.
-        clip_lr: LARS caps each layer's trust ratio by the learning rate (solo-learn's
-            ``clip_lr``; see :mod:`nbr_contrast.utils.lars`).
-        exclude_bias_and_norm: Exempt biases and norm weights (1-D parameters) from weight
-            decay and LARS adaptation (solo-learn's ``exclude_bias_n_norm``).
-        warmup_epochs: Linear warm-up length (fractional epochs allowed), stepped per step.
-        min_lr_ratio: Final learning rate as a fraction of the peak.
-        cosine_interval: ``step`` (the cosine advances every optimiser step, as solo-learn)
-            or ``epoch`` (once per epoch after the warm-up, as CoNe's official schedule).
-        probe_lr: Base learning rate of the online linear probe (no weight decay), scaled
-            with the batch like ``lr`` (solo-learn's ``classifier_lr``).
-    """
-
-    name: str = "lars"
-    lr: float = 0.4
-    scale_lr: bool = True
-    weight_decay: float = 1e-5
-    momentum: float = 0.9
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eta: float = 0.02
-    clip_lr: bool = False
-    exclude_bias_and_norm: bool = True
-    warmup_epochs: float = 10.0
-    min_lr_ratio: float = 0.0
-    cosine_interval: str = "step"
-    probe_lr: float = 0.1
+from nbr_contrast.methods.optimisation import OptimConfig
+from nbr_contrast.models.backbone_config import BackboneConfig
 
 
 @dataclass
@@ -196,44 +119,6 @@ class LoggerConfig:
     tensorboard: bool = True
     wandb: bool = False
     project: str = "nbr_contrast"
-
-
-@dataclass
-class MethodConfig:
-    """Fields every method has; each method subclasses this with its own hyper-parameters.
-
-    Attributes:
-        _target_: The LightningModule class that implements the method.
-        name: Method name as used on the command line.
-        knn_k: Neighbours of the online kNN monitor.
-        knn_temperature: Temperature of the online kNN monitor.
-        knn_max_train: Most training features the kNN monitor keeps per epoch.
-    """
-
-    _target_: str = MISSING
-    name: str = MISSING
-    knn_k: int = 200
-    knn_temperature: float = 0.1
-    knn_max_train: int = 50000
-
-
-@dataclass
-class MomentumMethodConfig(MethodConfig):
-    """Fields of every method with a momentum (EMA) encoder.
-
-    Attributes:
-        momentum: Base EMA momentum ``m`` of the cosine schedule.
-        final_momentum: Momentum at the end of training (equal to ``momentum``: constant).
-        copy_ema_buffers: Copy the online encoder's buffers (BatchNorm running statistics)
-            into the momentum encoder at every update. Off by default, as in every official
-            implementation (MoCo, MoCo v3, CoNe, MSF) and solo-learn, which update the
-            parameters only: the momentum encoder's BatchNorm keeps running statistics of
-            its own forward passes (they are what the dataset index embeds with).
-    """
-
-    momentum: float = 0.99
-    final_momentum: float = 1.0
-    copy_ema_buffers: bool = False
 
 
 @dataclass

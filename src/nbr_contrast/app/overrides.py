@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 
 import nbr_contrast.app.config as c
 from nbr_contrast.app.config import RunConfig
+from nbr_contrast.app.method_schemas import METHOD_SCHEMAS
 from nbr_contrast.app.schemas import CONF_DIR
-from nbr_contrast.methods import METHOD_CONFIGS
 
 GROUP_DEFAULTS = {"method": "nnclr"}
 USER_TARGETS = ("backbone",)
@@ -43,7 +43,7 @@ def _schemas(methods: Sequence[str]) -> dict[str, list[type]]:
         "logger": [c.LoggerConfig],
         "task": [c.TaskConfig],
     }
-    method_schemas = [METHOD_CONFIGS[m] for m in methods if m in METHOD_CONFIGS]
+    method_schemas = [METHOD_SCHEMAS[m] for m in methods if m in METHOD_SCHEMAS]
     if method_schemas:
         schemas["method"] = method_schemas
     return schemas

@@ -1,8 +1,8 @@
 """Where Hydra finds the run config: the YAML tree in ``conf/`` and the structured schemas.
 
-:func:`register_configs` puts every schema of :mod:`nbr_contrast.app.config` and every method
-config of :data:`nbr_contrast.methods.METHOD_CONFIGS` in Hydra's ConfigStore. It sits above
-both, so neither the configs nor the methods import it.
+:func:`register_configs` puts every schema of :mod:`nbr_contrast.app.config` and every
+method schema of :data:`nbr_contrast.app.method_schemas.METHOD_SCHEMAS` in Hydra's
+ConfigStore. It sits above both, so neither the configs nor the methods import it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from nbr_contrast.app.config import (
     TaskConfig,
     TrainerConfig,
 )
-from nbr_contrast.methods import METHOD_CONFIGS
+from nbr_contrast.app.method_schemas import METHOD_SCHEMAS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 """The Hydra config folder: one sub-folder per config group, ``config.yaml`` at the top."""
@@ -43,5 +43,5 @@ def register_configs() -> None:
     cs.store(group="schema/index", name="index", node=IndexConfig)
     cs.store(group="schema/logger", name="logger", node=LoggerConfig)
     cs.store(group="schema/task", name="task", node=TaskConfig)
-    for name, schema in METHOD_CONFIGS.items():
+    for name, schema in METHOD_SCHEMAS.items():
         cs.store(group="schema/method", name=name, node=schema)

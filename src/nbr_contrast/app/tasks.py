@@ -49,9 +49,9 @@ from nbr_contrast.app.reliability import (
     validate_neighbour_counts,
     write_resume_note,
 )
-from nbr_contrast.app.reliability.checkpoint_io import read_checkpoint
+from nbr_contrast.app.reliability.checkpoint_io import read_checkpoint, stored_run_config
 from nbr_contrast.app.reliability.resume import HEAD_TASKS, launch_overrides
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import ViewsDataModule
 from nbr_contrast.data.image_source import DataSourceError, ImageSource
 from nbr_contrast.methods.base import BaseMethod
 from nbr_contrast.monitors.features import extract_features
@@ -69,7 +69,7 @@ def eval_device(cfg: DictConfig) -> torch.device:
 
 def source_features(
     method: BaseMethod,
-    datamodule: NbrDataModule,
+    datamodule: ViewsDataModule,
     device: torch.device,
     source: ImageSource,
     progress: bool = True,
@@ -81,7 +81,7 @@ def source_features(
 
 
 def split_features(
-    method: BaseMethod, datamodule: NbrDataModule, device: torch.device, progress: bool = True
+    method: BaseMethod, datamodule: ViewsDataModule, device: torch.device, progress: bool = True
 ) -> tuple[SplitFeatures, SplitFeatures | None]:
     """Normalised backbone features of the un-augmented train and test images.
 
@@ -107,7 +107,7 @@ def knn_of(
     return pair_accuracies((train, test), ks, [temperature], classes)[temperature]
 
 
-def say_monitoring(datamodule: NbrDataModule) -> None:
+def say_monitoring(datamodule: ViewsDataModule) -> None:
     """Say in one line what is not monitored when labels or test images are missing."""
     if datamodule.monitored and not datamodule.labelled:
         rank_zero_info(
@@ -131,6 +131,9 @@ def say_monitoring(datamodule: NbrDataModule) -> None:
 def load_method(path: str | Path) -> BaseMethod:
     """Rebuild a method from a checkpoint written by ``task=fit``.
 
+    The method's ``run_config`` attribute is the run config it was trained with (the
+    notebook API rebuilds its data from it).
+
     Raises:
         FileNotFoundError: Naming the ``ckpt`` setting when the file does not exist.
         CheckpointReadError: When it is truncated, corrupt or not such a checkpoint.
@@ -142,11 +145,12 @@ def load_method(path: str | Path) -> BaseMethod:
             "(its folder's checkpoints/last.ckpt)."
         )
     ckpt = read_checkpoint(path)
-    cfg = OmegaConf.create(ckpt["hyper_parameters"]["cfg"])
+    cfg = OmegaConf.create(stored_run_config(ckpt))
     if cfg.backbone.get("weights"):
         cfg.backbone.weights = None  # the checkpoint holds the weights; the init file may be gone
     method = build_method(cfg)
     method.load_state_dict(ckpt["state_dict"])
+    method.run_config = cfg
     return method
 
 
@@ -202,7 +206,6 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
     validate_labels(cfg, datamodule.num_unlabelled)
     validate_neighbour_counts("method.knn_k", [int(cfg.method.knn_k)], datamodule.num_train)
     method = build_method(cfg)
-    method.labelled = datamodule.labelled
     trainer = build_trainer(cfg, **({} if datamodule.monitored else {"limit_val_batches": 0}))
     say_monitoring(datamodule)
     command = resume_command(cfg)

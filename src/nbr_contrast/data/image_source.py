@@ -78,7 +78,7 @@ def warn_skipped(skipped: int, where: object) -> None:
 
 
 class ImageSource(ABC):
-    """A labelled set of RGB images addressed by dataset index.
+    """A labelled set of RGB images addressed by dataset index (a map-style dataset).
 
     Attributes:
         labels: Class index of every image, ``int64`` ``[N]``.
@@ -90,6 +90,10 @@ class ImageSource(ABC):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+        """``(image, label)`` of image ``i`` (label ``-1`` where unknown): a map-style dataset."""
+        return self.get_image(i), int(self.labels[i])
 
     @abstractmethod
     def get_image(self, i: int) -> Image.Image:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
@@ -111,3 +112,20 @@ class ResidentBatchSampler(ResumableSampler):
         b = self.batch_size
         for i in range(skip, len(self)):
             yield order[i * b : (i + 1) * b], item_seed(self.seed, self.epoch, i * b)
+
+
+def training_position(trainer: L.Trainer | None) -> dict[str, int]:
+    """``{"epoch", "batches"}``: where the Trainer's next training batch is (empty: no trainer).
+
+    ``batches`` counts the batches of ``epoch`` already drawn; after an epoch's last batch
+    the position is the next epoch's start. A datamodule keeps it in its checkpoint state
+    and hands it to :meth:`ResumableSampler.resume_at` on resume.
+    """
+    if trainer is None:
+        return {}
+    epoch = int(trainer.current_epoch)
+    drawn = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+    total = trainer.num_training_batches
+    if math.isfinite(total) and drawn >= total:
+        return {"epoch": epoch + 1, "batches": 0}
+    return {"epoch": epoch, "batches": drawn}

@@ -257,13 +257,39 @@ def _labelled_sources(
     raise DataSourceError(f"data.name={name!r} is unknown; valid names: {', '.join(SOURCE_NAMES)}.")
 
 
-def check_labels(split: str, labels: np.ndarray, num_classes: int) -> None:
+def check_classes(sources: DataSources, num_classes: int, setting: str = "num_classes") -> None:
+    """Fail when a source has more classes than ``num_classes`` or labels outside them.
+
+    Args:
+        sources: The training, test and reference sources.
+        num_classes: The number of classes the model will classify into.
+        setting: The name of that setting in the message (``data.num_classes`` on the
+            command line).
+
+    Raises:
+        ValueError: Naming ``setting`` and the value that fits.
+    """
+    named = (("training", sources.train), ("test", sources.test), ("reference", sources.reference))
+    for split, source in named:
+        if source is None:
+            continue
+        if len(source.classes) > num_classes:
+            raise ValueError(
+                f"{setting}={num_classes} but the {split} data has {len(source.classes)} "
+                f"classes; set {setting}={len(source.classes)}."
+            )
+        check_labels(split, np.asarray(source.labels), num_classes, setting)
+
+
+def check_labels(
+    split: str, labels: np.ndarray, num_classes: int, setting: str = "num_classes"
+) -> None:
     """Fail on labels outside ``[0, num_classes)`` (``-1``: unknown) when the data loads."""
     bad = labels[(labels < -1) | (labels >= num_classes)]
     if bad.size:
         raise ValueError(
-            f"data.num_classes={num_classes} but {bad.size} {split} label(s) fall outside "
-            f"[0, {num_classes}) (e.g. {int(bad[0])}); set data.num_classes="
+            f"{setting}={num_classes} but {bad.size} {split} label(s) fall outside "
+            f"[0, {num_classes}) (e.g. {int(bad[0])}); set {setting}="
             f"{max(int(labels.max()) + 1, num_classes)} or relabel the data (labels count "
             "from 0)."
         )

@@ -1,30 +1,33 @@
 """Methods: one LightningModule per paper, sharing :class:`~nbr_contrast.methods.base.BaseMethod`.
 
-``METHOD_CONFIGS`` maps each ``method=<name>`` choice to its structured config; the
-config's ``_target_`` names the LightningModule class. Baselines are the same classes with
-the neighbour part switched off (``mocov2`` = CO2 with α=0, ``mocov3`` = SNCLR with no
-neighbours, ``supervised`` = CoNe with both neighbour weights 0, ``byol`` = MSF with k=1).
+Each baseline is its method's class with the neighbour part switched off, as a subclass
+that fixes the switch: :class:`MoCoV2` is CO2 with α = 0 (also CLIM's baseline),
+:class:`MoCoV3` SNCLR with no neighbours, :class:`Supervised` CoNe with both neighbour
+weights 0, :class:`BYOL` MSF with k = 1; NNCLR's is ``NNCLR(use_nn=False)``.
 """
 
 from __future__ import annotations
 
-from nbr_contrast.app.config import MethodConfig
-from nbr_contrast.methods.clim import CLIMConfig
-from nbr_contrast.methods.co2 import CO2Config
-from nbr_contrast.methods.cone import CoNeConfig
-from nbr_contrast.methods.msf import MSFConfig
-from nbr_contrast.methods.nnclr import NNCLRConfig
-from nbr_contrast.methods.snclr import SNCLRConfig
+from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.methods.clim import CLIM
+from nbr_contrast.methods.co2 import CO2, MoCoV2
+from nbr_contrast.methods.cone import CoNe, Supervised
+from nbr_contrast.methods.momentum import MomentumMethod
+from nbr_contrast.methods.msf import BYOL, MSF
+from nbr_contrast.methods.nnclr import NNCLR
+from nbr_contrast.methods.snclr import SNCLR, MoCoV3
 
-METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
-    "nnclr": NNCLRConfig,
-    "co2": CO2Config,
-    "mocov2": CO2Config,
-    "snclr": SNCLRConfig,
-    "mocov3": SNCLRConfig,
-    "clim": CLIMConfig,
-    "cone": CoNeConfig,
-    "supervised": CoNeConfig,
-    "msf": MSFConfig,
-    "byol": MSFConfig,
-}
+__all__ = [
+    "BYOL",
+    "CLIM",
+    "CO2",
+    "MSF",
+    "NNCLR",
+    "SNCLR",
+    "BaseMethod",
+    "CoNe",
+    "MoCoV2",
+    "MoCoV3",
+    "MomentumMethod",
+    "Supervised",
+]

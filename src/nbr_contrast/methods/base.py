@@ -2,30 +2,49 @@
 
 It holds the backbone, the online linear probe (on detached features, own learning rate,
 no weight decay), the online kNN monitor, the optimiser and per-step schedule (learning
-rate scaled by the *global* batch), the NaN guard and the read handle on the neighbour
-index; :class:`~nbr_contrast.methods.momentum.MomentumMethod` adds momentum encoders. A
-steady-state step never reads a device value back to the host: metrics are logged on
-logging steps only and the NaN guard is a device-side record checked there (see
+rate scaled by the *global* batch the Trainer runs), the NaN guard and the read handle on
+the neighbour index; :class:`~nbr_contrast.methods.momentum.MomentumMethod` adds momentum
+encoders. A steady-state step never reads a device value back to the host: metrics are
+logged on logging steps only and the NaN guard is a device-side record checked there (see
 :mod:`nbr_contrast.methods.guard`). A method implements :meth:`BaseMethod.step` (its heads
 and loss wiring) and, if it uses neighbours, :meth:`BaseMethod.neighbour_specs`.
-Labels only monitor (:mod:`~nbr_contrast.monitors.labels`, ``-1``: unknown); without any,
-the probe and label logs are off and validation loader 0 is the kNN monitor's bank.
+
+Every method is built from typed keyword arguments whose defaults are its recipe, and
+records them with ``save_hyperparameters`` (a backbone passed as a module excepted), so
+``NNCLR.load_from_checkpoint(path)`` rebuilds a name-built model. Nothing it takes is a
+trainer or data setting: what depends on the run (the global batch, the schedule's length)
+it reads from ``self.trainer`` when it needs it.
+
+Size: the one class every method's shared Lightning hooks live in (training step, NaN guard,
+kNN monitor, checkpoint hooks, optimiser); split over mixins, the order in which one step's
+hooks run would be spread over several classes.
+
+Batches follow the contract of :mod:`nbr_contrast.methods.batch`. Labels only monitor,
+except in supervised methods (:mod:`~nbr_contrast.monitors.labels`); without any, the probe
+and label logs are off and validation loader 0 is the kNN monitor's bank.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from nbr_contrast.methods.batch import (
+    StepOutput,
+    TrainBatch,
+    check_views,
+    eval_batch,
+    train_batch,
+)
+from nbr_contrast.methods.checkpoints import METHOD_KEY, check_checkpoint_class, method_record
 from nbr_contrast.methods.guard import (
     FiniteGuard,
     NonFiniteLossError,
@@ -33,11 +52,21 @@ from nbr_contrast.methods.guard import (
     last_good_state,
     save_diagnostic_checkpoint,
 )
-from nbr_contrast.methods.optimisation import build_optimiser, param_groups, warmup_cosine_scheduler
-from nbr_contrast.models.backbones import build_backbone, feature_dim, forward_features
+from nbr_contrast.methods.hyperparameters import check_hyperparameters
+from nbr_contrast.methods.optimisation import (
+    OptimConfig,
+    as_optim_config,
+    build_optimiser,
+    param_groups,
+    steps_per_epoch,
+    warmup_cosine_scheduler,
+)
+from nbr_contrast.models.backbone_config import BackboneConfig
+from nbr_contrast.models.backbones import feature_dim, forward_features, resolve_backbone
 from nbr_contrast.monitors.labels import LABEL_LOGS, knn_monitor_accuracy, probe_cross_entropy
 from nbr_contrast.neighbours.bank import NeighbourBank
 from nbr_contrast.neighbours.index import BankSpec, DatasetIndexSpec, NeighbourIndex
+from nbr_contrast.utils.batches import per_device_batch_size
 from nbr_contrast.utils.dist import gather_no_grad
 from nbr_contrast.utils.steps import is_logging_step
 
@@ -45,72 +74,113 @@ KNN_MONITOR_KEY = "knn_monitor"
 """Checkpoint key of a stopped epoch's kNN monitor features."""
 
 
-@dataclass
-class StepOutput:
-    """What :meth:`BaseMethod.step` returns.
-
-    Attributes:
-        loss: The method's loss (the probe's loss is added by the base class).
-        features: Backbone features of the first view ``[B, F]`` (probe and kNN monitor).
-        logs: Scalars to log under ``train/``.
-        enqueue: For each bank name, the entries this step adds: ``{"embeddings": [B, D],
-            <payload>: [B, ...]}``. The neighbour-index callback enqueues them (gathered
-            across ranks for global banks) after the optimiser step.
-    """
-
-    loss: Tensor
-    features: Tensor
-    logs: dict[str, Tensor | float] = field(default_factory=dict)
-    enqueue: dict[str, dict[str, Tensor]] = field(default_factory=dict)
-
-
-@dataclass
-class TrainBatch:
-    """One training batch as a method sees it.
-
-    Attributes:
-        views: One tensor per configured view ``[B, 3, s, s]``.
-        labels: Class labels ``[B]`` (only for monitoring, except in supervised methods).
-        indices: True dataset indices ``[B]``.
-        neighbour_views: Views of one served neighbour image per sample (CLIM), if any.
-        neighbour_indices: Dataset indices of those neighbours.
-    """
-
-    views: list[Tensor]
-    labels: Tensor
-    indices: Tensor
-    neighbour_views: list[Tensor] | None = None
-    neighbour_indices: Tensor | None = None
-
-
 class BaseMethod(L.LightningModule):
     """Backbone, probe, kNN monitor, optimiser, NaN guard and neighbour-index handle.
 
     Args:
-        cfg: The whole run config (``method``, ``backbone``, ``data``, ``optim``, ...).
+        backbone: The network: a module mapping images ``[B, 3, H, W]`` to features
+            ``[B, F]`` (a torchvision ResNet with ``fc = nn.Identity()``, a timm model with
+            ``num_classes=0``, your own), a torchvision name (``"resnet18"``, built for
+            32 px images with the small-image stem), or a
+            :class:`~nbr_contrast.models.backbone_config.BackboneConfig`.
+        num_classes: Classes of the labels: the online linear probe and the kNN monitor
+            classify into them (``None``: neither runs).
+        optim: The optimiser and schedule: an
+            :class:`~nbr_contrast.methods.optimisation.OptimConfig`, or a mapping of the
+            fields that differ from the method's recipe (:attr:`optim_recipe`).
+        knn_k: Neighbours of the online kNN monitor.
+        knn_temperature: Temperature of the online kNN monitor.
+        knn_max_train: Most training features the kNN monitor keeps per epoch.
+        channels_last: Run the model, and every batch it gets, in channels-last memory
+            format (faster convolutions on GPUs and AVX-512/AMX CPUs).
+        finite_check_every_n_steps: Read the non-finite loss record every N steps (0: on
+            logging steps only; 1 saves a diagnostic checkpoint of the failing step).
+
+    Raises:
+        ValueError: For an argument out of its range (named with the fix).
     """
 
-    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
+    optim_recipe: ClassVar[OptimConfig] = OptimConfig()
+    """The optimiser and schedule of the method's recipe (``conf/optim/<recipe>.yaml``)."""
+    view_recipe: ClassVar[str] = "byol"
+    """The name of the method's view recipe (``conf/views/<name>.yaml``)."""
+    views_needed: ClassVar[int] = 2
+    """How many views a training batch must hold."""
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module | str | BackboneConfig = "resnet18",
+        num_classes: int | None = None,
+        optim: OptimConfig | Mapping[str, Any] | None = None,
+        knn_k: int = 200,
+        knn_temperature: float = 0.1,
+        knn_max_train: int = 50000,
+        channels_last: bool = False,
+        finite_check_every_n_steps: int = 0,
+    ) -> None:
         super().__init__()
-        cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-        self.save_hyperparameters({"cfg": OmegaConf.to_container(cfg, resolve=True)})
-        self.cfg = cfg
-        self.num_classes = int(cfg.data.num_classes)
-        self.image_size = max(int(v.size) for v in cfg.data.views)
-        self.backbone = build_backbone(cfg.backbone, self.image_size)
-        self.feature_dim = feature_dim(self.backbone)
-        self.probe = nn.Linear(self.feature_dim, self.num_classes)
-        self.val_probe_top1 = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
-        self.val_probe_top5 = MulticlassAccuracy(
-            self.num_classes, top_k=min(5, self.num_classes), average="micro"
+        self.backbone, spec = resolve_backbone(backbone)
+        self.save_hyperparameters(ignore=["backbone"] if spec is None else [])
+        self.optim_config = as_optim_config(optim, self.optim_recipe)
+        self.hparams["optim"] = asdict(self.optim_config)
+        if spec is not None:
+            self.hparams["backbone"] = asdict(spec)
+        self.backbone_config = spec
+        check_hyperparameters(
+            type(self).__name__,
+            num_classes=num_classes,
+            knn_k=knn_k,
+            knn_temperature=knn_temperature,
+            knn_max_train=knn_max_train,
+            finite_check_every_n_steps=finite_check_every_n_steps,
         )
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.knn_k = int(knn_k)
+        self.knn_temperature = float(knn_temperature)
+        self.knn_max_train = int(knn_max_train)
+        self.channels_last = bool(channels_last)
+        self.finite_check_every_n_steps = int(finite_check_every_n_steps)
+        self.feature_dim = feature_dim(self.backbone)
+        self.probe: nn.Linear | None = None
+        if self.num_classes is not None:
+            self.probe = nn.Linear(self.feature_dim, self.num_classes)
+            self.val_probe_top1 = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
+            self.val_probe_top5 = MulticlassAccuracy(
+                self.num_classes, top_k=min(5, self.num_classes), average="micro"
+            )
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
         self.finite_guard = FiniteGuard(("loss", "probe_loss"))
         self._diagnosing = False
+        self._input_checked = False
         self.neighbours: NeighbourIndex | None = None
         self._knn_train: list[tuple[Tensor, Tensor]] = []
         self._knn_val: list[tuple[Tensor, Tensor]] = []
         self._knn_reference: list[tuple[Tensor, Tensor]] = []
-        self.labelled = True  # whether training images have labels (set from the data)
+        self.labelled = self.num_classes is not None
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint``, refusing a checkpoint of another method.
+
+        A backbone passed as a module is not in the checkpoint's hyper-parameters: pass it
+        again (``backbone=...``); a name-built one is rebuilt.
+
+        Raises:
+            ValueError: When another class (or a release before 0.2) wrote the checkpoint.
+        """
+        check_checkpoint_class(cls, checkpoint_path)
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location, hparams_file, strict, **kwargs
+        )
 
     # ---------------------------------------------------------------- method interface
     def step(self, batch: TrainBatch) -> StepOutput:
@@ -148,8 +218,7 @@ class BaseMethod(L.LightningModule):
         if self.neighbours is None:
             raise RuntimeError(
                 f"{type(self).__name__} needs the neighbour index but none is attached: add "
-                "nbr_contrast.neighbours.callback.NeighbourIndexCallback to the Trainer's "
-                "callbacks (nbr_contrast.app.build does this for you)."
+                "nbr_contrast.NeighbourIndexCallback() to the Trainer's callbacks."
             )
         return self.neighbours.bank(name)
 
@@ -162,6 +231,21 @@ class BaseMethod(L.LightningModule):
         """Concatenate ``x`` from all ranks without gradient (a no-op on one process)."""
         return gather_no_grad(x)
 
+    # ---------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        """Read from the datamodule whether the training images have labels."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        has_labels = bool(getattr(datamodule, "labelled", True))
+        self.labelled = self.num_classes is not None and has_labels
+
+    def on_fit_start(self) -> None:
+        """Say in one line when the probe and the kNN monitor are off."""
+        if self.num_classes is None:
+            rank_zero_info(
+                f"{type(self).__name__}: num_classes is not set, so the online linear probe "
+                "and the kNN monitor are off."
+            )
+
     # ---------------------------------------------------------------- training
     def on_train_start(self) -> None:
         """Start the NaN guard afresh; move a resumed epoch's kNN monitor to the device."""
@@ -172,7 +256,7 @@ class BaseMethod(L.LightningModule):
         """Reset the kNN monitor's training features for the new epoch."""
         self._knn_train = []
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         """Run the method's step, add the probe loss, guard against NaN, log.
 
         Metrics are logged on logging steps only (every ``trainer.log_every_n_steps``), so
@@ -180,20 +264,21 @@ class BaseMethod(L.LightningModule):
         """
         log = is_logging_step(self._trainer)
         self.before_step(log)
-        nb_views = batch.get("neighbour_views")
-        train_batch = TrainBatch(
-            views=[self._to_memory_format(v) for v in batch["views"]],
-            labels=batch["label"],
-            indices=batch["index"],
-            neighbour_views=(
-                None if nb_views is None else [self._to_memory_format(v) for v in nb_views]
-            ),
-            neighbour_indices=batch.get("neighbour_index"),
-        )
-        labels = train_batch.labels
-        out = self.step(train_batch)
+        train = train_batch(batch, type(self).__name__)
+        if not self._input_checked:
+            check_views(self, train.views, self.backbone_config)
+            self._input_checked = True
+        train.views = [self._to_memory_format(v) for v in train.views]
+        if train.neighbour_views is not None:
+            train.neighbour_views = [self._to_memory_format(v) for v in train.neighbour_views]
+        labels = train.labels
+        out = self.step(train)
         feats = out.features.detach()
-        probe_loss = probe_cross_entropy(self.probe(feats), labels)
+        probe_loss = (
+            probe_cross_entropy(self.probe(feats), labels)
+            if self.probe is not None
+            else out.loss.new_zeros(())
+        )
         loss = out.loss + probe_loss
         self.finite_guard.update((out.loss, probe_loss), self.global_step, self.current_epoch)
         if log or self._check_due():
@@ -216,12 +301,12 @@ class BaseMethod(L.LightningModule):
         return {"loss": loss, "enqueue": enqueue}
 
     def _to_memory_format(self, x: Tensor) -> Tensor:
-        if self.cfg.trainer.channels_last and x.dim() == 4:
+        if self.channels_last and x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
     def _check_due(self) -> bool:
-        every = int(self.cfg.trainer.get("finite_check_every_n_steps", 0))
+        every = self.finite_check_every_n_steps
         return every > 0 and self.global_step % every == 0
 
     def _check_finite(self, terms: dict[str, Any]) -> None:
@@ -255,7 +340,7 @@ class BaseMethod(L.LightningModule):
 
     def _last_good(self) -> str:
         """Where the last good state is: ``last.ckpt`` when one was saved before the failure."""
-        return last_good_state(Path(str(self.cfg.get("output_dir", "."))))
+        return last_good_state(self.trainer)
 
     def _late_error(self, found: NonFiniteRecord, now: int) -> NonFiniteLossError:
         parts = ", ".join(f"{k}={v:.4g}" for k, v in found.terms.items())
@@ -269,11 +354,13 @@ class BaseMethod(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to save after a non-finite loss (diagnostic ones excepted); keep the monitor.
 
-        A checkpoint saved mid-epoch (SIGTERM, ``checkpoint_every_n_steps``) also holds the
-        kNN monitor's training features of the epoch so far (at most
-        ``method.knn_max_train`` rows), so a resumed epoch's ``val/knn_acc`` is the
-        uninterrupted one's.
+        The checkpoint names the method's class and the package version
+        (:data:`METHOD_KEY`). A checkpoint saved mid-epoch (SIGTERM,
+        ``checkpoint_every_n_steps``) also holds the kNN monitor's training features of the
+        epoch so far (at most ``knn_max_train`` rows), so a resumed epoch's
+        ``val/knn_acc`` is the uninterrupted one's.
         """
+        checkpoint[METHOD_KEY] = method_record(type(self))
         if self._diagnosing:
             return
         found = self.finite_guard.read()
@@ -305,7 +392,7 @@ class BaseMethod(L.LightningModule):
 
     def _remember_train_features(self, feats: Tensor, labels: Tensor) -> None:
         kept = sum(f.shape[0] for f, _ in self._knn_train)
-        room = int(self.cfg.method.knn_max_train) - kept
+        room = self.knn_max_train - kept
         if room > 0:
             f = F.normalize(feats[:room].float(), dim=1)
             self._knn_train.append((f, labels[:room]))
@@ -316,20 +403,18 @@ class BaseMethod(L.LightningModule):
         self._knn_val = []
         self._knn_reference = []
 
-    def validation_step(
-        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Probe accuracy and features for the kNN monitor (or its bank: loader 0 unlabelled)."""
-        images = self._to_memory_format(batch["image"])
-        feats = self.features(images)
+        images, labels = eval_batch(batch)
+        feats = self.features(self._to_memory_format(images))
         if not self.labelled and dataloader_idx == 0:
-            self._knn_reference.append((F.normalize(feats.float(), dim=1), batch["label"]))
+            self._knn_reference.append((F.normalize(feats.float(), dim=1), labels))
             return
-        self.validate_features(feats, batch["label"])
+        self.validate_features(feats, labels)
 
     def validate_features(self, feats: Tensor, labels: Tensor) -> None:
         """Update the probe metrics (if it trains) and keep the features for the kNN monitor."""
-        if self.labelled:
+        if self.labelled and self.probe is not None:
             logits = self.probe(feats)
             self.val_probe_top1.update(logits, labels)
             self.val_probe_top5.update(logits, labels)
@@ -342,17 +427,17 @@ class BaseMethod(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Probe and kNN accuracy (percent); the kNN bank: training (or reference) features."""
-        if self.labelled:
+        if self.labelled and self.probe is not None:
             self.log_accuracy("val/probe_acc1", self.val_probe_top1, prog_bar=True)
             self.log_accuracy("val/probe_acc5", self.val_probe_top5)
         bank = self._knn_train if self.labelled else self._knn_reference
-        if not bank or not self._knn_val:
+        if not bank or not self._knn_val or self.num_classes is None:
             return
         acc = knn_monitor_accuracy(
             tuple(self.gather(torch.cat(parts)) for parts in zip(*bank, strict=True)),
             tuple(torch.cat(parts) for parts in zip(*self._knn_val, strict=True)),
-            int(self.cfg.method.knn_k),
-            float(self.cfg.method.knn_temperature),
+            self.knn_k,
+            self.knn_temperature,
             self.num_classes,
         )
         if acc is not None:
@@ -360,38 +445,33 @@ class BaseMethod(L.LightningModule):
 
     # ---------------------------------------------------------------- optimisation
     def global_batch_size(self) -> int:
-        """Samples per optimiser step over every device and node (with accumulation)."""
+        """Samples per optimiser step over every device and node, with accumulation.
+
+        The per-device batch is read from the Trainer's training loader.
+        """
         trainer = self.trainer
         return (
-            int(self.cfg.data.batch_size)
+            per_device_batch_size(trainer)
             * int(trainer.world_size)
             * int(trainer.accumulate_grad_batches)
         )
 
     def lr_scale(self) -> float:
         """``global batch / 256`` when ``optim.scale_lr``, else 1 (solo-learn's scale_factor)."""
-        return self.global_batch_size() / 256.0 if self.cfg.optim.scale_lr else 1.0
+        return self.global_batch_size() / 256.0 if self.optim_config.scale_lr else 1.0
 
     def learning_rate(self) -> float:
         """Peak learning rate: ``optim.lr × global batch / 256`` when ``optim.scale_lr``."""
-        return float(self.cfg.optim.lr) * self.lr_scale()
-
-    def _steps_per_epoch(self, total_steps: int) -> float:
-        trainer = self.trainer
-        if trainer.max_steps < 0 and trainer.max_epochs:
-            return total_steps / trainer.max_epochs
-        batches = trainer.num_training_batches
-        if not math.isfinite(batches):
-            return float(total_steps)
-        return batches / trainer.accumulate_grad_batches
+        return float(self.optim_config.lr) * self.lr_scale()
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Optimiser (SGD, LARS or AdamW) and the per-step warm-up + cosine schedule."""
-        o = self.cfg.optim
-        groups = param_groups(self.named_parameters(), self.probe, o, self.lr_scale())
-        opt = build_optimiser(groups, o, self.learning_rate())
+        o = self.optim_config
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = warmup_cosine_scheduler(opt, o, total, self._steps_per_epoch(total))
+        scale = self.lr_scale()
+        groups = param_groups(self.named_parameters(), self.probe, o, scale)
+        opt = build_optimiser(groups, o, float(o.lr) * scale)
+        scheduler = warmup_cosine_scheduler(opt, o, total, steps_per_epoch(self.trainer, total))
         return {
             "optimizer": opt,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},

@@ -23,45 +23,21 @@ index build (``warmup_epochs``), since clustering a random network is meaningles
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor
 
+from nbr_contrast.data.protocols import NeighbourServing, require
 from nbr_contrast.losses import clim_mix_loss, cutmix, mixup, moco_infonce
-from nbr_contrast.methods.base import StepOutput, TrainBatch
-from nbr_contrast.methods.co2 import CO2, CO2Config
+from nbr_contrast.methods.batch import StepOutput, TrainBatch
+from nbr_contrast.methods.co2 import CO2
+from nbr_contrast.methods.hyperparameters import check_hyperparameters
 from nbr_contrast.neighbours.dataset_index import DatasetIndex
 from nbr_contrast.neighbours.index import DatasetIndexSpec
 
 MIXERS = ("cutmix", "mixup")
-
-
-@dataclass
-class CLIMConfig(CO2Config):
-    """CLIM hyper-parameters (on top of the MoCo v2 ones; ``alpha`` stays 0).
-
-    Attributes:
-        n_clusters: Spherical k-means clusters (``None``: 10x the number of classes).
-        graph_k: Neighbours per image in the kNN graph.
-        refresh_every: Index rebuild period in epochs (5).
-        warmup_epochs: First epoch with an index and mixing (10).
-        mixer: ``cutmix`` (default) or ``mixup``.
-        mix_alpha: ``α`` of ``λ ~ Beta(α, α)`` (2, unconfirmed).
-    """
-
-    _target_: str = "nbr_contrast.methods.clim.CLIM"
-    name: str = "clim"
-    alpha: float = 0.0
-    n_clusters: int | None = None
-    graph_k: int = 10
-    refresh_every: int = 5
-    warmup_epochs: int = 10
-    mixer: str = "cutmix"
-    mix_alpha: float = 2.0
 
 
 def centre_wise_selection(index: DatasetIndex) -> tuple[Tensor, Tensor]:
@@ -92,29 +68,78 @@ def centre_wise_selection(index: DatasetIndex) -> tuple[Tensor, Tensor]:
 
 
 class CLIM(CO2):
-    """CLIM as a LightningModule (MoCo v2 + mixture loss + multi-resolution queries)."""
+    """CLIM as a LightningModule (MoCo v2 + mixture loss + multi-resolution queries).
 
-    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
-        super().__init__(cfg)
-        if self.cfg.method.mixer not in MIXERS:
-            raise ValueError(f"method.mixer={self.cfg.method.mixer!r}; valid: {MIXERS}.")
+    Every MoCo v2 argument is :class:`~nbr_contrast.methods.co2.CO2`'s (``alpha`` 0: no
+    consistency term); the mixture's (``conf/method/clim.yaml``) are its own.
+
+    Args:
+        n_clusters: Spherical k-means clusters (``None``: 10x ``num_classes``, 100 without).
+        graph_k: Neighbours per image in the kNN graph.
+        refresh_every: Index rebuild period in epochs (5).
+        warmup_epochs: First epoch with an index and mixing (10).
+        mixer: ``cutmix`` (default) or ``mixup``.
+        mix_alpha: ``α`` of ``λ ~ Beta(α, α)`` (2, unconfirmed).
+        alpha: CO2's consistency weight (0: MoCo v2's loss).
+        **kwargs: :class:`~nbr_contrast.methods.co2.CO2`'s arguments.
+    """
+
+    view_recipe: ClassVar[str] = "clim"
+
+    def __init__(
+        self,
+        *,
+        n_clusters: int | None = None,
+        graph_k: int = 10,
+        refresh_every: int = 5,
+        warmup_epochs: int = 10,
+        mixer: str = "cutmix",
+        mix_alpha: float = 2.0,
+        alpha: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(alpha=alpha, **kwargs)
+        name = type(self).__name__
+        check_hyperparameters(
+            name,
+            n_clusters=n_clusters,
+            graph_k=graph_k,
+            refresh_every=refresh_every,
+            warmup_epochs=warmup_epochs,
+            mix_alpha=mix_alpha,
+        )
+        if refresh_every < 1:
+            raise ValueError(f"{name}(refresh_every={refresh_every}): must be at least 1.")
+        if not mix_alpha > 0:
+            raise ValueError(f"{name}(mix_alpha={mix_alpha}): must be > 0.")
+        if mixer not in MIXERS:
+            raise ValueError(f"{name}(mixer={mixer!r}): valid: {', '.join(MIXERS)}.")
+        self.n_clusters = None if n_clusters is None else int(n_clusters)
+        self.graph_k = int(graph_k)
+        self.refresh_every = int(refresh_every)
+        self.warmup_epochs = int(warmup_epochs)
+        self.mixer = str(mixer)
+        self.mix_alpha = float(mix_alpha)
         self.selection_stats: dict[str, float] = {}
 
     def dataset_index_spec(self) -> DatasetIndexSpec:
         """KNN graph and clusters of the momentum embeddings, rebuilt on schedule."""
-        m = self.cfg.method
-        n_clusters = m.n_clusters or 10 * self.num_classes
+        n_clusters = self.n_clusters or 10 * (self.num_classes or 10)
         return DatasetIndexSpec(
-            k=int(m.graph_k),
+            k=self.graph_k,
             n_clusters=int(n_clusters),
-            refresh_every=int(m.refresh_every),
-            warmup_epochs=int(m.warmup_epochs),
+            refresh_every=self.refresh_every,
+            warmup_epochs=self.warmup_epochs,
         )
 
     def setup(self, stage: str) -> None:
         """Ask the data pipeline for neighbour images (before its loader starts)."""
+        super().setup(stage)
         if stage == "fit":
-            self.trainer.datamodule.enable_neighbour_serving(int(self.cfg.method.graph_k))
+            datamodule = require(
+                self.trainer.datamodule, NeighbourServing, "CLIM", "its mixtures of neighbours"
+            )
+            datamodule.enable_neighbour_serving(self.graph_k)
 
     def on_train_epoch_start(self) -> None:
         """After an index build (or a resume), hand the selection to the data pipeline."""
@@ -151,12 +176,11 @@ class CLIM(CO2):
 
     def mix(self, anchor: Tensor, neighbour: Tensor) -> tuple[Tensor, Tensor]:
         """CutMix or mixup with per-sample ``λ ~ Beta(α, α)`` (area-corrected for CutMix)."""
-        alpha = float(self.cfg.method.mix_alpha)
-        concentration = torch.full((), alpha, device=anchor.device)
+        concentration = torch.full((), self.mix_alpha, device=anchor.device)
         # drawn on the device, without argument checks (each would read the device back)
         beta = torch.distributions.Beta(concentration, concentration, validate_args=False)
         lam = beta.sample((anchor.shape[0],))
-        if self.cfg.method.mixer == "cutmix":
+        if self.mixer == "cutmix":
             return cutmix(anchor, neighbour, lam)
         return mixup(anchor, neighbour, lam)
 
@@ -165,7 +189,7 @@ class CLIM(CO2):
         views, labels = batch.views, batch.labels
         out = super().step(batch)
         queue = self.bank("queue").embeddings.clone()
-        tau = float(self.cfg.method.temperature)
+        tau = self.temperature
         k2 = out.enqueue["queue"]["embeddings"][labels.shape[0] :]
         loss = out.loss
         small = views[2:]

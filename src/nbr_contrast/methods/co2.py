@@ -35,31 +35,39 @@ Implementation notes and deviations:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor
 
-from nbr_contrast.app.config import MomentumMethodConfig
 from nbr_contrast.losses import co2_consistency, moco_infonce
-from nbr_contrast.methods.base import StepOutput, TrainBatch
+from nbr_contrast.methods.batch import StepOutput, TrainBatch
+from nbr_contrast.methods.hyperparameters import check_hyperparameters, with_fixed
 from nbr_contrast.methods.momentum import MomentumMethod
+from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.index import BankSpec
 
+MOCOV2_OPTIM = OptimConfig(
+    name="sgd",
+    lr=0.3,
+    weight_decay=1e-4,
+    exclude_bias_and_norm=False,
+    warmup_epochs=10,
+    probe_lr=0.3,
+)
+"""MoCo v2's CIFAR recipe (solo-learn ``mocov2plus.yaml``; ``conf/optim/mocov2.yaml``)."""
 
-@dataclass
-class CO2Config(MomentumMethodConfig):
-    """CO2 / MoCo v2 hyper-parameters (defaults: ``conf/method/co2.yaml``, which cites them).
 
-    The MoCo v2 values are solo-learn's CIFAR recipe (``mocov2plus.yaml``), the consistency
-    values the CO2 paper's; the momentum fields come from :class:`MomentumMethodConfig`.
+class CO2(MomentumMethod):
+    """CO2 (and MoCo v2 with ``alpha=0``) as a LightningModule.
 
-    Attributes:
+    Defaults: solo-learn's MoCo v2 CIFAR recipe (``mocov2plus.yaml``) and the CO2 paper's
+    consistency values (``conf/method/co2.yaml`` cites each).
+
+    Args:
         proj_hidden_dim: Head hidden width (2048).
         proj_hidden_bn: BatchNorm after the head's hidden layer (MoCo v2's head has none).
         proj_output_dim: Embedding size (256; MoCo v2 paper 128).
@@ -68,40 +76,57 @@ class CO2Config(MomentumMethodConfig):
         alpha: Weight of the consistency term (1; 0 gives MoCo v2).
         queue_size: Length ``K`` of the one queue of both views' keys (65,536 = the 32,768
             past samples of solo-learn's two per-view queues).
+        momentum: Base key-encoder momentum (0.99).
+        final_momentum: Momentum at the end of training (0.999).
+        **kwargs: :class:`~nbr_contrast.methods.momentum.MomentumMethod`'s and
+            :class:`~nbr_contrast.methods.base.BaseMethod`'s arguments.
     """
 
-    _target_: str = "nbr_contrast.methods.co2.CO2"
-    name: str = "co2"
-    proj_hidden_dim: int = 2048
-    proj_hidden_bn: bool = False
-    proj_output_dim: int = 256
-    temperature: float = 0.2
-    consistency_temperature: float = 0.05
-    alpha: float = 1.0
-    queue_size: int = 65536
-    momentum: float = 0.99
-    final_momentum: float = 0.999
+    optim_recipe: ClassVar[OptimConfig] = MOCOV2_OPTIM
+    view_recipe: ClassVar[str] = "mocov2"
 
-
-class CO2(MomentumMethod):
-    """CO2 (and MoCo v2 with ``alpha=0``) as a LightningModule."""
-
-    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
-        super().__init__(cfg)
-        m = self.cfg.method
+    def __init__(
+        self,
+        *,
+        proj_hidden_dim: int = 2048,
+        proj_hidden_bn: bool = False,
+        proj_output_dim: int = 256,
+        temperature: float = 0.2,
+        consistency_temperature: float = 0.05,
+        alpha: float = 1.0,
+        queue_size: int = 65536,
+        momentum: float = 0.99,
+        final_momentum: float = 0.999,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(momentum=momentum, final_momentum=final_momentum, **kwargs)
+        check_hyperparameters(
+            type(self).__name__,
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            temperature=temperature,
+            consistency_temperature=consistency_temperature,
+            queue_size=queue_size,
+        )
+        if not alpha >= 0:
+            raise ValueError(f"{type(self).__name__}(alpha={alpha}): alpha must be >= 0.")
+        self.temperature = float(temperature)
+        self.consistency_temperature = float(consistency_temperature)
+        self.alpha = float(alpha)
+        self.queue_size = int(queue_size)
+        self.embedding_dim = int(proj_output_dim)
         self.projector = MLPHead(
-            self.feature_dim, [m.proj_hidden_dim], m.proj_output_dim, hidden_bn=m.proj_hidden_bn
+            self.feature_dim, [proj_hidden_dim], proj_output_dim, hidden_bn=proj_hidden_bn
         )
         self.add_momentum_encoder()
 
     def neighbour_specs(self) -> list[BankSpec]:
         """The negative queue of momentum keys, with labels and dataset indices."""
-        m = self.cfg.method
         return [
             BankSpec(
                 name="queue",
-                size=int(m.queue_size),
-                dim=int(m.proj_output_dim),
+                size=self.queue_size,
+                dim=self.embedding_dim,
                 payloads={"label": PayloadSpec(), "index": PayloadSpec()},
                 scope="global",
                 k=1,
@@ -113,11 +138,10 @@ class CO2(MomentumMethod):
 
         With ``alpha=0`` (MoCo v2, CLIM) the consistency term is neither computed nor logged.
         """
-        m = self.cfg.method
-        l_ins = moco_infonce(q, k, queue, float(m.temperature))
-        if float(m.alpha) == 0.0:
+        l_ins = moco_infonce(q, k, queue, self.temperature)
+        if self.alpha == 0.0:
             return l_ins, None
-        return l_ins, co2_consistency(q, k, queue, float(m.consistency_temperature))
+        return l_ins, co2_consistency(q, k, queue, self.consistency_temperature)
 
     def step(self, batch: TrainBatch) -> StepOutput:
         """Symmetric MoCo v2 loss plus α·consistency over the queue snapshot."""
@@ -136,7 +160,7 @@ class CO2(MomentumMethod):
         logs = {"l_ins": l_ins.detach(), "pq_top1_agree": agree}
         if con_a is not None and con_b is not None:
             l_con = 0.5 * (con_a + con_b)
-            loss = l_ins + float(self.cfg.method.alpha) * l_con
+            loss = l_ins + self.alpha * l_con
             logs["l_con"] = l_con.detach()
         return StepOutput(
             loss=loss,
@@ -150,3 +174,15 @@ class CO2(MomentumMethod):
                 }
             },
         )
+
+
+class MoCoV2(CO2):
+    """MoCo v2 (Chen, Fan, Girshick, He, 2020, arXiv 2003.04297): CO2 with ``alpha=0``.
+
+    CO2's (and CLIM's) baseline: every argument is CO2's but ``alpha``, which is 0.
+    """
+
+    fixed: ClassVar[dict[str, Any]] = {"alpha": 0.0}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**with_fixed(MoCoV2, kwargs))

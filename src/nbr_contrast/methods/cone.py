@@ -37,71 +37,48 @@ Deviations and options:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import math
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
-from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from nbr_contrast.app.config import MomentumMethodConfig
 from nbr_contrast.losses import cone_dc_loss, cone_neighbour_loss
-from nbr_contrast.methods.base import StepOutput, TrainBatch
+from nbr_contrast.methods.batch import StepOutput, TrainBatch, eval_batch
+from nbr_contrast.methods.hyperparameters import check_hyperparameters, with_fixed
 from nbr_contrast.methods.momentum import MomentumMethod
+from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.index import BankSpec
+from nbr_contrast.utils.batches import per_device_batch_size
 
 CONFIDENCE_FLOOR = 1e-8
-
-
-@dataclass
-class CoNeConfig(MomentumMethodConfig):
-    """CoNe hyper-parameters (official code / released script values).
-
-    Attributes:
-        proj_hidden_dim: Projection hidden width (``None``: ``max(2F, 4096)``).
-        proj_output_dim: Projection size (256).
-        k: Neighbours per sample in ``L_sup`` (512).
-        sup_temperature: ``τ_sup`` (0.1).
-        dc_temperature: ``τ_dc`` (0.07).
-        sup_weight: Weight of ``L_sup`` (0.7).
-        dc_weight: Weight of ``L_dc`` (0.4).
-        queue_size: Bank size (``None``: the samples seen in epoch 0).
-        confidence_mask: Official confidence mask on CE and ``L_dc``.
-        exclude_self: Ignore bank entries of the sample's own dataset index.
-        ce_only_epochs: Leading epochs trained with CE only (1).
-        momentum: Base teacher momentum (0.996).
-    """
-
-    _target_: str = "nbr_contrast.methods.cone.CoNe"
-    name: str = "cone"
-    proj_hidden_dim: int | None = None
-    proj_output_dim: int = 256
-    k: int = 512
-    sup_temperature: float = 0.1
-    dc_temperature: float = 0.07
-    sup_weight: float = 0.7
-    dc_weight: float = 0.4
-    queue_size: int | None = None
-    confidence_mask: bool = True
-    exclude_self: bool = True
-    ce_only_epochs: int = 1
-    momentum: float = 0.996
+CONE_OPTIM = OptimConfig(
+    name="sgd",
+    lr=0.1,
+    weight_decay=1e-4,
+    exclude_bias_and_norm=False,
+    warmup_epochs=5,
+    min_lr_ratio=0.001,
+    cosine_interval="epoch",
+)
+"""CoNe's recipe (official ``cone_train.py``; ``conf/optim/cone.yaml``)."""
 
 
 class Student(nn.Module):
     """Backbone → projection → classifier; returns (features, embedding, logits)."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, cfg: DictConfig, classes: int):
+    def __init__(
+        self, backbone: nn.Module, feature_dim: int, hidden: int, out: int, classes: int
+    ) -> None:
         super().__init__()
-        hidden = cfg.proj_hidden_dim or max(2 * feature_dim, 4096)
         self.backbone = backbone
-        self.projector = MLPHead(feature_dim, [hidden], int(cfg.proj_output_dim))
-        self.classifier = nn.Linear(int(cfg.proj_output_dim), classes)
+        self.projector = MLPHead(feature_dim, [hidden], out)
+        self.classifier = nn.Linear(out, classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Features ``[B, F]``, projection ``[B, 256]`` and logits ``[B, C]``."""
@@ -111,63 +88,141 @@ class Student(nn.Module):
 
 
 class CoNe(MomentumMethod):
-    """CoNe (and the CE baseline with both weights 0) as a LightningModule."""
+    """CoNe (and the CE baseline with both weights 0) as a LightningModule.
 
-    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
-        super().__init__(cfg)
-        self.student = Student(self.backbone, self.feature_dim, self.cfg.method, self.num_classes)
+    Defaults: the official code and released script (``conf/method/cone.yaml``).
+
+    Args:
+        num_classes: Classes of the labels (required: CoNe trains a classifier).
+        proj_hidden_dim: Projection hidden width (``None``: ``max(2F, 4096)``).
+        proj_output_dim: Projection size (256).
+        k: Neighbours per sample in ``L_sup`` (512).
+        sup_temperature: ``τ_sup`` (0.1).
+        dc_temperature: ``τ_dc`` (0.07).
+        sup_weight: Weight of ``L_sup`` (0.7).
+        dc_weight: Weight of ``L_dc`` (0.4).
+        queue_size: Bank size (``None``: the samples one epoch trains, over every rank).
+        confidence_mask: Official confidence mask on CE and ``L_dc``.
+        exclude_self: Ignore bank entries of the sample's own dataset index.
+        ce_only_epochs: Leading epochs trained with CE only (1).
+        momentum: Base teacher momentum (0.996).
+        final_momentum: Teacher momentum at the end of training (1.0).
+        **kwargs: :class:`~nbr_contrast.methods.momentum.MomentumMethod`'s and
+            :class:`~nbr_contrast.methods.base.BaseMethod`'s arguments.
+    """
+
+    optim_recipe: ClassVar[OptimConfig] = CONE_OPTIM
+    view_recipe: ClassVar[str] = "supervised"
+    views_needed: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        *,
+        num_classes: int | None = None,
+        proj_hidden_dim: int | None = None,
+        proj_output_dim: int = 256,
+        k: int = 512,
+        sup_temperature: float = 0.1,
+        dc_temperature: float = 0.07,
+        sup_weight: float = 0.7,
+        dc_weight: float = 0.4,
+        queue_size: int | None = None,
+        confidence_mask: bool = True,
+        exclude_self: bool = True,
+        ce_only_epochs: int = 1,
+        momentum: float = 0.996,
+        final_momentum: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        name = type(self).__name__
+        if num_classes is None:
+            raise ValueError(
+                f"{name} trains a classifier: pass num_classes=<the number of classes>."
+            )
+        super().__init__(
+            num_classes=num_classes, momentum=momentum, final_momentum=final_momentum, **kwargs
+        )
+        check_hyperparameters(
+            name,
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            k=k,
+            sup_temperature=sup_temperature,
+            dc_temperature=dc_temperature,
+            sup_weight=sup_weight,
+            dc_weight=dc_weight,
+            queue_size=queue_size,
+            ce_only_epochs=ce_only_epochs,
+        )
+        classes = int(num_classes)
+        self.k = int(k)
+        self.sup_temperature = float(sup_temperature)
+        self.dc_temperature = float(dc_temperature)
+        self.sup_weight = float(sup_weight)
+        self.dc_weight = float(dc_weight)
+        self.queue_size = None if queue_size is None else int(queue_size)
+        self.confidence_mask = bool(confidence_mask)
+        self.exclude_self = bool(exclude_self)
+        self.ce_only_epochs = int(ce_only_epochs)
+        self.embedding_dim = int(proj_output_dim)
+        hidden = int(proj_hidden_dim or max(2 * self.feature_dim, 4096))
+        self.student = Student(self.backbone, self.feature_dim, hidden, self.embedding_dim, classes)
         self.teacher = self.momentum_of(self.student)
-        top5 = min(5, self.num_classes)
-        self.val_top1 = MulticlassAccuracy(self.num_classes, top_k=1, average="micro")
-        self.val_top5 = MulticlassAccuracy(self.num_classes, top_k=top5, average="micro")
+        top5 = min(5, classes)
+        self.val_top1 = MulticlassAccuracy(classes, top_k=1, average="micro")
+        self.val_top5 = MulticlassAccuracy(classes, top_k=top5, average="micro")
         # steps of this epoch where the confidence mask dropped every sample of a batch
         # that the student mostly got wrong (a device counter: no host sync per step)
         self.register_buffer("masked_out_steps", torch.zeros((), dtype=torch.long), False)
 
+    @property
+    def uses_bank(self) -> bool:
+        """Whether a neighbour term is on (both weights 0: the cross-entropy baseline)."""
+        return self.sup_weight > 0 or self.dc_weight > 0
+
     def bank_size(self) -> int:
         """``queue_size`` or, when unset, the samples one epoch trains over all ranks.
 
-        The epoch is the one the trainer runs: ``trainer.limit_train_batches`` counts, so the
-        bank never keeps unwritten slots (label -1) after epoch 0.
+        The epoch is the one the trainer runs (``trainer.num_training_batches``, so
+        ``limit_train_batches`` counts), so the bank never keeps unwritten slots (label -1)
+        after epoch 0.
+
+        Raises:
+            ValueError: When ``queue_size`` is unset and the training loader has no length.
         """
-        if self.cfg.method.queue_size is not None:
-            return int(self.cfg.method.queue_size)
-        datamodule = self.trainer.datamodule
-        datamodule.setup("fit")
-        batch = int(self.cfg.data.batch_size) * int(self.trainer.world_size)
-        batches = datamodule.num_train // batch
-        limit = self.trainer.limit_train_batches
-        if isinstance(limit, int):
-            batches = min(batches, limit)
-        elif limit is not None:
-            batches = int(batches * float(limit))
-        return max(1, batches) * batch
+        if self.queue_size is not None:
+            return self.queue_size
+        trainer = self.trainer
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            raise ValueError(
+                f"{type(self).__name__}(queue_size=None) sizes the bank to one epoch, but the "
+                "training loader has no length; set queue_size."
+            )
+        return max(1, int(batches)) * per_device_batch_size(trainer) * int(trainer.world_size)
 
     def neighbour_specs(self) -> list[BankSpec]:
         """Teacher embeddings with labels, dataset indices and teacher probabilities."""
-        m = self.cfg.method
-        uniform = 1.0 / self.num_classes
-        uses_bank = float(m.sup_weight) > 0 or float(m.dc_weight) > 0
-        if not uses_bank:
+        if not self.uses_bank:
             return []
+        classes = int(self.num_classes or 0)
         return [
             BankSpec(
                 name="queue",
                 size=self.bank_size(),
-                dim=int(m.proj_output_dim),
+                dim=self.embedding_dim,
                 payloads={
                     "label": PayloadSpec(),
                     "index": PayloadSpec(),
-                    "probs": PayloadSpec((self.num_classes,), torch.float32, uniform),
+                    "probs": PayloadSpec((classes,), torch.float32, 1.0 / classes),
                 },
                 scope="global",
-                k=int(m.k) if float(m.sup_weight) > 0 else 1,
+                k=self.k if self.sup_weight > 0 else 1,
             )
         ]
 
     def step(self, batch: TrainBatch) -> StepOutput:
         """CE, then (after epoch 0) neighbour and distributional-consistency terms."""
-        m = self.cfg.method
         x, labels, indices = batch.views[0], batch.labels, batch.indices
         feats, z, logits = self.student(x)
         q = F.normalize(z, dim=1)
@@ -178,43 +233,42 @@ class CoNe(MomentumMethod):
         ce = F.cross_entropy(logits, labels, reduction="none")
         acc1 = (logits.detach().argmax(dim=1) == labels).float().mean()
         logs: dict[str, Tensor | float] = {}
-        neighbour_phase = self.current_epoch >= int(m.ce_only_epochs)
-        uses_bank = float(m.sup_weight) > 0 or float(m.dc_weight) > 0
-        if neighbour_phase and uses_bank:
+        neighbour_phase = self.current_epoch >= self.ce_only_epochs
+        if neighbour_phase and self.uses_bank:
             bank = self.bank("queue")
             own = None
-            if m.exclude_self:
+            if self.exclude_self:
                 own = bank.payloads["index"][None, :] == indices[:, None]
             mask = None
-            if m.confidence_mask:
+            if self.confidence_mask:
                 mask = logits.detach().float().softmax(dim=1).min(dim=1).values > CONFIDENCE_FLOOR
                 ce = ce * mask
                 logs["kept"] = mask.float().mean()
                 self.masked_out_steps += (~mask.any() & (acc1 < 0.5)).long()
             loss = ce.mean()
-            if float(m.sup_weight) > 0:
+            if self.sup_weight > 0:
                 l_sup = cone_neighbour_loss(
                     q,
                     labels,
                     bank.embeddings,
                     bank.payloads["label"],
-                    int(m.k),
-                    float(m.sup_temperature),
+                    self.k,
+                    self.sup_temperature,
                     exclude=own,
                 )
-                loss = loss + float(m.sup_weight) * l_sup
+                loss = loss + self.sup_weight * l_sup
                 logs["l_sup"] = l_sup.detach()
-            if float(m.dc_weight) > 0:
+            if self.dc_weight > 0:
                 l_dc = cone_dc_loss(
                     logits,
                     k,
                     bank.embeddings,
                     bank.payloads["probs"],
-                    float(m.dc_temperature),
+                    self.dc_temperature,
                     mask=mask,
                     exclude=own,
                 )
-                loss = loss + float(m.dc_weight) * l_dc
+                loss = loss + self.dc_weight * l_dc
                 logs["l_dc"] = l_dc.detach()
         else:
             loss = ce.mean()
@@ -223,7 +277,7 @@ class CoNe(MomentumMethod):
         logs["teacher_acc1"] = (logits_t.argmax(dim=1) == labels).float().mean()
         logs["z_norm"] = z.detach().float().norm(dim=1).mean()
         enqueue = {}
-        if uses_bank:
+        if self.uses_bank:
             enqueue["queue"] = {
                 "embeddings": k,
                 "label": labels,
@@ -247,15 +301,29 @@ class CoNe(MomentumMethod):
                 "optim.warmup_epochs, or set method.confidence_mask=false."
             )
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
         """Top-1/top-5 of the student's logits (the paper's metric), plus the base monitors."""
-        feats, _, logits = self.student(self._to_memory_format(batch["image"]))
-        self.validate_features(feats, batch["label"])
-        self.val_top1.update(logits, batch["label"])
-        self.val_top5.update(logits, batch["label"])
+        images, labels = eval_batch(batch)
+        feats, _, logits = self.student(self._to_memory_format(images))
+        self.validate_features(feats, labels)
+        self.val_top1.update(logits, labels)
+        self.val_top5.update(logits, labels)
 
     def on_validation_epoch_end(self) -> None:
         """Log the classifier's accuracy (percent) with the base monitors."""
         self.log_accuracy("val/acc1", self.val_top1, prog_bar=True)
         self.log_accuracy("val/acc5", self.val_top5)
         super().on_validation_epoch_end()
+
+
+class Supervised(CoNe):
+    """Cross-entropy training: CoNe with both neighbour weights 0, its baseline.
+
+    Every argument is CoNe's but ``sup_weight`` and ``dc_weight``, which are 0: the same
+    network, teacher and recipe, trained with cross-entropy alone (no bank).
+    """
+
+    fixed: ClassVar[dict[str, Any]] = {"sup_weight": 0.0, "dc_weight": 0.0}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**with_fixed(Supervised, kwargs))

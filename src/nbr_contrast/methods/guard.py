@@ -83,9 +83,9 @@ class FiniteGuard:
         return NonFiniteRecord(step, int(self.epoch), dict(zip(self.names, values, strict=True)))
 
 
-def last_good_state(output_dir: Path) -> str:
+def last_good_state(trainer: L.Trainer) -> str:
     """Where the last good state is: ``last.ckpt`` when one was saved before the failure."""
-    last = output_dir / "checkpoints" / "last.ckpt"
+    last = checkpoint_folder(trainer) / "last.ckpt"
     if last.is_file():
         return f"{last} still holds the last good state."
     return "no checkpoint was saved before the failure, so there is no good state to resume."

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.methods.hyperparameters import check_hyperparameters
 from nbr_contrast.utils.schedules import cosine_momentum, ema_initial_share
 
 EMA_INIT_SHARE_WARNING = 0.01
@@ -59,7 +59,7 @@ class MomentumMethod(BaseMethod):
     """A method with momentum (EMA) copies of some of its modules.
 
     One place for what every momentum method shares (solo-learn's ``BaseMomentumMethod``):
-    the (online, copy) pairs, the cosine schedule ``method.momentum → final_momentum`` per
+    the (online, copy) pairs, the cosine schedule ``momentum → final_momentum`` per
     optimiser step, the EMA update before each forward, the warning when a short run leaves
     the copy close to its random initialisation, and the key encoder: the momentum
     backbone and projector made by :meth:`add_momentum_encoder`, which embed keys
@@ -70,11 +70,29 @@ class MomentumMethod(BaseMethod):
     :meth:`add_momentum_encoder` (copies of ``backbone`` and ``projector``).
 
     Args:
-        cfg: The whole run config; ``cfg.method`` is a :class:`MomentumMethodConfig`.
+        momentum: Base EMA momentum ``m`` of the cosine schedule.
+        final_momentum: Momentum at the end of training (equal to ``momentum``: constant).
+        copy_ema_buffers: Copy the online encoder's buffers (BatchNorm running statistics)
+            into the momentum encoder at every update. Off by default, as in every official
+            implementation (MoCo, MoCo v3, CoNe, MSF) and solo-learn, which update the
+            parameters only: the momentum encoder's BatchNorm keeps running statistics of
+            its own forward passes (they are what the dataset index embeds with).
+        **kwargs: :class:`~nbr_contrast.methods.base.BaseMethod`'s arguments.
     """
 
-    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
-        super().__init__(cfg)
+    def __init__(
+        self,
+        *,
+        momentum: float = 0.99,
+        final_momentum: float = 1.0,
+        copy_ema_buffers: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_hyperparameters(type(self).__name__, momentum=momentum, final_momentum=final_momentum)
+        self.momentum = float(momentum)
+        self.final_momentum = float(final_momentum)
+        self.copy_ema_buffers = bool(copy_ema_buffers)
         self.register_buffer("ema_last_step", torch.tensor(-1, dtype=torch.long))
         self._ema_last_step: int | None = None
         self._momentum_pairs: list[tuple[nn.Module, nn.Module]] = []
@@ -97,9 +115,8 @@ class MomentumMethod(BaseMethod):
         return list(self._momentum_pairs)
 
     def momentum_range(self) -> tuple[float, float]:
-        """Base and final EMA momentum of the cosine schedule (``method.momentum`` → ``final``)."""
-        m = self.cfg.method
-        return float(m.momentum), float(m.final_momentum)
+        """Base and final EMA momentum of the cosine schedule (``momentum`` → ``final``)."""
+        return self.momentum, self.final_momentum
 
     def index_encoder(self) -> nn.Module:
         """Momentum backbone + projector (the key space), else the online backbone."""
@@ -131,9 +148,8 @@ class MomentumMethod(BaseMethod):
             base, final = self.momentum_range()
             total = max(1, int(self.trainer.estimated_stepping_batches))
             m = cosine_momentum(step, total, base, final)
-            copy_buffers = bool(self.cfg.method.copy_ema_buffers)
             for online, target in self._momentum_pairs:
-                ema_update(online, target, m, copy_buffers)
+                ema_update(online, target, m, self.copy_ema_buffers)
             if log:
                 self.log("train/momentum", m, on_step=True, on_epoch=False)
         self.ema_last_step.fill_(step)
@@ -153,9 +169,9 @@ class MomentumMethod(BaseMethod):
         share = ema_initial_share(total, base, final)
         if share > EMA_INIT_SHARE_WARNING:
             rank_zero_warn(
-                f"With method.momentum={base} rising to method.final_momentum={final} over "
+                f"With momentum={base} rising to final_momentum={final} over "
                 f"{total} optimiser steps, the momentum encoder still holds {share:.0%} of its "
                 "random initialisation at the end of the run, so its keys, bank entries and "
                 "targets stay close to an untrained network's. Train longer or lower "
-                "method.momentum (and method.final_momentum) for short schedules."
+                "momentum (and final_momentum; method.* on the command line) for short schedules."
             )

@@ -28,71 +28,87 @@ Deviations and options:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor
 
-from nbr_contrast.app.config import MomentumMethodConfig
 from nbr_contrast.losses import msf_loss, msf_neighbours
-from nbr_contrast.methods.base import StepOutput, TrainBatch
+from nbr_contrast.methods.batch import StepOutput, TrainBatch
+from nbr_contrast.methods.hyperparameters import check_hyperparameters, with_fixed
 from nbr_contrast.methods.momentum import MomentumMethod
+from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.index import BankSpec
 
+MSF_OPTIM = OptimConfig(
+    name="sgd",
+    lr=0.05,
+    weight_decay=1e-4,
+    exclude_bias_and_norm=False,
+    warmup_epochs=0,
+    min_lr_ratio=0.0,
+    cosine_interval="epoch",
+)
+"""MSF's recipe (official ``train_msf.py``; ``conf/optim/msf.yaml``)."""
 
-@dataclass
-class MSFConfig(MomentumMethodConfig):
-    """MSF / BYOL hyper-parameters (defaults: the official ``train_msf.py`` values).
 
-    Attributes:
+class MSF(MomentumMethod):
+    """MSF (and BYOL with ``k=1``) as a LightningModule.
+
+    Defaults: the official ``train_msf.py`` values (``conf/method/msf.yaml``).
+
+    Args:
         proj_hidden_dim: Projector and predictor hidden width (None: 2 × backbone features,
             as the official ``hidden_dim = feat_dim * 2``).
         proj_output_dim: Embedding size (None: backbone features / 4, ``feat_dim // 4``).
         k: Neighbours per target (5, paper's default; 1 = BYOL).
-        queue_size: Memory-bank size (128,000).
+        queue_size: Memory-bank size (16,384, ours for small images, as the command line picks
+            for images of at most 64 px; official 128,000 on ImageNet).
         momentum: EMA momentum (0.99, constant: ``final_momentum`` 0.99).
+        final_momentum: Momentum at the end of training (0.99).
+        **kwargs: :class:`~nbr_contrast.methods.momentum.MomentumMethod`'s and
+            :class:`~nbr_contrast.methods.base.BaseMethod`'s arguments.
     """
 
-    _target_: str = "nbr_contrast.methods.msf.MSF"
-    name: str = "msf"
-    proj_hidden_dim: int | None = None
-    proj_output_dim: int | None = None
-    k: int = 5
-    queue_size: int = 128000
-    momentum: float = 0.99
-    final_momentum: float = 0.99
+    optim_recipe: ClassVar[OptimConfig] = MSF_OPTIM
+    view_recipe: ClassVar[str] = "msf"
 
-
-class MSF(MomentumMethod):
-    """MSF (and BYOL with ``k=1``) as a LightningModule."""
-
-    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
-        super().__init__(cfg)
-        m = self.cfg.method
-        if int(m.k) < 1:
-            raise ValueError(f"method.k={m.k}: MSF needs k >= 1 neighbours (1 = BYOL).")
-        hidden = int(m.proj_hidden_dim or 2 * self.feature_dim)
-        self.embedding_dim = int(m.proj_output_dim or self.feature_dim // 4)
+    def __init__(
+        self,
+        *,
+        proj_hidden_dim: int | None = None,
+        proj_output_dim: int | None = None,
+        k: int = 5,
+        queue_size: int = 16384,
+        momentum: float = 0.99,
+        final_momentum: float = 0.99,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(momentum=momentum, final_momentum=final_momentum, **kwargs)
+        check_hyperparameters(
+            type(self).__name__,
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            k=k,
+            queue_size=queue_size,
+        )
+        self.k = int(k)
+        self.queue_size = int(queue_size)
+        hidden = int(proj_hidden_dim or 2 * self.feature_dim)
+        self.embedding_dim = int(proj_output_dim or self.feature_dim // 4)
         self.projector = MLPHead(self.feature_dim, [hidden], self.embedding_dim)
         self.predictor = MLPHead(self.embedding_dim, [hidden], self.embedding_dim)
         self.add_momentum_encoder()
-
-    @property
-    def k(self) -> int:
-        """Neighbours per target (1: BYOL)."""
-        return int(self.cfg.method.k)
 
     def neighbour_specs(self) -> list[BankSpec]:
         """The memory of past targets (none for BYOL, whose only neighbour is the target)."""
         if self.k == 1:
             return []
         payloads = {"label": PayloadSpec(), "index": PayloadSpec()}
-        size, dim = int(self.cfg.method.queue_size), self.embedding_dim
+        size, dim = self.queue_size, self.embedding_dim
         return [BankSpec("memory", size, dim, payloads, scope="global", k=self.k)]
 
     def mean_shift_targets(self, t: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,3 +137,16 @@ class MSF(MomentumMethod):
             logs={"purity": purity},
             enqueue={"memory": entries},
         )
+
+
+class BYOL(MSF):
+    """BYOL (Grill et al., NeurIPS 2020, arXiv 2006.07733): MSF with ``k=1``.
+
+    MSF's baseline: every argument is MSF's but ``k``, which is 1 (the target is its own
+    only neighbour, so no memory bank is kept).
+    """
+
+    fixed: ClassVar[dict[str, Any]] = {"k": 1}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**with_fixed(BYOL, kwargs))

@@ -14,9 +14,9 @@ ranks agree), filled *after* the loss so a batch never retrieves itself. Negativ
 ``p_k`` are gathered from all ranks with a gradient-carrying all-gather.
 
 Deviations and options:
-    * ``use_nn=false`` replaces ``NN(z)`` by ``norm(z)`` itself, with the gradient flowing
+    * ``use_nn=False`` replaces ``NN(z)`` by ``norm(z)`` itself, with the gradient flowing
       through it (the paper's ablation: a SimCLR-style baseline with a predictor, the only
-      difference from NNCLR being the neighbour). ``stop_grad_self=true`` detaches that
+      difference from NNCLR being the neighbour). ``stop_grad_self=True`` detaches that
       positive instead, as ``NN(z)`` is.
     * ``nn_warmup_steps`` (default 0, the paper's behaviour) uses ``z`` instead of ``NN(z)``
       for the first steps, while the bank still holds its random initial entries.
@@ -29,16 +29,16 @@ Deviations and options:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor
 
-from nbr_contrast.app.config import MethodConfig
 from nbr_contrast.losses import nnclr_loss
-from nbr_contrast.methods.base import BaseMethod, StepOutput, TrainBatch
+from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.methods.batch import StepOutput, TrainBatch
+from nbr_contrast.methods.hyperparameters import check_hyperparameters
+from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.monitors.labels import neighbour_agreement
 from nbr_contrast.neighbours.bank import PayloadSpec
@@ -46,56 +46,71 @@ from nbr_contrast.neighbours.index import BankSpec
 from nbr_contrast.utils.dist import gather_with_grad, rank
 
 
-@dataclass
-class NNCLRConfig(MethodConfig):
-    """NNCLR hyper-parameters (defaults: solo-learn's CIFAR recipe, ``conf/method/nnclr.yaml``).
+class NNCLR(BaseMethod):
+    """NNCLR as a LightningModule (see the module docstring for the method).
 
-    Attributes:
+    Defaults: solo-learn's CIFAR recipe (``conf/method/nnclr.yaml``, which cites each value).
+
+    Args:
         proj_hidden_dim: Projector hidden width (2048; paper 2048).
         proj_output_dim: Embedding size ``d`` (256; paper 256).
         pred_hidden_dim: Predictor hidden width (4096; paper 4096).
         temperature: ``τ`` (0.2; paper 0.1).
         queue_size: Support-set size (65,536; paper 98,304).
-        use_nn: Use the nearest neighbour as the positive (``false``: ablation baseline).
-        stop_grad_self: When ``z`` itself is the positive (``use_nn=false`` or during
+        use_nn: Use the nearest neighbour as the positive (``False``: ablation baseline).
+        stop_grad_self: When ``z`` itself is the positive (``use_nn=False`` or during
             ``nn_warmup_steps``), stop its gradient as ``NN(z)``'s is.
         nn_warmup_steps: Steps during which ``z`` itself is used instead of ``NN(z)``.
+        **kwargs: :class:`~nbr_contrast.methods.base.BaseMethod`'s arguments (backbone,
+            num_classes, optim, kNN monitor).
     """
 
-    _target_: str = "nbr_contrast.methods.nnclr.NNCLR"
-    name: str = "nnclr"
-    proj_hidden_dim: int = 2048
-    proj_output_dim: int = 256
-    pred_hidden_dim: int = 4096
-    temperature: float = 0.2
-    queue_size: int = 65536
-    use_nn: bool = True
-    stop_grad_self: bool = False
-    nn_warmup_steps: int = 0
+    optim_recipe: ClassVar[OptimConfig] = OptimConfig(
+        name="lars", lr=0.4, weight_decay=1e-5, clip_lr=True, probe_lr=0.1
+    )
+    view_recipe: ClassVar[str] = "byol"
 
-
-class NNCLR(BaseMethod):
-    """NNCLR as a LightningModule (see the module docstring for the method)."""
-
-    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
-        super().__init__(cfg)
-        m = self.cfg.method
-        self.projector = MLPHead(
-            self.feature_dim,
-            [m.proj_hidden_dim, m.proj_hidden_dim],
-            m.proj_output_dim,
-            last_bn=True,
+    def __init__(
+        self,
+        *,
+        proj_hidden_dim: int = 2048,
+        proj_output_dim: int = 256,
+        pred_hidden_dim: int = 4096,
+        temperature: float = 0.2,
+        queue_size: int = 65536,
+        use_nn: bool = True,
+        stop_grad_self: bool = False,
+        nn_warmup_steps: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_hyperparameters(
+            type(self).__name__,
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            pred_hidden_dim=pred_hidden_dim,
+            temperature=temperature,
+            queue_size=queue_size,
+            nn_warmup_steps=nn_warmup_steps,
         )
-        self.predictor = MLPHead(m.proj_output_dim, [m.pred_hidden_dim], m.proj_output_dim)
+        self.temperature = float(temperature)
+        self.queue_size = int(queue_size)
+        self.embedding_dim = int(proj_output_dim)
+        self.use_nn = bool(use_nn)
+        self.stop_grad_self = bool(stop_grad_self)
+        self.nn_warmup_steps = int(nn_warmup_steps)
+        self.projector = MLPHead(
+            self.feature_dim, [proj_hidden_dim, proj_hidden_dim], proj_output_dim, last_bn=True
+        )
+        self.predictor = MLPHead(proj_output_dim, [pred_hidden_dim], proj_output_dim)
 
     def neighbour_specs(self) -> list[BankSpec]:
         """The support set: ``norm(z1)`` with labels (for ``nn_acc``) and dataset indices."""
-        m = self.cfg.method
         return [
             BankSpec(
                 name="support",
-                size=int(m.queue_size),
-                dim=int(m.proj_output_dim),
+                size=self.queue_size,
+                dim=self.embedding_dim,
                 payloads={"label": PayloadSpec(), "index": PayloadSpec()},
                 scope="global",
                 k=1,
@@ -104,10 +119,9 @@ class NNCLR(BaseMethod):
 
     def positives(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None]:
         """``NN(z)`` from the support set (or ``z`` itself), and the neighbours' labels."""
-        m = self.cfg.method
         z = F.normalize(z, dim=1)
-        if not (m.use_nn and self.global_step >= m.nn_warmup_steps):
-            return (z.detach() if m.stop_grad_self else z), None
+        if not (self.use_nn and self.global_step >= self.nn_warmup_steps):
+            return (z.detach() if self.stop_grad_self else z), None
         found = self.bank("support").search(z.detach(), k=1)
         return found.embeddings[:, 0], found.payloads["label"][:, 0]
 
@@ -121,7 +135,7 @@ class NNCLR(BaseMethod):
         nn1, nn_labels1 = self.positives(z1, labels)
         nn2, _ = self.positives(z2, labels)
         offset = rank() * x1.shape[0]
-        tau = float(self.cfg.method.temperature)
+        tau = self.temperature
         loss = 0.5 * (
             nnclr_loss(nn1, gather_with_grad(p2), tau, positive_offset=offset)
             + nnclr_loss(nn2, gather_with_grad(p1), tau, positive_offset=offset)

@@ -36,17 +36,16 @@ Deviations and options:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from nbr_contrast.app.config import MomentumMethodConfig
 from nbr_contrast.losses import snclr_loss, snclr_weights
-from nbr_contrast.methods.base import StepOutput, TrainBatch
+from nbr_contrast.methods.batch import StepOutput, TrainBatch
+from nbr_contrast.methods.hyperparameters import check_hyperparameters, with_fixed
 from nbr_contrast.methods.momentum import MomentumMethod
+from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.backbones import is_transformer
 from nbr_contrast.models.heads import MLPHead
 from nbr_contrast.neighbours.bank import PayloadSpec
@@ -54,38 +53,9 @@ from nbr_contrast.neighbours.index import BankSpec
 from nbr_contrast.utils.dist import gather_no_grad, rank
 
 ATTENTIONS = ("cosine", "learned")
-
-
-@dataclass
-class SNCLRConfig(MomentumMethodConfig):
-    """SNCLR / MoCo v3 hyper-parameters (official code values unless noted).
-
-    Attributes:
-        proj_hidden_dim: Projector hidden width (4096).
-        proj_output_dim: Embedding size (256).
-        pred_hidden_dim: Predictor hidden width (4096).
-        temperature: ``τ`` (0.2).
-        num_neighbours: ``K`` neighbours per key (5, ours for small data; official 30 on
-            ImageNet; 0 = MoCo v3).
-        queue_size: Bank size (16,384, ours for small data; official 128,000).
-        bank_scope: ``global`` (default) or ``rank`` (per-GPU, as the official code).
-        attention: ``cosine`` (official, parameter-free) or ``learned``.
-        detach_weights: Stop gradients through the positiveness weights.
-        exclude_self: Never return bank entries of the sample's own dataset index.
-    """
-
-    _target_: str = "nbr_contrast.methods.snclr.SNCLR"
-    name: str = "snclr"
-    proj_hidden_dim: int = 4096
-    proj_output_dim: int = 256
-    pred_hidden_dim: int = 4096
-    temperature: float = 0.2
-    num_neighbours: int = 5
-    queue_size: int = 16384
-    bank_scope: str = "global"
-    attention: str = "cosine"
-    detach_weights: bool = False
-    exclude_self: bool = True
+SCOPES = ("global", "rank")
+MOCOV3_OPTIM = OptimConfig(name="lars", lr=0.3, weight_decay=1e-6, clip_lr=True, probe_lr=0.3)
+"""MoCo v3's CIFAR recipe (solo-learn ``mocov3.yaml``; ``conf/optim/mocov3.yaml``)."""
 
 
 class CrossAttentionWeights(nn.Module):
@@ -108,50 +78,101 @@ class CrossAttentionWeights(nn.Module):
 
 
 class SNCLR(MomentumMethod):
-    """SNCLR (and MoCo v3 with ``num_neighbours=0``) as a LightningModule."""
+    """SNCLR (and MoCo v3 with ``num_neighbours=0``) as a LightningModule.
 
-    def __init__(self, cfg: DictConfig | dict[str, Any]) -> None:
-        super().__init__(cfg)
-        m = self.cfg.method
-        if m.attention not in ATTENTIONS:
-            raise ValueError(f"method.attention={m.attention!r}; valid: {ATTENTIONS}.")
+    Defaults: the official code's values unless noted (``conf/method/snclr.yaml``).
+
+    Args:
+        proj_hidden_dim: Projector hidden width (4096).
+        proj_output_dim: Embedding size (256).
+        pred_hidden_dim: Predictor hidden width (4096).
+        temperature: ``τ`` (0.2).
+        num_neighbours: ``K`` neighbours per key (5, ours for small data; official 30 on
+            ImageNet; 0 = MoCo v3).
+        queue_size: Bank size (16,384, ours for small data; official 128,000).
+        bank_scope: ``global`` (default) or ``rank`` (per-GPU, as the official code).
+        attention: ``cosine`` (official, parameter-free) or ``learned``.
+        detach_weights: Stop gradients through the positiveness weights.
+        exclude_self: Never return bank entries of the sample's own dataset index.
+        momentum: Base key-encoder momentum (0.99).
+        final_momentum: Momentum at the end of training (1.0).
+        **kwargs: :class:`~nbr_contrast.methods.momentum.MomentumMethod`'s and
+            :class:`~nbr_contrast.methods.base.BaseMethod`'s arguments.
+    """
+
+    optim_recipe: ClassVar[OptimConfig] = MOCOV3_OPTIM
+    view_recipe: ClassVar[str] = "byol"
+
+    def __init__(
+        self,
+        *,
+        proj_hidden_dim: int = 4096,
+        proj_output_dim: int = 256,
+        pred_hidden_dim: int = 4096,
+        temperature: float = 0.2,
+        num_neighbours: int = 5,
+        queue_size: int = 16384,
+        bank_scope: str = "global",
+        attention: str = "cosine",
+        detach_weights: bool = False,
+        exclude_self: bool = True,
+        momentum: float = 0.99,
+        final_momentum: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(momentum=momentum, final_momentum=final_momentum, **kwargs)
+        name = type(self).__name__
+        check_hyperparameters(
+            name,
+            proj_hidden_dim=proj_hidden_dim,
+            proj_output_dim=proj_output_dim,
+            pred_hidden_dim=pred_hidden_dim,
+            temperature=temperature,
+            num_neighbours=num_neighbours,
+            queue_size=queue_size,
+        )
+        if attention not in ATTENTIONS:
+            raise ValueError(f"{name}(attention={attention!r}): valid: {', '.join(ATTENTIONS)}.")
+        if bank_scope not in SCOPES:
+            raise ValueError(f"{name}(bank_scope={bank_scope!r}): valid: {', '.join(SCOPES)}.")
+        self.temperature = float(temperature)
+        self.num_neighbours = int(num_neighbours)
+        self.queue_size = int(queue_size)
+        self.embedding_dim = int(proj_output_dim)
+        self.bank_scope = str(bank_scope)
+        self.detach_weights = bool(detach_weights)
+        self.exclude_self = bool(exclude_self)
         vit = is_transformer(self.backbone)
         self.projector = MLPHead(
             self.feature_dim,
-            [m.proj_hidden_dim] * (2 if vit else 1),
-            m.proj_output_dim,
+            [proj_hidden_dim] * (2 if vit else 1),
+            proj_output_dim,
             last_bn=True,
             last_bn_affine=False,
         )
         self.predictor = MLPHead(
-            m.proj_output_dim,
-            [m.pred_hidden_dim],
-            m.proj_output_dim,
+            proj_output_dim,
+            [pred_hidden_dim],
+            proj_output_dim,
             last_bn=vit,
             last_bn_affine=False,
         )
         self.add_momentum_encoder()
         self.attention = (
-            CrossAttentionWeights(int(m.proj_output_dim)) if m.attention == "learned" else None
+            CrossAttentionWeights(self.embedding_dim) if attention == "learned" else None
         )
-
-    @property
-    def num_neighbours(self) -> int:
-        """``K`` (0 for MoCo v3)."""
-        return int(self.cfg.method.num_neighbours)
 
     def neighbour_specs(self) -> list[BankSpec]:
         """Bank of momentum projections of view 2 (none for MoCo v3)."""
-        m = self.cfg.method
         if self.num_neighbours == 0:
             return []
         return [
             BankSpec(
                 name="support",
-                size=int(m.queue_size),
-                dim=int(m.proj_output_dim),
+                size=self.queue_size,
+                dim=self.embedding_dim,
                 payloads={"label": PayloadSpec(), "index": PayloadSpec()},
-                scope=str(m.bank_scope),
+                scope=self.bank_scope,
                 k=self.num_neighbours,
             )
         ]
@@ -160,14 +181,14 @@ class SNCLR(MomentumMethod):
         self, q: Tensor, y: Tensor, keys: Tensor, labels: Tensor, indices: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """``L(q, k)`` for one direction, with its neighbour statistics."""
-        tau = float(self.cfg.method.temperature)
+        tau = self.temperature
         offset = rank() * q.shape[0]
         all_keys = gather_no_grad(keys)
         if self.num_neighbours == 0:
             empty = all_keys.new_zeros(all_keys.shape[0], 0, all_keys.shape[1])
             loss = snclr_loss(q, y, all_keys, empty, tau, positive_offset=offset)
             return loss, {}
-        exclude = indices if self.cfg.method.exclude_self else None
+        exclude = indices if self.exclude_self else None
         found = self.bank("support").search(keys, self.num_neighbours, exclude_index=exclude)
         neighbours = found.embeddings
         weights = self.attention(y, neighbours) if self.attention is not None else None
@@ -178,7 +199,7 @@ class SNCLR(MomentumMethod):
             gather_no_grad(neighbours),
             tau,
             weights=weights,
-            detach_weights=bool(self.cfg.method.detach_weights),
+            detach_weights=self.detach_weights,
             positive_offset=offset,
         )
         with torch.no_grad():
@@ -207,3 +228,16 @@ class SNCLR(MomentumMethod):
         if self.num_neighbours:
             enqueue["support"] = {"embeddings": k2, "label": labels, "index": indices}
         return StepOutput(loss=loss_a + loss_b, features=f1, logs=stats, enqueue=enqueue)
+
+
+class MoCoV3(SNCLR):
+    """MoCo v3 (Chen, Xie, He, ICCV 2021, arXiv 2104.02057): SNCLR with no neighbours.
+
+    SNCLR's baseline: every argument is SNCLR's but ``num_neighbours``, which is 0 (in-batch
+    keys only, no bank).
+    """
+
+    fixed: ClassVar[dict[str, Any]] = {"num_neighbours": 0}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**with_fixed(MoCoV3, kwargs))

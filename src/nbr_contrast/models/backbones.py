@@ -10,16 +10,27 @@ into the torchvision constructor.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torchvision
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from nbr_contrast.app.config import BACKBONE_SOURCES, BackboneConfig
-from nbr_contrast.models.external import build_custom, build_timm, timm_classifier_prefixes
+from nbr_contrast.models.backbone_config import (
+    BACKBONE_SOURCES,
+    DEFAULT_IMAGE_SIZE,
+    BackboneConfig,
+    as_backbone_config,
+)
+from nbr_contrast.models.external import (
+    build_custom,
+    build_timm,
+    detect_dim,
+    timm_classifier_prefixes,
+)
 from nbr_contrast.models.stem import apply_small_stem, uses_small_stem
 from nbr_contrast.models.weights import load_weights
 
@@ -133,6 +144,77 @@ def _build_torchvision(cfg: BackboneConfig, image_size: int) -> nn.Module:
         )
     model.out_dim = out_dim
     return model
+
+
+PROBE_SIZE = 64
+"""Side of the blank images a module of unknown feature size is probed with."""
+
+
+def resolve_backbone(
+    backbone: nn.Module | str | BackboneConfig | Mapping[str, Any],
+) -> tuple[nn.Module, BackboneConfig | None]:
+    """The backbone module a method trains, and the config that rebuilds it.
+
+    Args:
+        backbone: A module mapping images ``[B, 3, H, W]`` to features ``[B, F]``, a
+            torchvision name (``"resnet18"``), or a :class:`BackboneConfig` (or a mapping of
+            its fields).
+
+    Returns:
+        The module (with ``out_dim``, ``arch`` and ``source`` attributes) and the config
+        with its ``image_size`` filled in, or ``None`` for a module passed in.
+
+    Raises:
+        ValueError: For an unknown name, or a module that still ends in its classifier.
+        TypeError: For a value of another type.
+    """
+    if isinstance(backbone, nn.Module):
+        return prepare_module(backbone), None
+    spec = as_backbone_config(backbone)
+    spec = replace(spec, image_size=int(spec.image_size or DEFAULT_IMAGE_SIZE))
+    return build_backbone(spec, spec.image_size), spec
+
+
+def prepare_module(model: nn.Module) -> nn.Module:
+    """Check a user's backbone module and give it ``out_dim``, ``arch`` and ``source``.
+
+    The feature size is its ``out_dim``, ``num_features`` or ``hidden_dim`` (torchvision
+    ViTs) attribute, else the size of its output for two blank 64 px images.
+
+    Raises:
+        ValueError: When it is a torchvision ResNet or ViT that still has its classifier.
+    """
+    name = type(model).__name__
+    if isinstance(model, torchvision.models.ResNet) and isinstance(model.fc, nn.Linear):
+        raise ValueError(
+            f"backbone is a torchvision {name} that still ends in its classifier (fc, "
+            f"{model.fc.out_features} outputs); set backbone.fc = nn.Identity() so the method "
+            f"trains on its {model.fc.in_features}-d features."
+        )
+    if isinstance(model, torchvision.models.VisionTransformer) and not isinstance(
+        model.heads, nn.Identity
+    ):
+        raise ValueError(
+            f"backbone is a torchvision {name} that still ends in its classifier (heads); set "
+            "backbone.heads = nn.Identity() so the method trains on its features."
+        )
+    if not isinstance(getattr(model, "out_dim", None), int):
+        size = next(
+            (getattr(model, a) for a in ("num_features", "hidden_dim") if _is_int(model, a)),
+            None,
+        )
+        model.out_dim = int(size) if size is not None else detect_dim(model, PROBE_SIZE)
+    if not isinstance(getattr(model, "arch", None), str):
+        model.arch = name.lower()
+    if not isinstance(getattr(model, "source", None), str):
+        model.source = "module"
+    return model
+
+
+def _is_int(model: nn.Module, attr: str) -> bool:
+    return isinstance(getattr(model, attr, None), int) and not isinstance(
+        getattr(model, attr), bool
+    )
 
 
 def feature_dim(model: nn.Module) -> int:

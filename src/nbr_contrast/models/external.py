@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from nbr_contrast.app.config import BackboneConfig
+from nbr_contrast.models.backbone_config import BackboneConfig
 from nbr_contrast.models.stem import apply_small_stem, has_resnet_stem, uses_small_stem
 
 IMG_SIZE_ERROR = "unexpected keyword argument 'img_size'"
@@ -106,7 +106,7 @@ def detect_dim(model: nn.Module, image_size: int) -> int:
     if not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[0] != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
-            f"backbone._target_={type(model).__name__} must map images [B, 3, H, W] to "
+            f"backbone {type(model).__name__} must map images [B, 3, H, W] to "
             f"features [B, F] (or [B, ...], flattened); two {image_size} px images gave {shape}."
         )
     return int(torch.flatten(out, 1).shape[1])

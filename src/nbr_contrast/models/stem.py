@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from nbr_contrast.app.config import BackboneConfig
 from nbr_contrast.data.config import SMALL_IMAGE_MAX
+from nbr_contrast.models.backbone_config import BackboneConfig
 
 
 def uses_small_stem(cfg: BackboneConfig, image_size: int) -> bool:

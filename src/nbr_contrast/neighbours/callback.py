@@ -1,33 +1,37 @@
 """``NeighbourIndexCallback``: the one owner of the neighbour index's lifecycle.
 
-- ``setup``: build the banks the method declares, sized from its config, and attach the
-  index to the method as ``method.neighbours`` (a read handle).
-- ``on_fit_start``: move the index to the method's device.
+- ``on_train_start``: build the banks the method declares (``neighbour_specs()``), now that
+  the training loader is set up (a bank may be sized from it), attach the index to the
+  method as ``method.neighbours`` (a read handle) and put it on the method's device.
 - ``on_train_batch_end``: enqueue what the step returned under ``"enqueue"``; for
   ``scope="global"`` banks the entries are gathered from every rank first, in rank order, so
   all ranks hold identical banks. This runs after the optimiser step, so a batch never
   finds itself and every loss sees the bank as it was *before* the batch.
-- ``on_train_epoch_start``: rebuild the whole-dataset index on its schedule.
+- ``on_train_epoch_start``: rebuild the whole-dataset index on its schedule, from the
+  datamodule's un-augmented training images
+  (:class:`~nbr_contrast.data.protocols.PlainTrainImages`).
 - ``state_dict``/``load_state_dict``: banks and dataset index travel in the checkpoint.
 
-On logging steps (every ``trainer.log_every_n_steps``) it times the step's searches (CUDA
-events on GPUs) and logs their sum, ``index/search_ms``; other steps neither time nor log,
-so they never wait for the device.
+It needs nothing but the method: any LightningModule that declares banks works, and one
+that declares none is left alone. On logging steps (every ``trainer.log_every_n_steps``) it
+times the step's searches (CUDA events on GPUs) and logs their sum, ``index/search_ms``;
+other steps neither time nor log, so they never wait for the device.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from nbr_contrast.app.config import IndexConfig
+from nbr_contrast.data.protocols import PlainTrainImages, require
 from nbr_contrast.monitors.features import extract_features
 from nbr_contrast.neighbours.dataset_index import DatasetIndex
 from nbr_contrast.neighbours.index import DatasetIndexSpec, NeighbourIndex
-from nbr_contrast.neighbours.search import make_backend
+from nbr_contrast.neighbours.search import BACKENDS, search_backend
 from nbr_contrast.utils.dist import gather_no_grad, rank, world_size
 from nbr_contrast.utils.steps import is_logging_step
 
@@ -36,12 +40,47 @@ class NeighbourIndexCallback(Callback):
     """Builds, feeds, refreshes and checkpoints the method's neighbour index.
 
     Args:
-        cfg: The ``index`` config (backend and search settings).
-        seed: Seed for k-means in the dataset index.
+        backend: ``auto`` (FAISS when installed and where the banks live, else torch),
+            ``torch`` or ``faiss``.
+        chunk_size: Bank rows scored per chunk by the torch backend (bounds memory).
+        half: Score in fp16/bf16 on GPU (exact ranking up to rounding).
+        ivf_threshold: FAISS uses an IVF index for dataset indices larger than this.
+        ivf_nprobe: IVF cells visited per query.
+        kmeans_iters: Iterations of spherical k-means in the dataset index.
+        seed: Seed of that k-means (``None``: the seed of ``L.seed_everything``, else 0).
+
+    Raises:
+        ValueError: For an unknown backend or a count below 1.
     """
 
-    def __init__(self, cfg: IndexConfig, seed: int = 0) -> None:
-        self.cfg = cfg
+    def __init__(
+        self,
+        backend: str = "auto",
+        chunk_size: int = 262144,
+        half: bool = False,
+        ivf_threshold: int = 2_000_000,
+        ivf_nprobe: int = 64,
+        kmeans_iters: int = 20,
+        seed: int | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"NeighbourIndexCallback(backend={backend!r}): valid: {', '.join(BACKENDS)}."
+            )
+        for name, value in (
+            ("chunk_size", chunk_size),
+            ("ivf_threshold", ivf_threshold),
+            ("ivf_nprobe", ivf_nprobe),
+            ("kmeans_iters", kmeans_iters),
+        ):
+            if int(value) < 1:
+                raise ValueError(f"NeighbourIndexCallback({name}={value}): must be at least 1.")
+        self.backend = backend
+        self.chunk_size = int(chunk_size)
+        self.half = bool(half)
+        self.ivf_threshold = int(ivf_threshold)
+        self.ivf_nprobe = int(ivf_nprobe)
+        self.kmeans_iters = int(kmeans_iters)
         self.seed = seed
         self.index: NeighbourIndex | None = None
         self._pending: dict[str, Any] | None = None
@@ -51,22 +90,32 @@ class NeighbourIndexCallback(Callback):
         """One state slot per run (independent of constructor arguments)."""
         return "NeighbourIndexCallback"
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Build the index from the method's declarations."""
-        if self.index is not None:
-            return
-        specs = pl_module.neighbour_specs()
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        self.index = NeighbourIndex(specs, make_backend(self.cfg, device))
-        pl_module.neighbours = self.index
-        if self._pending is not None:
-            self.index.load_state_dict(self._pending)
-            self._pending = None
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Build the index from the method's declarations (once) and attach it."""
+        self.build(pl_module)
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Move the banks next to the model."""
-        if self.index is not None:
-            self.index.to(pl_module.device)
+    def build(self, pl_module: L.LightningModule) -> NeighbourIndex:
+        """The method's neighbour index, built on first use, attached and on its device.
+
+        A checkpoint's banks restored before the index existed are loaded into it now.
+        """
+        device = getattr(pl_module, "device", torch.device("cpu"))
+        if self.index is None:
+            specs = pl_module.neighbour_specs() if hasattr(pl_module, "neighbour_specs") else []
+            backend = search_backend(
+                self.backend,
+                device,
+                chunk_size=self.chunk_size,
+                half=self.half,
+                ivf_threshold=self.ivf_threshold,
+                nprobe=self.ivf_nprobe,
+            )
+            self.index = NeighbourIndex(specs, backend)
+            if self._pending is not None:
+                self.index.load_state_dict(self._pending)
+                self._pending = None
+        pl_module.neighbours = self.index
+        return self.index.to(device)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -101,7 +150,7 @@ class NeighbourIndexCallback(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Rebuild the whole-dataset index when its schedule says so."""
-        spec: DatasetIndexSpec | None = pl_module.dataset_index_spec()
+        spec = getattr(pl_module, "dataset_index_spec", lambda: None)()
         if spec is None or self.index is None:
             return
         epoch = trainer.current_epoch
@@ -120,17 +169,12 @@ class NeighbourIndexCallback(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, spec: DatasetIndexSpec
     ) -> DatasetIndex:
         """Embed every training image (each rank a shard, then gathered) and index it."""
-        datamodule = trainer.datamodule
-        dataset = datamodule.train_eval_dataset()
-        shard = list(range(rank(), len(dataset), world_size()))
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(dataset, shard),
-            batch_size=int(datamodule.cfg.eval_batch_size),
-            num_workers=int(datamodule.cfg.num_workers),
-        )
-        encoder = pl_module.index_encoder()
+        assert self.index is not None
+        who = type(pl_module).__name__
+        data = require(trainer.datamodule, PlainTrainImages, who, "its whole-dataset index")
+        loader = data.plain_train_loader(rank(), world_size())
         feats, labels, indices = extract_features(
-            encoder, loader, pl_module.device, normalize=True, progress=False
+            pl_module.index_encoder(), loader, pl_module.device, normalize=True, progress=False
         )
         feats = gather_no_grad(feats.to(pl_module.device))
         labels = gather_no_grad(labels.to(pl_module.device))
@@ -142,9 +186,15 @@ class NeighbourIndexCallback(Callback):
             k=spec.k,
             n_clusters=spec.n_clusters,
             backend=self.index.backend,
-            kmeans_iters=self.cfg.kmeans_iters,
-            seed=self.seed,
+            kmeans_iters=self.kmeans_iters,
+            seed=self.kmeans_seed(),
         )
+
+    def kmeans_seed(self) -> int:
+        """``seed``, else the seed of ``L.seed_everything`` (``PL_GLOBAL_SEED``), else 0."""
+        if self.seed is not None:
+            return int(self.seed)
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def state_dict(self) -> dict[str, Any]:
         """The index's state (banks, dataset index) for the checkpoint."""

@@ -35,7 +35,7 @@ class BankSpec:
         init: ``random`` (normalised Gaussian entries, as NNCLR and MoCo) or ``zeros``.
         k: The largest number of neighbours the method will request (checked against
             ``size`` when the index is built).
-        size_setting: The config key that sets ``size`` (named in error messages).
+        size_setting: The argument that sets ``size`` (named in error messages).
     """
 
     name: str
@@ -45,7 +45,7 @@ class BankSpec:
     scope: str = "global"
     init: str = "random"
     k: int = 1
-    size_setting: str = "method.queue_size"
+    size_setting: str = "queue_size"
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,10 @@ from __future__ import annotations
 import importlib.util
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from nbr_contrast.app.config import IndexConfig
 
 BACKENDS = ("auto", "torch", "faiss")
 
@@ -315,23 +312,3 @@ def search_backend(
     if name == "faiss" or (name == "auto" and faiss_fits):
         return FaissSearch(ivf_threshold=ivf_threshold, nprobe=nprobe)
     return TorchSearch(chunk_size=chunk_size, half=half)
-
-
-def make_backend(cfg: IndexConfig, device: torch.device | str = "cpu") -> SearchBackend:
-    """Build the search backend the ``index`` config names (see :func:`search_backend`).
-
-    Args:
-        cfg: ``index`` config; ``backend`` is ``auto``, ``torch`` or ``faiss``.
-        device: Where the banks will live.
-
-    Returns:
-        The backend.
-    """
-    return search_backend(
-        cfg.backend,
-        device,
-        chunk_size=cfg.chunk_size,
-        half=cfg.half,
-        ivf_threshold=cfg.ivf_threshold,
-        nprobe=cfg.ivf_nprobe,
-    )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.app.reliability.checkpoint_io import read_checkpoint
+from nbr_contrast.app.reliability.checkpoint_io import read_run_config
 
 # data settings of the machine running the evaluation, not of the trained model
 LOCAL_KEYS = ("num_workers", "eval_batch_size", "pipeline", "download")
@@ -23,7 +23,7 @@ LOCAL_KEYS = ("num_workers", "eval_batch_size", "pipeline", "download")
 
 def checkpoint_config(ckpt: str | Path) -> dict:
     """The run config saved in a checkpoint written by ``task=fit``."""
-    return dict(read_checkpoint(ckpt)["hyper_parameters"]["cfg"])
+    return read_run_config(ckpt)
 
 
 def use_checkpoint_data(cfg: DictConfig, overrides: Sequence[str]) -> str:

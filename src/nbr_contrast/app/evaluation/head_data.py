@@ -1,7 +1,7 @@
 """Loaders of ``task=linear`` and ``task=finetune``: resumable training, sharded testing.
 
 Training batches come from the datamodule's linear-evaluation loader (random-resized crop
-and flip, :meth:`~nbr_contrast.data.datamodule.NbrDataModule.linear_train_dataloader`) or,
+and flip, :meth:`~nbr_contrast.data.datamodule.ViewsDataModule.linear_train_dataloader`) or,
 with ``task.precompute``, from fixed feature tensors; both follow the seeded, rank-sharded,
 resumable order of :class:`~nbr_contrast.data.sampling.ResumableSampler`, so a run on N
 ranks with batch B draws the same images per step as one process with batch N*B. The test
@@ -20,7 +20,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nbr_contrast.app.evaluation.report import SplitFeatures
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import ViewsDataModule
+from nbr_contrast.data.sampling import training_position
 from nbr_contrast.utils.dist import rank, world_size
 
 
@@ -69,7 +70,7 @@ class HeadDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data: NbrDataModule,
+        data: ViewsDataModule,
         batch_size: int,
         features: tuple[SplitFeatures, SplitFeatures] | None = None,
     ) -> None:
@@ -78,9 +79,14 @@ class HeadDataModule(L.LightningDataModule):
         self.batch_size = int(batch_size)
         self.features = features
 
-    def resume_at(self, epoch: int, batches: int) -> None:
-        """Start the training loader at batch ``batches`` of epoch ``epoch``."""
-        self.data.resume_at(epoch, batches)
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position (kept in checkpoints for an exact resume)."""
+        return training_position(self.trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Start the training loader where the checkpoint's run stopped."""
+        if state_dict:
+            self.data.resume_at(int(state_dict["epoch"]), int(state_dict["batches"]))
 
     def train_dataloader(self) -> DataLoader[Any]:
         """Augmented training images, or the precomputed training features."""
@@ -90,7 +96,7 @@ class HeadDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader[Any]:
         """This rank's share of the test images (evaluation transform) or features."""
-        size = int(self.data.cfg.eval_batch_size)
+        size = self.data.eval_batch_size
         if self.features is not None:
             dataset: Dataset[Any] = FeatureDataset(self.features[1])
             workers = 0

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.app.build import build_callbacks, build_trainer, checkpoint_dir
+from nbr_contrast.app.build import build_callbacks, build_trainer, checkpoint_dir, datamodule_of
 from nbr_contrast.app.evaluation.classifier import OPTIMISERS, HeadClassifier
 from nbr_contrast.app.evaluation.head_data import HeadDataModule
 from nbr_contrast.app.evaluation.layer_decay import num_blocks
@@ -31,9 +31,9 @@ from nbr_contrast.app.reliability import (
     resume_command,
     write_resume_note,
 )
-from nbr_contrast.app.reliability.checkpoint_io import read_checkpoint
+from nbr_contrast.app.reliability.checkpoint_io import read_run_config
 from nbr_contrast.app.reliability.resume import trajectory_changes
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import ViewsDataModule
 from nbr_contrast.data.image_source import DataSourceError
 from nbr_contrast.methods.base import BaseMethod
 from nbr_contrast.models.backbones import feature_dim
@@ -87,7 +87,7 @@ def check_head_resumable(cfg: DictConfig, ckpt: str) -> None:
         ConfigError: Naming the settings that differ from the checkpoint's run.
     """
     check_resumable(cfg, ckpt)
-    saved = read_checkpoint(ckpt, "resume=true: checkpoint")["hyper_parameters"]["cfg"]
+    saved = read_run_config(ckpt, "resume=true: checkpoint")
     now: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     changes = trajectory_changes(saved, now, HEAD_KEYS)
     if changes:
@@ -97,13 +97,13 @@ def check_head_resumable(cfg: DictConfig, ckpt: str) -> None:
         )
 
 
-def labelled_data(cfg: DictConfig) -> NbrDataModule:
+def labelled_data(cfg: DictConfig) -> ViewsDataModule:
     """The run's datamodule, set up, checked to have labelled training and test images.
 
     Raises:
         DataSourceError: If training images lack labels or there are no test images.
     """
-    data = NbrDataModule(cfg.data, seed=int(cfg.seed))
+    data = datamodule_of(cfg.data, int(cfg.seed))
     data.setup("fit")
     if data.num_unlabelled or data.test_source is None:
         raise DataSourceError(
@@ -115,7 +115,7 @@ def labelled_data(cfg: DictConfig) -> NbrDataModule:
 
 
 def precomputed(
-    backbone: torch.nn.Module, data: NbrDataModule, device: torch.device, progress: bool
+    backbone: torch.nn.Module, data: ViewsDataModule, device: torch.device, progress: bool
 ) -> tuple[SplitFeatures, SplitFeatures]:
     """Features of the un-augmented training and test images (``task.precompute``)."""
     backbone = backbone.to(device)

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from nbr_contrast.app.evaluation.knn_dist import sharded_knn_accuracies
 from nbr_contrast.app.evaluation.report import SplitFeatures
-from nbr_contrast.data.datamodule import NbrDataModule
+from nbr_contrast.data.datamodule import ViewsDataModule
 from nbr_contrast.monitors.features import extract_features
 from nbr_contrast.monitors.knn import KEY_BLOCK
 from nbr_contrast.neighbours.search import SearchBackend, search_backend
@@ -58,14 +58,14 @@ def shard_loader(loader: DataLoader[Any], positions: Sequence[int]) -> DataLoade
 
 
 def knn_shards(
-    backbone: nn.Module, datamodule: NbrDataModule, device: torch.device, progress: bool = True
+    backbone: nn.Module, datamodule: ViewsDataModule, device: torch.device, progress: bool = True
 ) -> Pair | None:
     """This rank's share of the normalised ``(bank, queries)`` features of a kNN report.
 
     The bank is the labelled training images when there are any, else the labelled
     reference images; each rank embeds whole :data:`~nbr_contrast.monitors.knn.KEY_BLOCK`
     blocks of it. The queries are the test images. ``None`` when nothing labelled can be
-    evaluated (:attr:`NbrDataModule.monitored`).
+    evaluated (:attr:`ViewsDataModule.monitored`).
     """
     if not datamodule.monitored:
         return None
@@ -141,7 +141,7 @@ class FitKnn(L.Callback):
 
     def __init__(
         self,
-        datamodule: NbrDataModule,
+        datamodule: ViewsDataModule,
         k: int,
         temperature: float,
         index: Any,
@@ -197,7 +197,7 @@ class FitKnn(L.Callback):
 def attach_fit_knn(
     cfg: Any,
     trainer: L.Trainer,
-    datamodule: NbrDataModule,
+    datamodule: ViewsDataModule,
     backbone: nn.Module,
     device: torch.device,
     before: bool,

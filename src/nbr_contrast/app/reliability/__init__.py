@@ -13,7 +13,7 @@
   work starts, with one line naming the setting and the fix.
 """
 
-from nbr_contrast.app.reliability.checkpoint_io import AtomicCheckpointIO
+from nbr_contrast.app.reliability.checkpoint_io import AtomicCheckpointIO, RunConfigCallback
 from nbr_contrast.app.reliability.resume import (
     ResumeStateCallback,
     check_resumable,
@@ -36,6 +36,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "ConfigError",
     "ResumeStateCallback",
+    "RunConfigCallback",
     "RunFolderBusyError",
     "RunInterrupted",
     "StopOnSignal",

@@ -49,6 +49,42 @@ class RunStateCallback(Callback):
         self._trainer = trainer
 
 
+RUN_CONFIG_KEY = "run_config"
+"""Checkpoint key of the composed run config (:class:`RunConfigCallback` writes it)."""
+
+
+class RunConfigCallback(Callback):
+    """Keeps the run config in every checkpoint the run writes (under :data:`RUN_CONFIG_KEY`).
+
+    The method's own hyper-parameters are its constructor arguments; evaluations, resume
+    checks and the choice of evaluation data read the whole run config from here.
+
+    Args:
+        config: The composed run config as plain containers.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Add the run config."""
+        checkpoint[RUN_CONFIG_KEY] = self.config
+
+
+def stored_run_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The run config a checkpoint holds (``None`` when it holds none).
+
+    Checkpoints of this release keep it under :data:`RUN_CONFIG_KEY`; those of releases
+    whose methods took the whole run config keep it in ``hyper_parameters["cfg"]``.
+    """
+    config = checkpoint.get(RUN_CONFIG_KEY)
+    if config is None:
+        config = (checkpoint.get("hyper_parameters") or {}).get("cfg")
+    return dict(config) if isinstance(config, dict) else None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -73,12 +109,19 @@ def read_checkpoint(path: str | Path, setting: str = "ckpt") -> dict[str, Any]:
             f"{setting}={str(path)!r} cannot be read, the file is truncated or corrupt "
             f"({reason}); pass another checkpoint (e.g. the run's checkpoints/epochNNN.ckpt)."
         ) from err
-    if not isinstance(saved, dict) or "cfg" not in saved.get("hyper_parameters", {}):
+    if not isinstance(saved, dict) or stored_run_config(saved) is None:
         raise CheckpointReadError(
             f"{setting}={str(path)!r} is not a checkpoint written by task=fit (it has no run "
             "config); pass a run's checkpoints/last.ckpt."
         )
     return saved
+
+
+def read_run_config(path: str | Path, setting: str = "ckpt") -> dict[str, Any]:
+    """The run config of the checkpoint ``path`` (see :func:`read_checkpoint`)."""
+    config = stored_run_config(read_checkpoint(path, setting))
+    assert config is not None  # read_checkpoint refuses a checkpoint without one
+    return config
 
 
 def readable(path: str | Path) -> bool:

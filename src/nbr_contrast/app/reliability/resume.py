@@ -10,7 +10,6 @@ drawn next, in the same order and with the same augmentations.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import shlex
@@ -25,7 +24,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nbr_contrast.app.rank_launch import hydra_quote
-from nbr_contrast.app.reliability.checkpoint_io import RunStateCallback, read_checkpoint, readable
+from nbr_contrast.app.reliability.checkpoint_io import (
+    RunStateCallback,
+    read_checkpoint,
+    read_run_config,
+    readable,
+)
 from nbr_contrast.app.reliability.validation import ConfigError
 
 OUTPUTS_ROOT = Path("outputs")
@@ -83,51 +87,27 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class ResumeStateCallback(RunStateCallback):
-    """Saves and restores the RNG states and the training loader's position.
+    """Saves and restores the RNG states, so a resumed run's random draws are the same.
 
-    The position is ``(epoch, batches already drawn in it)``; on resume the datamodule's
-    :class:`~nbr_contrast.data.sampling.ResumableSampler` starts that epoch's fixed order
-    after those batches (Lightning itself only restores its batch counters). The RNG states
-    are captured when the checkpoint is written and put back just before the first resumed
-    batch is drawn, so the augmentations match an uninterrupted run. Under DDP only rank 0's
-    RNG state reaches the file; other ranks keep their freshly seeded state.
+    The states are captured when the checkpoint is written and put back just before the
+    first resumed batch is drawn, so the augmentations (and CLIM's mixing ratios) match an
+    uninterrupted run. The loader's position travels in the datamodule's own state
+    (:meth:`~nbr_contrast.data.datamodule.ViewsDataModule.state_dict`). Under DDP only
+    rank 0's RNG state reaches the file; other ranks keep their freshly seeded state.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._pending: dict[str, Any] | None = None
 
-    def position(self) -> tuple[int, int]:
-        """``(epoch, batches of it already drawn)`` of the next training batch."""
-        trainer = self._trainer
-        if trainer is None:
-            return 0, 0
-        epoch = int(trainer.current_epoch)
-        drawn = int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-        total = trainer.num_training_batches
-        if math.isfinite(total) and drawn >= total:
-            return epoch + 1, 0
-        return epoch, drawn
-
     def state_dict(self) -> dict[str, Any]:
-        """RNG states of this process and the loader position."""
+        """RNG states of this process."""
         rank = self._trainer.global_rank if self._trainer is not None else 0
-        epoch, batches = self.position()
-        return {"rank": rank, "rng": _rng_state(), "epoch": epoch, "batches": batches}
+        return {"rank": rank, "rng": _rng_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Point the datamodule's training loader at the saved position; keep the RNG states.
-
-        Lightning restores callback states before it builds the training loader (it does so
-        early, to count the steps of the schedule, and with loader workers it creates the
-        iterator right away, which draws the sampler's order); the position must be set
-        here, not in a later hook, or the first resumed epoch replays another epoch's order.
-        """
+        """Keep the RNG states until the first resumed batch."""
         self._pending = dict(state_dict) if state_dict else None
-        trainer = self._trainer
-        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        if self._pending is not None and hasattr(datamodule, "resume_at"):
-            datamodule.resume_at(int(self._pending["epoch"]), int(self._pending["batches"]))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Put the saved RNG states back (the last hook before the first batch is drawn)."""
@@ -298,9 +278,7 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
             weight-size setting (``resume=true``: trajectory setting), in one line with
             the fix.
     """
-    saved_cfg = read_checkpoint(ckpt, "resume=true: checkpoint" if cfg.resume else "ckpt")[
-        "hyper_parameters"
-    ]["cfg"]
+    saved_cfg = read_run_config(ckpt, "resume=true: checkpoint" if cfg.resume else "ckpt")
     for key in RESUME_KEYS:
         group, name = key.split(".")
         old = saved_cfg.get(group, {}).get(name)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nbr_contrast.data.image_source import DataSourceError
+from nbr_contrast.utils.ranges import RULES
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 PRECISIONS = (
@@ -46,36 +46,6 @@ SETTING = re.compile(
 CHECKED_GROUPS = ("method", "backbone", "data", "optim", "index", "task")
 
 
-@dataclass(frozen=True)
-class Rule:
-    """A valid range for every numeric setting whose field name ``applies``."""
-
-    applies: Callable[[str], bool]
-    valid: Callable[[float], bool]
-    requirement: str
-
-
-RULES = (
-    Rule(lambda n: "temperature" in n, lambda v: v > 0, "must be > 0"),
-    Rule(lambda n: "momentum" in n, lambda v: 0 <= v <= 1, "must be in [0, 1]"),
-    Rule(lambda n: n == "k" or n.endswith("_k"), lambda v: v >= 1, "must be at least 1"),
-    Rule(
-        lambda n: n == "size" or n.endswith(("_size", "_dim")), lambda v: v >= 1, "must be positive"
-    ),
-    Rule(lambda n: n.endswith("_p"), lambda v: 0 <= v <= 1, "must be in [0, 1] (a probability)"),
-    Rule(lambda n: n.endswith("_rate"), lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    Rule(lambda n: n == "lr" or n.endswith("_lr"), lambda v: v > 0, "must be positive"),
-    Rule(lambda n: n == "std", lambda v: v > 0, "must be positive"),
-    Rule(lambda n: n == "betas", lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    Rule(
-        lambda n: n.endswith(("_epochs", "_steps", "_weight")) or n.startswith(("num_", "n_")),
-        lambda v: v >= 0,
-        "must be >= 0",
-    ),
-    Rule(lambda n: n == "weight_decay", lambda v: v >= 0, "must be >= 0"),
-    Rule(lambda n: n.endswith("_pct"), lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    Rule(lambda n: n == "epochs" or n.endswith("_iters"), lambda v: v >= 1, "must be at least 1"),
-)
 TRAINER_AT_LEAST_1 = (
     "num_nodes",
     "log_every_n_steps",
