@@ -60,9 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         seconds, printed = wall(PLUGIN)
         plugin.append(seconds)
         hydra.append(printed == "True")
-        print(
-            f"run {i + 1}/{args.runs}: lightning {base[-1]:.2f} s, plugin {seconds:.2f} s"
-        )
+        print(f"run {i + 1}/{args.runs}: lightning {base[-1]:.2f} s, plugin {seconds:.2f} s")
     extra = [b - a for a, b in zip(base, plugin, strict=True)]
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",

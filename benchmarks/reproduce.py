@@ -6,7 +6,7 @@ the neighbour part::
 
     nnclr  vs nnclr_no_nn  (method.use_nn=false)        experiment=nnclr_cifar10
     co2    vs mocov2       (α = 0)                       experiment=co2_cifar10
-    snclr  vs mocov3       (num_neighbours = 0)          experiment=snclr_cifar10
+    snclr  vs mocov3       (k = 0)                       experiment=snclr_cifar10
     clim   vs mocov2       (the same mocov2 run as co2)  experiment=clim_cifar10
     cone   vs supervised   (CE only)                     experiment=cone_cifar10
 
@@ -80,7 +80,7 @@ RUNS: dict[str, Run] = {
     "co2": Run(("experiment=co2_cifar10",)),
     "mocov2": Run(("experiment=co2_cifar10", "method=mocov2")),
     "snclr": Run(("experiment=snclr_cifar10",)),
-    "mocov3": Run(("experiment=snclr_cifar10", "method=mocov3", "method.num_neighbours=0")),
+    "mocov3": Run(("experiment=snclr_cifar10", "method=mocov3", "method.k=0")),
     "clim": Run(("experiment=clim_cifar10",)),
     "cone": Run(("experiment=cone_cifar10",), supervised=True),
     "supervised": Run(("experiment=cone_cifar10", "method=supervised"), supervised=True),

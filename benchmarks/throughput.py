@@ -95,7 +95,7 @@ class RepeatBatch(IterableDataset[dict[str, Any]]):
 
     def __init__(self, batch: dict[str, Any]) -> None:
         self.batch = batch
-        self.batch_size = int(batch["index"].shape[0])
+        self.batch_size = int(batch["sample_id"].shape[0])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
@@ -196,7 +196,7 @@ def premade_batch(batch: int, classes: int, device: torch.device, seed: int) -> 
     return {
         "views": [v.to(device) for v in views],
         "label": torch.randint(classes, (batch,), generator=gen).to(device),
-        "index": torch.arange(batch).to(device),
+        "sample_id": torch.arange(batch).to(device),
     }
 
 

@@ -10,7 +10,7 @@ from nbr_contrast import api
 from nbr_contrast.app.method_schemas import METHODS
 from nbr_contrast.app.overrides import OverrideError, check_overrides
 
-GROUPS = ["method", "backbone", "data", "trainer", "optim", "index", "logger", "task"]
+GROUPS = ["method", "backbone", "data", "trainer", "optim", "search", "logger", "task"]
 
 
 def options(group: str) -> list[str]:
@@ -32,7 +32,7 @@ def test_every_group_option_composes(group: str, option: str, tmp_path: Path) ->
         assert node.source == option  # backbone=timm / custom: name is the model's own
     if group == "data":
         assert option.startswith(node.name)
-    if group == "index":
+    if group == "search":
         assert node.backend == option
     assert cfg.output_dir == str(tmp_path)
 

@@ -134,7 +134,7 @@ RECIPES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "mocov2": ("mocov2", "mocov2", {**MOCOV2_METHOD, "alpha": 0.0}),
     "clim": ("mocov2", "mocov2", MOCOV2_METHOD),
     "snclr": ("byol", "mocov3", MOCOV3_METHOD),
-    "mocov3": ("byol", "mocov3", {**MOCOV3_METHOD, "num_neighbours": 0}),
+    "mocov3": ("byol", "mocov3", {**MOCOV3_METHOD, "k": 0}),
     "cone": (
         "supervised",
         "cone",
@@ -229,8 +229,8 @@ PAIRS = [
     (["experiment=nnclr_cifar10"], ["method.use_nn=false"], {"method.use_nn"}),
     (["method=co2"], ["method=mocov2"], {*NAMED, "method.alpha"}),
     (["experiment=co2_cifar10"], ["method=mocov2"], {*NAMED, "method.alpha"}),
-    (["method=snclr"], ["method=mocov3"], {*NAMED, "method.num_neighbours"}),
-    (["experiment=snclr_cifar10"], ["method=mocov3"], {*NAMED, "method.num_neighbours"}),
+    (["method=snclr"], ["method=mocov3"], {*NAMED, "method.k"}),
+    (["experiment=snclr_cifar10"], ["method=mocov3"], {*NAMED, "method.k"}),
     (["method=cone"], ["method=supervised"], {*NAMED, "method.sup_weight", "method.dc_weight"}),
     (
         ["experiment=cone_cifar10"],
@@ -257,7 +257,7 @@ def test_clim_differs_from_mocov2_in_its_own_parts_only(tmp_path: Path) -> None:
         (["experiment=clim_cifar10"], ["experiment=co2_cifar10", "method=mocov2"]),
     ):
         a, b = compose(tmp_path, *clim), compose(tmp_path, *mocov2)
-        own = {"_target_", "name", "n_clusters", "graph_k", "refresh_every", "warmup_epochs"}
+        own = {"_target_", "name", "n_clusters", "k", "refresh_every", "warmup_epochs"}
         own |= {"mixer", "mix_alpha"}
         diff = differing(a, b)
         # CLIM's own keys, and its extra multi-resolution view (a list, compared whole)

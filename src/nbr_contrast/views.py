@@ -8,7 +8,7 @@ datamodule of your own can use::
     pair = views.recipe("byol", image_size=32)  # BYOL's two views (NNCLR, SNCLR, MoCo v3)
     transform = views.build_multiview(pair, mean=(0.5,) * 3, std=(0.25,) * 3)
     first, second = transform(pil_image)  # two normalised float tensors [3, 32, 32]
-    dataset = views.ViewsDataset(my_dataset, pair)  # items {"views", "label", "index"}
+    dataset = views.ViewsDataset(my_dataset, pair)  # items {"views", "label", "sample_id"}
 
 :class:`~nbr_contrast.data.datamodule.ViewsDataModule` takes the same recipe names.
 """

@@ -201,7 +201,7 @@ def test_served_neighbours_come_as_crops_of_the_first_two_views(tmp_path: Path) 
     item = dataset[(0, 1)]
     assert [c.shape[-1] for c in item["crops"]] == [12, 10, 6]
     assert [c.shape[-1] for c in item["neighbour_crops"]] == [12, 10]
-    assert int(item["neighbour_index"]) == 2
+    assert int(item["neighbour_id"]) == 2
 
 
 def test_gpu_views_skip_the_crop_of_pre_cropped_tiles_only() -> None:

@@ -54,11 +54,11 @@ def test_cpu_batches_hold_views_labels_true_indices() -> None:
     views = [identity_view(32), ViewConfig(size=16)]
     dm = module(views=views, pipeline="cpu")
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"views", "label", "index"}
+    assert set(batch) == {"views", "label", "sample_id"}
     assert [tuple(v.shape) for v in batch["views"]] == [(64, 3, 32, 32), (64, 3, 16, 16)]
     assert batch["views"][1].dtype == torch.float32
-    assert batch["label"].dtype == torch.int64 and batch["index"].dtype == torch.int64
-    index = batch["index"]
+    assert batch["label"].dtype == torch.int64 and batch["sample_id"].dtype == torch.int64
+    index = batch["sample_id"]
     assert len(set(index.tolist())) == 64 and index.tolist() != list(range(64))
     torch.testing.assert_close(batch["views"][0], normalised(source_images(dm, index)))
     assert batch["label"].tolist() == dm.train_source.labels[index.numpy()].tolist()
@@ -74,16 +74,16 @@ def test_drop_last_on_a_small_npz(npz_factory: Callable[..., Path]) -> None:
         num_classes=3,
     )
     batches = list(dm.train_dataloader())
-    assert [len(b["index"]) for b in batches] == [4, 4]
-    assert len(set(torch.cat([b["index"] for b in batches]).tolist())) == 8
+    assert [len(b["sample_id"]) for b in batches] == [4, 4]
+    assert len(set(torch.cat([b["sample_id"] for b in batches]).tolist())) == 8
     val = list(dm.val_dataloader())
-    assert torch.cat([b["index"] for b in val]).tolist() == [0, 1, 2, 3, 4]
+    assert torch.cat([b["sample_id"] for b in val]).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_first_batch_order_follows_the_seed() -> None:
     def first(seed: int) -> list[int]:
         return next(iter(module(seed=seed, views=[identity_view()]).train_dataloader()))[
-            "index"
+            "sample_id"
         ].tolist()
 
     assert first(3) == first(3)
@@ -93,12 +93,12 @@ def test_first_batch_order_follows_the_seed() -> None:
 def test_val_and_index_loaders_are_unaugmented_and_ordered() -> None:
     dm = module(views=[ViewConfig()])
     val = next(iter(dm.val_dataloader()))
-    assert set(val) == {"image", "label", "index"}
-    assert val["image"].shape == (100, 3, 32, 32) and val["index"].tolist() == list(range(100))
+    assert set(val) == {"image", "label", "sample_id"}
+    assert val["image"].shape == (100, 3, 32, 32) and val["sample_id"].tolist() == list(range(100))
     train = next(iter(dm.index_dataloader()))
-    torch.testing.assert_close(train["image"], normalised(source_images(dm, train["index"])))
-    assert train["index"].tolist() == list(range(100))
-    shuffled = next(iter(dm.index_dataloader(shuffle=True)))["index"]
+    torch.testing.assert_close(train["image"], normalised(source_images(dm, train["sample_id"])))
+    assert train["sample_id"].tolist() == list(range(100))
+    shuffled = next(iter(dm.index_dataloader(shuffle=True)))["sample_id"]
     assert shuffled.tolist() != list(range(100))
 
 
@@ -153,6 +153,8 @@ def test_config_errors_name_the_setting() -> None:
 def test_linear_train_loader_is_augmented_and_shuffled() -> None:
     dm = module(views=[identity_view()])
     batch = next(iter(dm.linear_train_dataloader(32)))
-    assert set(batch) == {"image", "label", "index"}
-    assert batch["image"].shape == (32, 3, 32, 32) and batch["index"].tolist() != list(range(32))
-    assert not torch.allclose(batch["image"], normalised(source_images(dm, batch["index"])))
+    assert set(batch) == {"image", "label", "sample_id"}
+    assert batch["image"].shape == (32, 3, 32, 32) and batch["sample_id"].tolist() != list(
+        range(32)
+    )
+    assert not torch.allclose(batch["image"], normalised(source_images(dm, batch["sample_id"])))

@@ -33,7 +33,7 @@ def test_served_neighbour_is_the_selected_image() -> None:
     datamodule.set_neighbour_table(*shifted_table(datamodule.num_train))
     for i in (0, 3, 7, 4999):
         item = dataset[i]
-        j = int(item["neighbour_index"])
+        j = int(item["neighbour_id"])
         assert j == (7 if i == 7 else (i + 1) % 5000)
         assert torch.equal(item["neighbour_views"][0], dataset[j]["views"][0])
         assert len(item["neighbour_views"]) == 2
@@ -44,9 +44,9 @@ def test_persistent_workers_see_a_table_set_later() -> None:
     datamodule.enable_neighbour_serving(2)
     loader = datamodule.train_dataloader()
     first = next(iter(loader))
-    assert "neighbour_index" not in first
+    assert "neighbour_id" not in first
     datamodule.set_neighbour_table(*shifted_table(datamodule.num_train))
     batch = next(iter(loader))
-    expected = (batch["index"] + 1) % 5000
-    expected[batch["index"] == 7] = 7
-    assert torch.equal(batch["neighbour_index"], expected)
+    expected = (batch["sample_id"] + 1) % 5000
+    expected[batch["sample_id"] == 7] = 7
+    assert torch.equal(batch["neighbour_id"], expected)

@@ -26,7 +26,10 @@ def _cfg(out: Path, pattern: str, *overrides: str) -> DictConfig:
 
 
 def _batches(dm: ViewsDataModule) -> list[dict[str, torch.Tensor]]:
-    return [{"index": b["index"], "views": torch.stack(b["views"])} for b in dm.train_dataloader()]
+    return [
+        {"sample_id": b["sample_id"], "views": torch.stack(b["views"])}
+        for b in dm.train_dataloader()
+    ]
 
 
 def test_a_resumed_loader_continues_with_the_same_batches_and_views(tmp_path: Path) -> None:
@@ -39,18 +42,22 @@ def test_a_resumed_loader_continues_with_the_same_batches_and_views(tmp_path: Pa
         straight.train_sampler = None
         loader = straight.train_dataloader()
         loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-        epochs.append([{"index": b["index"], "views": torch.stack(b["views"])} for b in loader])
+        epochs.append(
+            [{"sample_id": b["sample_id"], "views": torch.stack(b["views"])} for b in loader]
+        )
     assert [len(e) for e in epochs] == [6, 6]
-    seen = torch.cat([b["index"] for b in epochs[0]]).tolist()
+    seen = torch.cat([b["sample_id"] for b in epochs[0]]).tolist()
     assert sorted(seen) == list(range(24))
-    assert seen != torch.cat([b["index"] for b in epochs[1]]).tolist()
+    assert seen != torch.cat([b["sample_id"] for b in epochs[1]]).tolist()
     for epoch, skipped in ((0, 3), (1, 1)):
         resumed = datamodule_of(data)
         resumed.resume_at(epoch, skipped)
         rest = _batches(resumed)
         assert len(rest) == 6 - skipped
         for a, b in zip(epochs[epoch][skipped:], rest, strict=True):
-            assert torch.equal(a["index"], b["index"]) and torch.equal(a["views"], b["views"])
+            assert torch.equal(a["sample_id"], b["sample_id"]) and torch.equal(
+                a["views"], b["views"]
+            )
 
 
 def test_the_gpu_pipeline_gets_uint8_crops_per_view(tmp_path: Path) -> None:

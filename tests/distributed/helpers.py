@@ -28,7 +28,7 @@ from nbr_contrast.utils.dist import gather_no_grad, gather_with_grad, rank
 
 WORLD = 2
 SMALL = [
-    "index=torch",
+    "search=torch",
     "trainer.accelerator=cpu",
     "data.num_workers=0",
     "plots=false",
@@ -96,7 +96,7 @@ def build(cfg: DictConfig, prefill: int = 0) -> tuple[BaseMethod, NeighbourIndex
     torch.manual_seed(0)
     method = gathered_batchnorm(build_method(cfg))
     torch.manual_seed(1)  # the banks' random initial entries derive from this seed
-    callback = NeighbourIndexCallback(**OmegaConf.to_container(cfg.index), seed=0)
+    callback = NeighbourIndexCallback(**OmegaConf.to_container(cfg.search), seed=0)
     callback.build(method)
     assert callback.index is not None
     g = torch.Generator().manual_seed(2)
@@ -121,7 +121,7 @@ def make_batch(sizes: list[int], n: int, seed: int = 3) -> dict[str, Any]:
     return {
         "views": views,
         "label": torch.randint(0, 10, (n,), generator=g),
-        "index": torch.arange(1000, 1000 + n),
+        "sample_id": torch.arange(1000, 1000 + n),
     }
 
 
@@ -132,7 +132,7 @@ def shard(batch: dict[str, Any], local_rank: int, world: int = WORLD) -> dict[st
     return {
         "views": [v[part] for v in batch["views"]],
         "label": batch["label"][part],
-        "index": batch["index"][part],
+        "sample_id": batch["sample_id"][part],
     }
 
 

@@ -59,7 +59,7 @@ PRED = ["method.pred_hidden_dim=32"]
 CASES: dict[str, tuple[list[str], list[int]]] = {
     "nnclr": (["method=nnclr", *HEADS, *PRED, VIEWS], [8, 8]),
     "co2": (["method=co2", *HEADS, VIEWS], [8, 8]),
-    "snclr": (["method=snclr", *HEADS, *PRED, "method.num_neighbours=3", VIEWS], [8, 8]),
+    "snclr": (["method=snclr", *HEADS, *PRED, "method.k=3", VIEWS], [8, 8]),
     "msf": (["method=msf", *HEADS, "method.k=3", VIEWS], [8, 8]),
     # before its warm-up CLIM is MoCo v2 plus the multi-resolution query (third view)
     "clim": (["method=clim", *HEADS, "data.views=[{size:8},{size:8},{size:4}]"], [8, 8, 4]),
@@ -77,7 +77,7 @@ CASES: dict[str, tuple[list[str], list[int]]] = {
 }
 RANK_SCOPE = "snclr_rank"
 RANK_SCOPE_CASE = (
-    ["method=snclr", *HEADS, *PRED, "method.num_neighbours=3", "method.bank_scope=rank", VIEWS],
+    ["method=snclr", *HEADS, *PRED, "method.k=3", "method.bank_scope=rank", VIEWS],
     [8, 8],
 )
 
@@ -133,7 +133,7 @@ def _compare(ref: dict[str, Any], got: dict[str, Any]) -> dict[str, Any]:
 def _rank_scope(got: dict[str, Any], local_rank: int) -> dict[str, Any]:
     bank = got["banks"]["support"]
     own = set(range(1000 + local_rank * B, 1000 + (local_rank + 1) * B))
-    written = {i for i in bank["index"].tolist() if i >= 1000}
+    written = {i for i in bank["sample_id"].tolist() if i >= 1000}
     return {
         "holds_only_own_keys": written == own,
         "same_on_ranks": same_on_all_ranks(bank["embeddings"]),

@@ -32,7 +32,7 @@ from nbr_contrast.app.evaluation.knn_dist import (
     merge_ranks,
     sharded_knn_accuracies,
 )
-from nbr_contrast.monitors.knn import Neighbours, neighbour_chunks, votes
+from nbr_contrast.monitors.knn import TopK, neighbour_chunks, votes
 from nbr_contrast.neighbours.search import TorchSearch
 from tests.distributed.helpers import WORLD, compose, free_port, init_gloo
 
@@ -65,7 +65,7 @@ def evaluate(d: dict[str, Tensor], train_rows: Any, test_rows: Any) -> dict[str,
     queries = all_gather_rows(test[0])[all_gather_rows(tests).argsort()]
     merge = partial(merge_ranks, k=max(KS))
     chunks = list(neighbour_chunks(*train[:2], queries, max(KS), QUERY_CHUNK, backend, ids, merge))
-    found = Neighbours(*(torch.cat(t) for t in zip(*chunks, strict=True)))
+    found = TopK(*(torch.cat(t) for t in zip(*chunks, strict=True)))
     preds = {(t, k): votes(found, k, t, CLASSES).argmax(dim=1) for t in TAUS for k in KS}
     return {"accs": accs, "found": found, "preds": preds}
 
@@ -78,7 +78,7 @@ def report_of_images(overrides: list[str], out: str) -> dict[str, Any]:
     cpu = torch.device("cpu")
     pair = knn_run.knn_shards(method.backbone, datamodule, cpu, progress=False)
     assert pair is not None
-    backend = knn_run.knn_backend(cfg.index, cpu)
+    backend = knn_run.knn_backend(cfg.search, cpu)
     accs = knn_run.pair_accuracies(pair, [1, 5, 20], TAUS, datamodule.num_classes, backend)
     return {"accs": accs, "bank": pair[0].indices.tolist(), "test": pair[1].indices.tolist()}
 

@@ -39,7 +39,7 @@ def _rank(local_rank: int, port: int, shards: str, val: str, out: str, shared: A
 
     def record(self: ViewsDataModule, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:
-            seen.append((self.trainer.current_epoch, batch["index"].tolist()))
+            seen.append((self.trainer.current_epoch, batch["sample_id"].tolist()))
         return original(self, batch, dataloader_idx)
 
     ViewsDataModule.on_after_batch_transfer = record  # type: ignore[method-assign]
@@ -50,7 +50,7 @@ def _rank(local_rank: int, port: int, shards: str, val: str, out: str, shared: A
             *SMALL_NNCLR,
             "trainer=ddp_cpu",
             "trainer.devices=2",
-            "index=torch",
+            "search=torch",
             "data=webdataset",
             f"data.shards='{shards}'",
             f"data.val_shards='{val}'",

@@ -15,7 +15,7 @@ def make_batches(n: int = 23, batch_size: int = 5) -> list[dict[str, torch.Tenso
         {
             "image": images[i : i + batch_size],
             "label": labels[i : i + batch_size],
-            "index": indices[i : i + batch_size],
+            "sample_id": indices[i : i + batch_size],
         }
         for i in range(0, n, batch_size)
     ]
@@ -37,7 +37,7 @@ def test_preserves_order_and_matches_eval_forward() -> None:
     backbone = make_backbone().train()
     feats, labels, indices = extract_features(backbone, batches, "cpu", progress=True)
     assert feats.shape == (23, 8) and feats.dtype == torch.float32
-    assert torch.equal(indices, torch.cat([b["index"] for b in batches]))
+    assert torch.equal(indices, torch.cat([b["sample_id"] for b in batches]))
     assert torch.equal(labels, torch.cat([b["label"] for b in batches]))
     assert labels.dtype == torch.long and indices.dtype == torch.long
     backbone.eval()
@@ -70,4 +70,4 @@ def test_normalize_and_max_items() -> None:
     )
     assert feats.shape[0] == labels.shape[0] == indices.shape[0] == 12
     torch.testing.assert_close(feats.norm(dim=1), torch.ones(12))
-    assert torch.equal(indices, torch.cat([b["index"] for b in batches])[:12])
+    assert torch.equal(indices, torch.cat([b["sample_id"] for b in batches])[:12])

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from nbr_contrast.monitors.knn import (
     PAD_ID,
-    Neighbours,
+    TopK,
     merge_topk,
     neighbour_chunks,
     shard_topk,
@@ -36,13 +36,13 @@ class HighestIdFirst(SearchBackend):
 BLOCK = 4  # keys scored per matmul; shards hold whole blocks, as the ranks do
 
 
-def single_process(train: Tensor, labels: Tensor, test: Tensor, k: int) -> Neighbours:
+def single_process(train: Tensor, labels: Tensor, test: Tensor, k: int) -> TopK:
     backend = TorchSearch(chunk_size=BLOCK)
     chunks = list(neighbour_chunks(train, labels, test, k, chunk_size=64, backend=backend))
-    return Neighbours(*(torch.cat(t) for t in zip(*chunks, strict=True)))
+    return TopK(*(torch.cat(t) for t in zip(*chunks, strict=True)))
 
 
-def sharded(train: Tensor, labels: Tensor, test: Tensor, k: int, cuts: list[int]) -> Neighbours:
+def sharded(train: Tensor, labels: Tensor, test: Tensor, k: int, cuts: list[int]) -> TopK:
     """Top-k per shard of whole blocks of rows, merged: what the ranks compute, in one process.
 
     All queries are searched at once, as by :func:`single_process` (one chunk of queries).
@@ -54,10 +54,10 @@ def sharded(train: Tensor, labels: Tensor, test: Tensor, k: int, cuts: list[int]
         shard_topk(queries, keys[a:b], labels[a:b], ids[a:b], k, TorchSearch(chunk_size=BLOCK))
         for a, b in itertools.pairwise(bounds)
     ]
-    return merge_topk(Neighbours(*(torch.cat(t, dim=1) for t in zip(*parts, strict=True))), k)
+    return merge_topk(TopK(*(torch.cat(t, dim=1) for t in zip(*parts, strict=True))), k)
 
 
-def assert_same(a: Neighbours, b: Neighbours) -> None:
+def assert_same(a: TopK, b: TopK) -> None:
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
 
@@ -65,7 +65,7 @@ def assert_same(a: Neighbours, b: Neighbours) -> None:
 def test_merge_orders_by_similarity_then_id() -> None:
     sims = torch.tensor([[0.5, 0.9, 0.5, 0.9, 0.1]])
     ids = torch.tensor([[7, 4, 2, 3, 0]])
-    merged = merge_topk(Neighbours(sims, ids + 100, ids), 4)
+    merged = merge_topk(TopK(sims, ids + 100, ids), 4)
     assert merged.ids.tolist() == [[3, 4, 2, 7]]
     assert merged.labels.tolist() == [[103, 104, 102, 107]]
     assert merged.sims[0].tolist() == pytest.approx([0.9, 0.9, 0.5, 0.5])
@@ -122,7 +122,7 @@ def test_backends_find_the_same_neighbours(name: str) -> None:
     labels = torch.randint(0, 3, (50,), generator=gen)
     backend = search_backend(name, chunk_size=BLOCK)
     chunks = neighbour_chunks(train, labels, test, 6, chunk_size=5, backend=backend)
-    found = Neighbours(*(torch.cat(t) for t in zip(*chunks, strict=True)))
+    found = TopK(*(torch.cat(t) for t in zip(*chunks, strict=True)))
     expected = single_process(train, labels, test, 6)
     assert torch.equal(found.ids, expected.ids)
     torch.testing.assert_close(found.sims, expected.sims)

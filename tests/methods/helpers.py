@@ -37,4 +37,4 @@ def grads_of(module: torch.nn.Module) -> list[torch.Tensor]:
 
 def as_train_batch(batch: dict[str, Any]) -> TrainBatch:
     """The typed batch a method's ``step`` receives."""
-    return TrainBatch(views=batch["views"], labels=batch["label"], indices=batch["index"])
+    return TrainBatch(views=batch["views"], labels=batch["label"], sample_ids=batch["sample_id"])

@@ -7,18 +7,18 @@ from omegaconf import DictConfig
 
 from nbr_contrast.data.config import ViewConfig
 from nbr_contrast.methods.clim import centre_wise_selection
-from nbr_contrast.neighbours.dataset_index import DatasetIndex
+from nbr_contrast.neighbours.dataset_graph import DatasetGraph
 
 from .helpers import fit_small
 
 
-def toy_index() -> DatasetIndex:
+def toy_index() -> DatasetGraph:
     """Two clusters on a line; closeness to the centroid is given by hand.
 
     cluster 0: images 0,1,2 with centroid similarity 0.9, 0.5, 0.7
     cluster 1: images 3,4   with centroid similarity 0.6, 0.8
     """
-    index = DatasetIndex.__new__(DatasetIndex)
+    index = DatasetGraph.__new__(DatasetGraph)
     index.knn_ids = torch.tensor([[1, 2], [2, 0], [0, 3], [4, 2], [3, 0]])
     index.cluster = torch.tensor([0, 0, 0, 1, 1])
     index.centroid_sim = torch.tensor([0.9, 0.5, 0.7, 0.6, 0.8])
@@ -46,7 +46,7 @@ SMALL = [
     "method.queue_size=64",
     "method.knn_k=10",
     "method.n_clusters=4",
-    "method.graph_k=3",
+    "method.k=3",
     "method.warmup_epochs=1",
     "method.refresh_every=1",
     "trainer.max_epochs=2",
@@ -60,7 +60,7 @@ def test_mixing_starts_after_warmup_with_served_neighbours(
     method, trainer = fit_small(tiny_cfg(*SMALL))
     metrics = trainer.callback_metrics
     assert "train/l_mix_epoch" in metrics
-    index = method.neighbours.dataset_index
+    index = method.neighbours.dataset_graph
     assert index is not None and index.epoch == 1
     assert index.knn_ids.shape == (5000, 3)
     assert 0.0 <= float(metrics["clim/selected_fraction"]) <= 1.0

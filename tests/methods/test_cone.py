@@ -89,8 +89,8 @@ def test_cone_never_uses_its_own_bank_entries(
 
     def step_spy(self, batch):  # type: ignore[no-untyped-def]
         if self.current_epoch >= 1:  # the bank's dataset indices as this step sees them
-            stored = self.bank("queue").payloads["index"]
-            truth.append(stored[None, :] == batch.indices[:, None])
+            stored = self.bank("queue").payloads["sample_id"]
+            truth.append(stored[None, :] == batch.sample_ids[:, None])
         return original_step(self, batch)
 
     monkeypatch.setattr(cone, "cone_neighbour_loss", loss_spy)

@@ -27,9 +27,9 @@ STEPS = 20
 METHODS = ("nnclr", "co2", "mocov2", "snclr", "mocov3", "clim", "cone", "supervised")
 SMALL = {
     "nnclr": ["method.queue_size=64"],
-    # FAISS on the CPU (index=auto there) counts skipped entries on the host; banks on a
-    # GPU, and index=torch, mask them on the device
-    "snclr": ["method.queue_size=64", "index=torch"],
+    # FAISS on the CPU (search=auto there) counts skipped entries on the host; banks on a
+    # GPU, and search=torch, mask them on the device
+    "snclr": ["method.queue_size=64", "search=torch"],
     "clim": ["method.warmup_epochs=0"],
     "cone": ["method.k=16"],  # the bank is one epoch of 24 batches of 8
 }

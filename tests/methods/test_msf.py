@@ -34,7 +34,7 @@ def test_heads_follow_the_backbone_width(tiny_cfg: Callable[..., DictConfig]) ->
     assert method.projector[0].out_features == 2 * width
     assert method.embedding_dim == width // 4
     assert method.predictor[-1].out_features == width // 4
-    with pytest.raises(ValueError, match=r"MSF\(k=0\): k must be at least 1"):
+    with pytest.raises(ValueError, match=r"method\.k=0 must be at least 1 \(1: BYOL\)"):
         build_method(tiny_cfg("method=msf", "method.k=0"))
 
 
@@ -70,4 +70,4 @@ def test_gradient_reaches_online_modules_not_the_target(
     assert all(p.grad is not None for p in method.predictor.parameters())
     assert all(p.grad is not None for p in method.backbone.parameters())
     assert all(p.grad is None for p in method.momentum_backbone.parameters())
-    assert set(out.enqueue["memory"]) == {"embeddings", "label", "index"}
+    assert set(out.enqueue["memory"]) == {"embeddings", "label", "sample_id"}

@@ -38,10 +38,10 @@ def test_short_fit_reports_knn_and_checkpoint(tiny_cfg: Callable[..., DictConfig
 def test_bank_payloads_are_the_true_labels(tiny_cfg: Callable[..., DictConfig]) -> None:
     method, _ = fit_small(tiny_cfg(*SMALL))
     bank = method.bank("support")
-    filled = bank.payloads["index"] >= 0
+    filled = bank.payloads["sample_id"] >= 0
     assert int(filled.sum()) == 32  # 2 steps x batch 16
     labels = torch.as_tensor(mini_source("train").labels)
-    idx = bank.payloads["index"][filled]
+    idx = bank.payloads["sample_id"][filled]
     assert torch.equal(bank.payloads["label"][filled].cpu(), labels[idx.cpu()])
     emb = bank.embeddings[filled]
     assert torch.allclose(emb.norm(dim=1), torch.ones(len(emb)), atol=1e-5)
@@ -83,7 +83,7 @@ def test_ablation_gradient_reaches_z_through_the_positive(
 
 def test_bank_smaller_than_k_is_a_clear_error(tiny_cfg: Callable[..., DictConfig]) -> None:
     cfg = tiny_cfg(*SMALL, "method.queue_size=0")
-    with pytest.raises(ValueError, match=r"NNCLR\(queue_size=0\): queue_size must be positive"):
+    with pytest.raises(ValueError, match=r"method\.queue_size=0 must be positive"):
         fit_small(cfg)
 
 

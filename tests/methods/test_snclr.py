@@ -20,7 +20,7 @@ SMALL = [
 
 
 def test_snclr_mocov3_and_learned_attention_fit(tiny_cfg: Callable[..., DictConfig]) -> None:
-    snclr = ["method=snclr", "method.num_neighbours=3"]
+    snclr = ["method=snclr", "method.k=3"]
     for extra in (snclr, ["method=mocov3"], [*snclr, "method.attention=learned"]):
         method, trainer = fit_small(tiny_cfg(*SMALL, *extra))
         assert trainer.global_step == 2
@@ -42,19 +42,19 @@ def test_neighbours_never_include_own_index(tiny_cfg: Callable[..., DictConfig])
     cfg = tiny_cfg(
         *SMALL,
         "method=snclr",
-        "method.num_neighbours=3",
+        "method.k=3",
         "trainer.limit_train_batches=6",
         "data.batch_size=8",
     )
     method, _ = fit_small(cfg)
     batch = first_batch(cfg)
     keys = method.keys(batch["views"][1])
-    found = method.bank("support").search(keys, 3, exclude_index=batch["index"])
-    assert not (found.payloads["index"] == batch["index"][:, None]).any()
+    found = method.bank("support").search(keys, 3, exclude_ids=batch["sample_id"])
+    assert not (found.payloads["sample_id"] == batch["sample_id"][:, None]).any()
 
 
 def test_weights_stats_logged(tiny_cfg: Callable[..., DictConfig]) -> None:
-    _, trainer = fit_small(tiny_cfg(*SMALL, "method=snclr", "method.num_neighbours=3"))
+    _, trainer = fit_small(tiny_cfg(*SMALL, "method=snclr", "method.k=3"))
     metrics = trainer.callback_metrics
     assert 0.0 < float(metrics["train/weight_mean_epoch"]) <= 1.0
     assert float(metrics["train/weight_entropy_epoch"]) >= 0.0
@@ -65,7 +65,7 @@ def test_snclr_with_a_vit_backbone(tiny_cfg: Callable[..., DictConfig]) -> None:
     cfg = tiny_cfg(
         *SMALL,
         "method=snclr",
-        "method.num_neighbours=3",
+        "method.k=3",
         "backbone=vit_tiny",
         "optim=adamw",
         "data.batch_size=8",

@@ -1,4 +1,4 @@
-"""A run with index.backend=faiss and one with index.backend=torch find the same neighbours."""
+"""A run with search.backend=faiss and one with search.backend=torch find the same neighbours."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def record_run(
 def test_faiss_and_torch_runs_find_the_same_neighbours_step_for_step(
     tiny_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    faiss_ids, faiss_backends = record_run(tiny_cfg(*SMALL, "index=faiss"), monkeypatch)
-    torch_ids, torch_backends = record_run(tiny_cfg(*SMALL, "index=torch"), monkeypatch)
+    faiss_ids, faiss_backends = record_run(tiny_cfg(*SMALL, "search=faiss"), monkeypatch)
+    torch_ids, torch_backends = record_run(tiny_cfg(*SMALL, "search=torch"), monkeypatch)
     assert set(faiss_backends) == {FaissSearch} and set(torch_backends) == {TorchSearch}
     assert len(faiss_ids) == len(torch_ids) == 2 * 4  # two views, four steps
     for step, (a, b) in enumerate(zip(faiss_ids, torch_ids, strict=True)):

@@ -17,7 +17,7 @@ from ..runs import run_python
 
 PAYLOADS = {
     "label": PayloadSpec(),
-    "index": PayloadSpec(),
+    "sample_id": PayloadSpec(),
     "probs": PayloadSpec((3,), torch.float32, 1 / 3),
 }
 
@@ -32,7 +32,7 @@ def entries(indices: torch.Tensor, dim: int = 4) -> dict[str, torch.Tensor]:
     emb = normalize(torch.randn(len(indices), dim, generator=gen), dim=1)
     emb[:, 0] = indices.float()  # recoverable from the stored row
     probs = torch.stack([indices.float(), indices.float() * 2, indices.float() * 3], dim=1)
-    return {"embeddings": emb, "label": indices * 10, "index": indices, "probs": probs}
+    return {"embeddings": emb, "label": indices * 10, "sample_id": indices, "probs": probs}
 
 
 def test_initial_state() -> None:
@@ -53,15 +53,15 @@ def test_payloads_follow_embeddings_through_wrap_around() -> None:
         written += batch.tolist()
         for row in range(bank.num_valid):
             i = int(bank.embeddings[row, 0])
-            assert int(bank.payloads["index"][row]) == i
+            assert int(bank.payloads["sample_id"][row]) == i
             assert int(bank.payloads["label"][row]) == 10 * i
             torch.testing.assert_close(
                 bank.payloads["probs"][row], torch.tensor([i, 2 * i, 3 * i]).float()
             )
     assert (bank.ptr, bank.num_seen, bank.is_full) == (15 % 8, 15, True)
-    assert sorted(bank.payloads["index"].tolist()) == written[-8:]
+    assert sorted(bank.payloads["sample_id"].tolist()) == written[-8:]
     # FIFO positions: entry j was written at row j % 8.
-    assert all(int(bank.payloads["index"][j % 8]) == j for j in written[-8:])
+    assert all(int(bank.payloads["sample_id"][j % 8]) == j for j in written[-8:])
 
 
 def test_batch_larger_than_bank_keeps_last_rows_in_place() -> None:
@@ -69,8 +69,8 @@ def test_batch_larger_than_bank_keeps_last_rows_in_place() -> None:
     bank.enqueue(**entries(torch.arange(3)))
     bank.enqueue(**entries(torch.arange(3, 23)))
     assert bank.ptr == 23 % 8 and bank.num_seen == 23
-    assert all(int(bank.payloads["index"][j % 8]) == j for j in range(15, 23))
-    assert torch.equal(bank.embeddings[:, 0], bank.payloads["index"].float())
+    assert all(int(bank.payloads["sample_id"][j % 8]) == j for j in range(15, 23))
+    assert torch.equal(bank.embeddings[:, 0], bank.payloads["sample_id"].float())
 
 
 def test_enqueue_detaches_and_converts() -> None:
@@ -107,7 +107,7 @@ def test_search_returns_rows_with_payloads(backend) -> None:
     bank = NeighbourBank("b", 64, 16, PAYLOADS, backend=backend)
     emb = normalize(torch.randn(64, 16), dim=1)
     idx = torch.arange(64)
-    bank.enqueue(emb, label=idx * 10, index=idx, probs=torch.rand(64, 3))
+    bank.enqueue(emb, label=idx * 10, sample_id=idx, probs=torch.rand(64, 3))
     queries = normalize(torch.randn(5, 16), dim=1)
     found = bank.search(queries, k=4)
     ref = (queries @ emb.T).topk(4, dim=1)
@@ -131,7 +131,7 @@ def test_searches_are_timed_only_when_asked() -> None:
 
 
 @pytest.mark.parametrize("backend", backends(), ids=lambda b: type(b).__name__)
-def test_exclude_index_is_exact_with_duplicates(backend) -> None:
+def test_exclude_ids_is_exact_with_duplicates(backend) -> None:
     dim = 8
     bank = NeighbourBank("b", 32, dim, PAYLOADS, backend=backend)
     queries = normalize(torch.randn(2, dim), dim=1)
@@ -142,9 +142,9 @@ def test_exclude_index_is_exact_with_duplicates(backend) -> None:
     others = normalize(torch.randn(23, dim), dim=1)
     emb = torch.cat([near0, near1, others])
     idx = torch.cat([torch.full((6,), 5), torch.full((3,), 9), torch.arange(100, 123)])
-    bank.enqueue(emb, label=idx, index=idx, probs=torch.rand(32, 3))
-    found = bank.search(queries, k=4, exclude_index=own)
-    assert not (found.payloads["index"] == own[:, None]).any()
+    bank.enqueue(emb, label=idx, sample_id=idx, probs=torch.rand(32, 3))
+    found = bank.search(queries, k=4, exclude_ids=own)
+    assert not (found.payloads["sample_id"] == own[:, None]).any()
     scores = queries @ emb.T
     scores[idx[None, :] == own[:, None]] = float("-inf")
     ref = scores.topk(4, dim=1)
@@ -152,11 +152,11 @@ def test_exclude_index_is_exact_with_duplicates(backend) -> None:
     torch.testing.assert_close(found.sims, ref.values, atol=1e-5, rtol=0)
     if isinstance(backend, TorchSearch):
         # masked on the device: missing neighbours come back with -inf similarity
-        short = bank.search(queries, k=27, exclude_index=own)
+        short = bank.search(queries, k=27, exclude_ids=own)
         assert torch.isinf(short.sims[0, 26:]).all() and torch.isfinite(short.sims[1]).all()
     else:
         with pytest.raises(ValueError, match=r"k=27"):
-            bank.search(queries, k=27, exclude_index=own)
+            bank.search(queries, k=27, exclude_ids=own)
 
 
 def test_only_filled_and_k_errors() -> None:
@@ -172,8 +172,8 @@ def test_only_filled_and_k_errors() -> None:
 
 def test_exclude_needs_index_payload() -> None:
     bank = NeighbourBank("plain", 8, 4)
-    with pytest.raises(ValueError, match=r"'plain'.*'index'"):
-        bank.search(normalize(torch.randn(2, 4), dim=1), k=1, exclude_index=torch.arange(2))
+    with pytest.raises(ValueError, match=r"'plain'.*'sample_id'"):
+        bank.search(normalize(torch.randn(2, 4), dim=1), k=1, exclude_ids=torch.arange(2))
 
 
 def test_similarities_match_brute_force_and_carry_gradient() -> None:

@@ -23,7 +23,7 @@ class FakeMethod:
     neighbours: Any = None
 
     def neighbour_specs(self) -> list[BankSpec]:
-        payloads = {"label": PayloadSpec(), "index": PayloadSpec()}
+        payloads = {"label": PayloadSpec(), "sample_id": PayloadSpec()}
         return [
             BankSpec("shared", SIZE, DIM, payloads, scope="global", init="zeros"),
             BankSpec("own", SIZE, DIM, payloads, scope="rank", init="zeros"),
@@ -37,7 +37,7 @@ def batch_for(rank: int, step: int) -> dict[str, torch.Tensor]:
     base = 100 * rank + 10 * step
     index = torch.arange(base, base + BATCH)
     emb = torch.nn.functional.normalize(torch.randn(BATCH, DIM), dim=1)
-    return {"embeddings": emb, "label": index % 7, "index": index}
+    return {"embeddings": emb, "label": index % 7, "sample_id": index}
 
 
 def worker(rank: int, port: int, out: dict) -> None:
@@ -67,15 +67,15 @@ def test_global_bank_identical_across_ranks_and_rank_banks_differ() -> None:
     out = manager.dict()
     mp.spawn(worker, args=(free_port(), out), nprocs=2, join=True)
     r0, r1 = out[0], out[1]
-    for key in ("embeddings", "label", "index"):
+    for key in ("embeddings", "label", "sample_id"):
         assert torch.equal(r0["shared"][key], r1["shared"][key])
-    assert not torch.equal(r0["own"]["index"], r1["own"]["index"])
+    assert not torch.equal(r0["own"]["sample_id"], r1["own"]["sample_id"])
     # 2 steps x 2 ranks x 3 = 12 entries into a bank of 8: FIFO keeps the last 8 in
     # (step, rank) order with wrap-around; every index appears with its own label.
-    idx = r0["shared"]["index"]
+    idx = r0["shared"]["sample_id"]
     expected = [100 * r + 10 * s + i for s in range(2) for r in range(2) for i in range(3)]
     assert sorted(idx.tolist()) == sorted(expected[-SIZE:])
     assert torch.equal(r0["shared"]["label"], idx % 7)
     # the per-rank bank holds only that rank's entries
-    assert all(i < 100 for i in r0["own"]["index"].tolist() if i >= 0)
-    assert all(i >= 100 for i in r1["own"]["index"].tolist() if i >= 0)
+    assert all(i < 100 for i in r0["own"]["sample_id"].tolist() if i >= 0)
+    assert all(i >= 100 for i in r1["own"]["sample_id"].tolist() if i >= 0)

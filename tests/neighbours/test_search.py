@@ -101,7 +101,7 @@ def test_backend_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(search_backend("torch"), TorchSearch)
     monkeypatch.setattr(search, "faiss_available", lambda: False)
     assert isinstance(search_backend("auto"), TorchSearch)
-    with pytest.raises(ImportError, match=r"index\.backend.*nbr-contrast\[faiss\].*=torch"):
+    with pytest.raises(ImportError, match=r"search\.backend.*nbr-contrast\[faiss\].*=torch"):
         search_backend("faiss")
     with pytest.raises(ValueError, match=r"annoy.*'auto', 'torch', 'faiss'"):
         search_backend("annoy")

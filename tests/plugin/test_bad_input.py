@@ -86,7 +86,7 @@ def test_a_baseline_refuses_its_switch() -> None:
 
 
 def test_cone_needs_the_number_of_classes() -> None:
-    with pytest.raises(ValueError, match=r"CoNe trains a classifier: pass num_classes="):
+    with pytest.raises(ValueError, match=r"num_classes must be the number of classes \(CoNe"):
         CoNe(backbone=resnet18())
 
 

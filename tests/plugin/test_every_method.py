@@ -35,13 +35,13 @@ from .user_code import TinyCIFAR, resnet18
 HEADS = {"proj_hidden_dim": 64, "proj_output_dim": 32}
 PRED = {"pred_hidden_dim": 64}
 QUEUE = {"queue_size": 64}
-CLIM_GRAPH = {"n_clusters": 5, "graph_k": 3, "warmup_epochs": 1, "refresh_every": 1}
+CLIM_GRAPH = {"n_clusters": 5, "k": 3, "warmup_epochs": 1, "refresh_every": 1}
 CASES: dict[str, tuple[type[BaseMethod], dict[str, Any]]] = {
     "nnclr": (NNCLR, {**HEADS, **PRED, **QUEUE}),
     "nnclr_baseline": (NNCLR, {**HEADS, **PRED, **QUEUE, "use_nn": False}),
     "co2": (CO2, {**HEADS, **QUEUE}),
     "mocov2": (MoCoV2, {**HEADS, **QUEUE}),
-    "snclr": (SNCLR, {**HEADS, **PRED, **QUEUE, "num_neighbours": 3}),
+    "snclr": (SNCLR, {**HEADS, **PRED, **QUEUE, "k": 3}),
     "mocov3": (MoCoV3, {**HEADS, **PRED}),
     "clim": (CLIM, {**HEADS, **QUEUE, **CLIM_GRAPH}),
     "cone": (CoNe, {**HEADS, "k": 8}),
@@ -86,7 +86,7 @@ def test_trains_in_a_users_trainer(case: str, images: tuple[TinyCIFAR, TinyCIFAR
     declared = [spec.name for spec in model.neighbour_specs()]
     assert sorted(index.index.banks) == sorted(declared)
     for name, bank in index.index.banks.items():
-        filled = int((bank.payloads["index"] >= 0).sum())
+        filled = int((bank.payloads["sample_id"] >= 0).sum())
         entries = 2 if cls in (CO2, MoCoV2, CLIM) else 1  # both views' keys per sample
         assert filled == min(bank.size, 2 * STEPS * BATCH * entries), name
     unchanged = [
@@ -94,4 +94,4 @@ def test_trains_in_a_users_trainer(case: str, images: tuple[TinyCIFAR, TinyCIFAR
     ]
     assert not unchanged, f"{case}: parameters that did not learn: {unchanged[:5]}"
     if cls is CLIM:
-        assert index.index.dataset_index is not None and data.serving_neighbours
+        assert index.index.dataset_graph is not None and data.serving_neighbours

@@ -70,4 +70,4 @@ def test_lightning_cli_builds_and_fits_from_yaml(tmp_path: Path) -> None:
     assert len(callbacks) == 1 and callbacks[0].backend == "torch"
     assert cli.trainer.global_step == 2
     assert callbacks[0].index is not None
-    assert int((callbacks[0].index.bank("support").payloads["index"] >= 0).sum()) == 32
+    assert int((callbacks[0].index.bank("support").payloads["sample_id"] >= 0).sum()) == 32

@@ -47,7 +47,7 @@ CASES: dict[str, tuple[type[BaseMethod], dict[str, Any]]] = {
     "cone": (CoNe, {**HEADS, "k": 8}),
     "clim": (
         CLIM,
-        {**HEADS, "queue_size": 64, "n_clusters": 5, "graph_k": 3, "warmup_epochs": 1},
+        {**HEADS, "queue_size": 64, "n_clusters": 5, "k": 3, "warmup_epochs": 1},
     ),
 }
 

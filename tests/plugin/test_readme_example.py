@@ -26,4 +26,4 @@ def test_readme_example_trains_and_fills_the_support_set(tmp_path: Path) -> None
     lines = run_python([str(script)], timeout=600, cwd=tmp_path).stdout.strip().splitlines()
     seen, accuracy = lines[-1].split(" ", 1)
     assert int(seen) == 4 * 128  # four batches of 128 in the support set
-    assert re.fullmatch(r"tensor\(\d+\.\d+\)", accuracy), accuracy
+    assert 0.0 <= float(accuracy) <= 100.0  # the kNN monitor's accuracy, in percent

@@ -1,6 +1,6 @@
 """``trainer.fit(..., ckpt_path=...)`` in a user's own Trainer continues bit-exactly.
 
-Banks and the dataset index travel in the callback's state, the kNN monitor's epoch so far
+Banks and the dataset graph travel in the callback's state, the kNN monitor's epoch so far
 in the method's, the loader position in the datamodule's: a run stopped after any step and
 resumed from its checkpoint ends with the same weights and banks as the run that never
 stopped, at an epoch's end and in the middle of an epoch.
@@ -68,4 +68,4 @@ def test_resume_from_a_checkpoint_is_bit_exact(stop: int, tmp_path: Path) -> Non
     for name, bank in index.index.banks.items():
         other = resumed_index.index.bank(name)
         assert torch.equal(bank.embeddings, other.embeddings)
-        assert torch.equal(bank.payloads["index"], other.payloads["index"])
+        assert torch.equal(bank.payloads["sample_id"], other.payloads["sample_id"])

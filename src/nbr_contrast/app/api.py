@@ -29,13 +29,14 @@ from torch import Tensor
 from nbr_contrast.app import tasks
 from nbr_contrast.app.build import build_datamodule, build_method
 from nbr_contrast.app.evaluation.report import (
-    Neighbours,
+    NearestImages,
     SplitFeatures,
     nearest_neighbours,
     neighbour_grid,
     neighbour_purity,
 )
 from nbr_contrast.app.overrides import check_overrides
+from nbr_contrast.app.renames import upgrade_overrides
 from nbr_contrast.app.schemas import CONF_DIR, register_configs
 from nbr_contrast.data.datamodule import ViewsDataModule
 from nbr_contrast.methods.base import BaseMethod
@@ -51,7 +52,9 @@ def compose(overrides: list[str] | None = None, output_dir: str | Path | None = 
     Returns:
         The composed config.
     """
-    overrides = list(overrides or [])
+    overrides, notes = upgrade_overrides(list(overrides or []))
+    for note in notes:
+        print(note)
     register_configs()
     check_overrides(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -141,7 +144,7 @@ def features(
 
 def neighbours(
     train: SplitFeatures, test: SplitFeatures, queries: Sequence[int] | Tensor, k: int
-) -> Neighbours:
+) -> NearestImages:
     """The ``k`` nearest training images of the test rows ``queries``, nearest first.
 
     Args:

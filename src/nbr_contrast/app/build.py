@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from nbr_contrast.app.method_schemas import FROM_OTHER_GROUPS
 from nbr_contrast.app.reliability import (
     AtomicCheckpointIO,
     ConfigError,
@@ -29,6 +30,7 @@ from nbr_contrast.app.reliability.history import (
 from nbr_contrast.data.datamodule import PIPELINES, ViewsDataModule
 from nbr_contrast.data.sources import build_sources, check_classes
 from nbr_contrast.methods.base import BaseMethod
+from nbr_contrast.methods.hyperparameters import ArgumentError
 from nbr_contrast.neighbours.callback import NeighbourIndexCallback
 
 
@@ -70,7 +72,13 @@ def build_method(cfg: DictConfig) -> BaseMethod:
     try:
         method = hydra.utils.instantiate(method_arguments(cfg), _recursive_=False, _convert_="all")
     except InstantiationException as err:  # the constructor's own one-line error
-        raise (err.__cause__ or err) from None
+        cause = err.__cause__ or err
+        if isinstance(cause, ArgumentError) and cause.name not in FROM_OTHER_GROUPS:
+            raise ConfigError(
+                f"method.{cause.name}={cause.value} {cause.reason} (method={cfg.method.name}); "
+                f"change method.{cause.name}."
+            ) from None
+        raise cause from None
     if cfg.trainer.compile:
         for module in method.compile_targets():
             module.compile(mode=str(cfg.trainer.compile_mode))
@@ -143,7 +151,7 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     """
     every = int(cfg.trainer.checkpoint_every_n_steps) or None
     callbacks: list[L.Callback] = [
-        NeighbourIndexCallback(**to_container(cfg.index), seed=int(cfg.seed)),
+        NeighbourIndexCallback(**to_container(cfg.search), seed=int(cfg.seed)),
         RunConfigCallback(to_container(cfg)),
         ResumeStateCallback(),
         EpochAveragesCallback(),

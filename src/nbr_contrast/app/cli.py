@@ -35,6 +35,7 @@ from nbr_contrast.app.rank_launch import (
     rank_launch_env,
     shared_run_stamp,
 )
+from nbr_contrast.app.renames import upgrade_overrides
 from nbr_contrast.app.schemas import CONF_DIR, register_configs
 
 # a multirun's failed jobs (their exit codes) and where they are listed in the sweep folder
@@ -110,6 +111,10 @@ def main() -> None:
     stamp = shared_run_stamp(os.environ)
     if stamp is not None:
         os.environ.setdefault(RUN_STAMP_ENV, stamp)
+    args, notes = upgrade_overrides(sys.argv[1:])
+    sys.argv = [sys.argv[0], *args]
+    for note in notes:
+        print(note, file=sys.stderr)
     try:
         check_overrides(sys.argv[1:])
     except OverrideError as err:

@@ -1,7 +1,7 @@
 """Structured (dataclass) configs: the schema every Hydra config is validated against.
 
 Each config group in ``conf/`` (``method``, ``backbone``, ``data``, ``trainer``, ``optim``,
-``index``, ``logger``, ``task``) starts from one of these dataclasses (the data and view
+``search``, ``logger``, ``task``) starts from one of these dataclasses (the data and view
 schemas are in :mod:`nbr_contrast.data.config`), so an unknown key or a
 value of the wrong type fails at composition time with the key's name. The ``method``
 group's schemas are made from the methods' constructors
@@ -84,14 +84,14 @@ class TrainerConfig:
 
 
 @dataclass
-class IndexConfig:
-    """Neighbour search settings shared by every bank and dataset index.
+class SearchConfig:
+    """Neighbour search settings shared by every bank and the dataset graph.
 
     Attributes:
         backend: ``auto`` (FAISS when installed, else torch), ``torch`` or ``faiss``.
         chunk_size: Bank rows scored per chunk by the torch backend (bounds memory).
         half: Score in fp16/bf16 on GPU (exact ranking up to rounding).
-        ivf_threshold: FAISS uses an IVF index for dataset indices larger than this.
+        ivf_threshold: FAISS uses an IVF index for dataset graphs larger than this.
         ivf_nprobe: IVF cells visited per query.
         kmeans_iters: Iterations of spherical k-means.
     """
@@ -185,7 +185,7 @@ class RunConfig:
     data: DataConfig = MISSING
     trainer: TrainerConfig = MISSING
     optim: OptimConfig = MISSING
-    index: IndexConfig = MISSING
+    search: SearchConfig = MISSING
     logger: LoggerConfig = MISSING
     task: TaskConfig = MISSING
     seed: int = 42

@@ -39,7 +39,7 @@ def _schemas(methods: Sequence[str]) -> dict[str, list[type]]:
         "data": [c.DataConfig],
         "trainer": [c.TrainerConfig],
         "optim": [c.OptimConfig],
-        "index": [c.IndexConfig],
+        "search": [c.SearchConfig],
         "logger": [c.LoggerConfig],
         "task": [c.TaskConfig],
     }

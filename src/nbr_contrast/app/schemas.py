@@ -14,10 +14,10 @@ from hydra.core.config_store import ConfigStore
 from nbr_contrast.app.config import (
     BackboneConfig,
     DataConfig,
-    IndexConfig,
     LoggerConfig,
     OptimConfig,
     RunConfig,
+    SearchConfig,
     TaskConfig,
     TrainerConfig,
 )
@@ -40,7 +40,7 @@ def register_configs() -> None:
     cs.store(group="schema/data", name="data", node=DataConfig)
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
     cs.store(group="schema/optim", name="optim", node=OptimConfig)
-    cs.store(group="schema/index", name="index", node=IndexConfig)
+    cs.store(group="schema/search", name="search", node=SearchConfig)
     cs.store(group="schema/logger", name="logger", node=LoggerConfig)
     cs.store(group="schema/task", name="task", node=TaskConfig)
     for name, schema in METHOD_SCHEMAS.items():

@@ -204,8 +204,8 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule = build_datamodule(cfg)
     validate_labels(cfg, datamodule.num_unlabelled)
-    validate_neighbour_counts("method.knn_k", [int(cfg.method.knn_k)], datamodule.num_train)
     method = build_method(cfg)
+    validate_neighbour_counts("method.knn_k", [int(cfg.method.knn_k)], datamodule.num_train)
     trainer = build_trainer(cfg, **({} if datamodule.monitored else {"limit_val_batches": 0}))
     say_monitoring(datamodule)
     command = resume_command(cfg)
@@ -292,7 +292,7 @@ def knn(cfg: DictConfig) -> dict[str, Any]:
                 f"task=knn needs labelled images but data={cfg.data.name} has none; set "
                 "data.eval_root to a labelled folder with train/ and val/."
             )
-        backend = knn_backend(cfg.index, device)
+        backend = knn_backend(cfg.search, device)
         accs = pair_accuracies(pair, ks, temperatures, datamodule.num_classes, backend, device)
         first = rank() == 0
     result = {

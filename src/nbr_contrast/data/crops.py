@@ -150,11 +150,11 @@ class ViewCrops:
 
 
 class CropDataset(Dataset[dict[str, Any]]):
-    """Training items ``{"crops": [uint8 [3, size, size] per view], "label", "index"}``.
+    """Training items ``{"crops": [uint8 [3, size, size] per view], "label", "sample_id"}``.
 
     The GPU pipeline's dataset for lazily decoded sources. While a neighbour table is active,
     items also carry ``"neighbour_crops"`` (the first two views of one served neighbour) and
-    ``"neighbour_index"``. An item keyed ``(index, seed)`` is made under :func:`seeded_rng`.
+    ``"neighbour_id"``. An item keyed ``(index, seed)`` is made under :func:`seeded_rng`.
 
     Args:
         source: The images and labels.
@@ -181,10 +181,10 @@ class CropDataset(Dataset[dict[str, Any]]):
             item = {
                 "crops": self.crops(self.source, i),
                 "label": torch.tensor(int(self.source.labels[i]), dtype=torch.int64),
-                "index": torch.tensor(i, dtype=torch.int64),
+                "sample_id": torch.tensor(i, dtype=torch.int64),
             }
             if self.neighbours is not None and bool(self.neighbours.active):
                 j = self.neighbours.draw(i)
                 item["neighbour_crops"] = self.pair(self.source, j)
-                item["neighbour_index"] = torch.tensor(j, dtype=torch.int64)
+                item["neighbour_id"] = torch.tensor(j, dtype=torch.int64)
         return item

@@ -7,23 +7,23 @@ built-in subset, CIFAR, STL-10, image folders and lists, WebDataset shards: see
 :mod:`nbr_contrast.data.sources`), and the views as a recipe name or a list. It works in
 any Lightning ``Trainer``; on a GPU it makes the views on the device by itself.
 
-Every dataset item is a dict that carries the sample's true dataset index (its position in
-the source), so neighbour banks and dataset indices can refer back to images:
+Every dataset item is a dict that carries the sample's id (``sample_id``, its position in
+the source), so neighbour banks and dataset graphs can refer back to images:
 
-* training, ``pipeline=cpu``: ``{"views": [float [3, s, s], ...], "label", "index"}``;
+* training, ``pipeline=cpu``: ``{"views": [float [3, s, s], ...], "label", "sample_id"}``;
 * training, ``pipeline=gpu`` with an in-memory source (CIFAR, STL-10, npz, the built-in
-  subset): ``{"label", "index"}`` only, whole batches sliced on the device from one
+  subset): ``{"label", "sample_id"}`` only, whole batches sliced on the device from one
   permutation per epoch (:class:`~nbr_contrast.data.sampling.ResidentBatchSampler`). The
   whole dataset lives on the device as one ``uint8 [N, 3, H, W]`` tensor; after the batch
   is moved, the images are gathered by index there and turned into ``"views"`` by
   :attr:`ViewsDataModule.gpu_views`, so the loader never decodes, copies or augments an
   image;
 * training, ``pipeline=gpu`` with a lazy source (image folders, your own dataset):
-  ``{"crops": [uint8 [3, s, s], ...], "label", "index"}``, each view's crop cut from the
+  ``{"crops": [uint8 [3, s, s], ...], "label", "sample_id"}``, each view's crop cut from the
   full image on the CPU (:mod:`nbr_contrast.data.crops`), the rest of the views made on
   the device;
 * evaluation (validation, whole-train-set passes): ``{"image": float [3, S, S], "label",
-  "index"}`` with ``S = image_size``.
+  "sample_id"}`` with ``S = image_size``.
 
 Unlabelled training images carry ``"label": -1``. Validation then needs labelled images from
 elsewhere: with a reference set it has two loaders, the reference images (the kNN monitor's
@@ -33,7 +33,7 @@ is false).
 When a method asks for neighbour images (CLIM), training items also carry one neighbour of
 the sample drawn per step from a :class:`~nbr_contrast.data.neighbour_table.NeighbourTable`:
 ``"neighbour_views"`` (``"neighbour_crops"`` on the GPU pipeline of a lazy source) and its index
-``"neighbour_index"``. The datasets are in :mod:`nbr_contrast.data.datasets`, their order in
+``"neighbour_id"``. The datasets are in :mod:`nbr_contrast.data.datasets`, their order in
 :mod:`nbr_contrast.data.sampling`; the protocols it implements for the methods in
 :mod:`nbr_contrast.data.protocols`.
 
@@ -422,7 +422,7 @@ class ViewsDataModule(L.LightningDataModule):
         return self._loader(self._eval_dataset(source), self.eval_batch_size, False)
 
     def index_dataloader(self, shuffle: bool = False) -> DataLoader[dict[str, Any]]:
-        """Training images with the evaluation transform (for kNN banks and dataset indices).
+        """Training images with the evaluation transform (for kNN banks and dataset graphs).
 
         Args:
             shuffle: Visit the images in a seeded random order.
@@ -435,8 +435,8 @@ class ViewsDataModule(L.LightningDataModule):
     def plain_train_loader(self, rank: int = 0, world_size: int = 1) -> DataLoader[dict[str, Any]]:
         """Every ``world_size``-th training image from ``rank`` on, un-augmented, in order.
 
-        The whole-dataset index's input (:class:`~nbr_contrast.data.protocols.PlainTrainImages`):
-        items ``{"image", "label", "index"}`` with the evaluation transform.
+        The whole-dataset graph's input (:class:`~nbr_contrast.data.protocols.PlainTrainImages`):
+        items ``{"image", "label", "sample_id"}`` with the evaluation transform.
         """
         dataset = self.train_eval_dataset()
         shard = list(range(rank, len(dataset), world_size))
@@ -449,7 +449,7 @@ class ViewsDataModule(L.LightningDataModule):
     def linear_train_dataloader(self, batch_size: int) -> DataLoader[dict[str, Any]]:
         """Training images for linear evaluation and fine-tuning: random-resized crop and flip.
 
-        Items ``{"image": float [3, S, S], "label", "index"}`` (``S = image_size``),
+        Items ``{"image": float [3, S, S], "label", "sample_id"}`` (``S = image_size``),
         ``batch_size`` per rank, in the :meth:`resumable_loader` order (crop and flip seeded
         per item).
         """
@@ -480,9 +480,9 @@ class ViewsDataModule(L.LightningDataModule):
         if "crops" in batch:
             images, neighbours = batch.pop("crops"), batch.pop("neighbour_crops", None)
         elif "image" not in batch:
-            resident = self.resident_images(batch["index"].device)
-            images = resident[batch["index"]]
-            nb_index = batch.get("neighbour_index")
+            resident = self.resident_images(batch["sample_id"].device)
+            images = resident[batch["sample_id"]]
+            nb_index = batch.get("neighbour_id")
             neighbours = None if nb_index is None else resident[nb_index]
         else:
             return batch

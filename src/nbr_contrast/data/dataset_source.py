@@ -5,7 +5,7 @@ a user's dataset: items are an image (PIL, a ``uint8`` tensor ``[3, H, W]`` or a
 ``[H, W, 3]``) or an ``(image, label, ...)`` tuple. Labels come from the dataset's
 ``targets`` or ``labels`` attribute (torchvision's convention) when it has one, else from
 one pass over the dataset. :class:`ViewsDataset` wraps a dataset for a datamodule of your
-own: its items are the batch contract's ``{"views", "label", "index"}``.
+own: its items are the batch contract's ``{"views", "label", "sample_id"}``.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def as_source(data: Dataset[Any] | ImageSource, name: str) -> ImageSource:
 
 
 class ViewsDataset(SourceDataset):
-    """A dataset's items as the batch contract's ``{"views", "label", "index"}`` (CPU views).
+    """A dataset's items as the batch contract's ``{"views", "label", "sample_id"}`` (CPU views).
 
     For a datamodule of your own: wrap its training dataset, and every method takes its
     batches.

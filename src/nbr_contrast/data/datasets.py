@@ -1,6 +1,6 @@
 """Per-sample and per-batch datasets of an :class:`~nbr_contrast.data.image_source.ImageSource`.
 
-Items carry the sample's true dataset index, so neighbour banks and dataset indices can
+Items carry the sample's id (its position in the source), so neighbour banks and dataset graphs can
 refer back to images (the item formats are listed in :mod:`nbr_contrast.data.datamodule`).
 A training item is keyed by ``(index, seed)``
 (:class:`~nbr_contrast.data.sampling.ResumableSampler`) and made under :func:`seeded_rng`,
@@ -35,7 +35,7 @@ def seeded_rng(key: SampleKey) -> Iterator[int]:
     before: a resumed run, or one with another ``data.num_workers``, gets the same views.
 
     Yields:
-        The item's dataset index.
+        The item's sample id.
     """
     if isinstance(key, int):
         yield key
@@ -51,7 +51,7 @@ def seeded_rng(key: SampleKey) -> Iterator[int]:
 
 
 class SourceDataset(Dataset[dict[str, Any]]):
-    """Items ``{key: transform(image), "label", "index"}`` of an :class:`ImageSource`.
+    """Items ``{key: transform(image), "label", "sample_id"}`` of an :class:`ImageSource`.
 
     The transform receives a ``uint8`` ``[3, H, W]`` tensor; in-memory sources skip PIL.
 
@@ -92,17 +92,17 @@ class SourceDataset(Dataset[dict[str, Any]]):
             item = {
                 self.key: self.transform(self.image(i)),
                 "label": torch.tensor(int(self.source.labels[i]), dtype=torch.int64),
-                "index": torch.tensor(i, dtype=torch.int64),
+                "sample_id": torch.tensor(i, dtype=torch.int64),
             }
             if self.neighbours is not None and bool(self.neighbours.active):
                 j = self.neighbours.draw(i)
                 item[f"neighbour_{self.key}"] = self.neighbour_transform(self.image(j))
-                item["neighbour_index"] = torch.tensor(j, dtype=torch.int64)
+                item["neighbour_id"] = torch.tensor(j, dtype=torch.int64)
         return item
 
 
 class ResidentDataset(Dataset[dict[str, Any]]):
-    """Whole batches ``{"label", "index"}`` (and ``"neighbour_index"``) sliced on the device.
+    """Whole batches ``{"label", "sample_id"}`` (and ``"neighbour_id"``) sliced on the device.
 
     The GPU pipeline's dataset for in-memory sources: the key is a batch of dataset indices
     already on the device plus the batch's seed (from
@@ -130,9 +130,9 @@ class ResidentDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, key: tuple[Tensor, int]) -> dict[str, Any]:
         index, seed = key
-        item = {"label": self.labels[index], "index": index}
+        item = {"label": self.labels[index], "sample_id": index}
         if self.neighbours is not None and self.neighbours.version > 0:
-            item["neighbour_index"] = self.draw_neighbours(index, seed)
+            item["neighbour_id"] = self.draw_neighbours(index, seed)
         return item
 
     def draw_neighbours(self, index: Tensor, seed: int) -> Tensor:

@@ -30,7 +30,7 @@ class PlainTrainImages(Protocol):
     def plain_train_loader(self, rank: int = 0, world_size: int = 1) -> DataLoader[Any]:
         """Every ``world_size``-th training image from ``rank`` on, un-augmented, in order.
 
-        Batches are dicts ``{"image": [B, 3, S, S], "label": [B], "index": [B]}``, where
+        Batches are dicts ``{"image": [B, 3, S, S], "label": [B], "sample_id": [B]}``, where
         ``index`` is each image's position in the training set.
         """
         ...

@@ -65,7 +65,7 @@ from nbr_contrast.models.backbone_config import BackboneConfig
 from nbr_contrast.models.backbones import feature_dim, forward_features, resolve_backbone
 from nbr_contrast.monitors.labels import LABEL_LOGS, knn_monitor_accuracy, probe_cross_entropy
 from nbr_contrast.neighbours.bank import NeighbourBank
-from nbr_contrast.neighbours.index import BankSpec, DatasetIndexSpec, NeighbourIndex
+from nbr_contrast.neighbours.index import BankSpec, DatasetGraphSpec, NeighbourIndex
 from nbr_contrast.utils.batches import per_device_batch_size
 from nbr_contrast.utils.dist import gather_no_grad
 from nbr_contrast.utils.steps import is_logging_step
@@ -191,12 +191,12 @@ class BaseMethod(L.LightningModule):
         """The banks this method needs (none by default)."""
         return []
 
-    def dataset_index_spec(self) -> DatasetIndexSpec | None:
-        """The whole-dataset index this method needs (none by default)."""
+    def dataset_graph_spec(self) -> DatasetGraphSpec | None:
+        """The whole-dataset graph this method needs (none by default)."""
         return None
 
-    def index_encoder(self) -> nn.Module:
-        """Encoder that embeds un-augmented images for the whole-dataset index."""
+    def graph_encoder(self) -> nn.Module:
+        """Encoder that embeds un-augmented images for the whole-dataset graph."""
         return self.backbone
 
     def before_step(self, log: bool) -> None:

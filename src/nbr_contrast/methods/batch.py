@@ -1,9 +1,9 @@
 """The batch contract: what a method's training and validation steps accept.
 
-A training batch is a dict ``{"views": [Tensor [B, 3, s, s], ...], "label": [B], "index":
+A training batch is a dict ``{"views": [Tensor [B, 3, s, s], ...], "label": [B], "sample_id":
 [B]}`` (``label`` ``-1`` where unknown, ``index`` the sample's position in the training set,
 which banks keep beside each entry), or a tuple ``(views, label, index)``; CLIM's batches
-also carry ``"neighbour_views"`` and ``"neighbour_index"``. A validation batch is
+also carry ``"neighbour_views"`` and ``"neighbour_id"``. A validation batch is
 ``{"image", "label"}`` or ``(image, label)``.
 :class:`~nbr_contrast.data.datamodule.ViewsDataModule` and
 :class:`~nbr_contrast.data.dataset_source.ViewsDataset` make such batches. A method's
@@ -50,22 +50,22 @@ class TrainBatch:
     Attributes:
         views: One tensor per configured view ``[B, 3, s, s]``.
         labels: Class labels ``[B]`` (only for monitoring, except in supervised methods).
-        indices: True dataset indices ``[B]``.
+        sample_ids: Each sample's id, its position in the training set ``[B]``.
         neighbour_views: Views of one served neighbour image per sample (CLIM), if any.
-        neighbour_indices: Dataset indices of those neighbours.
+        neighbour_ids: The sample ids of those neighbours.
     """
 
     views: list[Tensor]
     labels: Tensor
-    indices: Tensor
+    sample_ids: Tensor
     neighbour_views: list[Tensor] | None = None
-    neighbour_indices: Tensor | None = None
+    neighbour_ids: Tensor | None = None
 
 
 BATCH_CONTRACT = (
-    'a dict {"views": [view tensors], "label": labels, "index": dataset positions} or a '
-    "tuple (views, label, index); wrap your dataset in nbr_contrast.data.ViewsDataset(dataset, "
-    "views) to get one"
+    'a dict {"views": [view tensors], "label": labels, "sample_id": positions in the training '
+    "set} or a tuple (views, label, sample_id); wrap your dataset in "
+    "nbr_contrast.ViewsDataset(dataset, views) to get one"
 )
 
 
@@ -75,20 +75,20 @@ def train_batch(batch: Any, who: str) -> TrainBatch:
     Raises:
         TypeError: Naming the contract when ``batch`` does not follow it.
     """
-    if isinstance(batch, Mapping) and "views" in batch and "index" in batch:
+    if isinstance(batch, Mapping) and "views" in batch and "sample_id" in batch:
         views = batch["views"]
         labels = batch.get("label")
         if labels is None:
-            labels = torch.full_like(batch["index"], -1)
+            labels = torch.full_like(batch["sample_id"], -1)
         return TrainBatch(
             views=list(views),
             labels=labels,
-            indices=batch["index"],
+            sample_ids=batch["sample_id"],
             neighbour_views=batch.get("neighbour_views"),
-            neighbour_indices=batch.get("neighbour_index"),
+            neighbour_ids=batch.get("neighbour_id"),
         )
     if isinstance(batch, Sequence) and len(batch) == 3 and isinstance(batch[0], Sequence):
-        return TrainBatch(views=list(batch[0]), labels=batch[1], indices=batch[2])
+        return TrainBatch(views=list(batch[0]), labels=batch[1], sample_ids=batch[2])
     shape = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
     raise TypeError(f"{who} got a training batch {shape}; a batch must be {BATCH_CONTRACT}.")
 

@@ -3,7 +3,7 @@
 Li, Xiong, Zhang. "Center-wise Local Image Mixture For Contrastive Representation
 Learning", BMVC 2021 (arXiv 2011.02697).
 
-Every ``refresh_every`` epochs after ``warmup_epochs`` the whole-dataset index embeds the
+Every ``refresh_every`` epochs after ``warmup_epochs`` the whole-dataset graph embeds the
 training set with the momentum encoder, clusters it (spherical k-means) and builds the
 kNN graph. Centre-wise selection keeps, for image ``i``, the kNN ``j`` in ``i``'s own
 cluster that are closer to the centroid than ``i`` (fallback: ``i`` itself). The data
@@ -33,21 +33,25 @@ from nbr_contrast.data.protocols import NeighbourServing, require
 from nbr_contrast.losses import clim_mix_loss, cutmix, mixup, moco_infonce
 from nbr_contrast.methods.batch import StepOutput, TrainBatch
 from nbr_contrast.methods.co2 import CO2
-from nbr_contrast.methods.hyperparameters import check_hyperparameters
-from nbr_contrast.neighbours.dataset_index import DatasetIndex
-from nbr_contrast.neighbours.index import DatasetIndexSpec
+from nbr_contrast.methods.hyperparameters import (
+    ArgumentError,
+    check_at_least,
+    check_hyperparameters,
+)
+from nbr_contrast.neighbours.dataset_graph import DatasetGraph
+from nbr_contrast.neighbours.index import DatasetGraphSpec
 
 MIXERS = ("cutmix", "mixup")
 
 
-def centre_wise_selection(index: DatasetIndex) -> tuple[Tensor, Tensor]:
+def centre_wise_selection(index: DatasetGraph) -> tuple[Tensor, Tensor]:
     """Neighbours of each image in its own cluster that lie closer to the centroid.
 
     Args:
-        index: A dataset index with a kNN graph and clusters.
+        index: A dataset graph: a kNN graph and clusters.
 
     Returns:
-        ``table [N, k]`` of selected dataset indices padded with -1 (row ``i`` holds ``i``
+        ``table [N, k]`` of selected sample ids padded with -1 (row ``i`` holds ``i``
         itself when nothing is selected) and ``counts [N]`` of real selections (0 for the
         fallback rows).
     """
@@ -75,7 +79,7 @@ class CLIM(CO2):
 
     Args:
         n_clusters: Spherical k-means clusters (``None``: 10x ``num_classes``, 100 without).
-        graph_k: Neighbours per image in the kNN graph.
+        k: Neighbours per image in the kNN graph.
         refresh_every: Index rebuild period in epochs (5).
         warmup_epochs: First epoch with an index and mixing (10).
         mixer: ``cutmix`` (default) or ``mixup``.
@@ -90,7 +94,7 @@ class CLIM(CO2):
         self,
         *,
         n_clusters: int | None = None,
-        graph_k: int = 10,
+        k: int = 10,
         refresh_every: int = 5,
         warmup_epochs: int = 10,
         mixer: str = "cutmix",
@@ -103,30 +107,28 @@ class CLIM(CO2):
         check_hyperparameters(
             name,
             n_clusters=n_clusters,
-            graph_k=graph_k,
-            refresh_every=refresh_every,
             warmup_epochs=warmup_epochs,
             mix_alpha=mix_alpha,
         )
-        if refresh_every < 1:
-            raise ValueError(f"{name}(refresh_every={refresh_every}): must be at least 1.")
+        check_at_least(name, "k", k, 1, "a kNN graph needs neighbours")
+        check_at_least(name, "refresh_every", refresh_every, 1, "a period in epochs")
         if not mix_alpha > 0:
-            raise ValueError(f"{name}(mix_alpha={mix_alpha}): must be > 0.")
+            raise ArgumentError(name, "mix_alpha", mix_alpha, "must be > 0")
         if mixer not in MIXERS:
-            raise ValueError(f"{name}(mixer={mixer!r}): valid: {', '.join(MIXERS)}.")
+            raise ArgumentError(name, "mixer", mixer, f"must be one of {', '.join(MIXERS)}")
         self.n_clusters = None if n_clusters is None else int(n_clusters)
-        self.graph_k = int(graph_k)
+        self.k = int(k)
         self.refresh_every = int(refresh_every)
         self.warmup_epochs = int(warmup_epochs)
         self.mixer = str(mixer)
         self.mix_alpha = float(mix_alpha)
         self.selection_stats: dict[str, float] = {}
 
-    def dataset_index_spec(self) -> DatasetIndexSpec:
+    def dataset_graph_spec(self) -> DatasetGraphSpec:
         """KNN graph and clusters of the momentum embeddings, rebuilt on schedule."""
         n_clusters = self.n_clusters or 10 * (self.num_classes or 10)
-        return DatasetIndexSpec(
-            k=self.graph_k,
+        return DatasetGraphSpec(
+            k=self.k,
             n_clusters=int(n_clusters),
             refresh_every=self.refresh_every,
             warmup_epochs=self.warmup_epochs,
@@ -139,12 +141,12 @@ class CLIM(CO2):
             datamodule = require(
                 self.trainer.datamodule, NeighbourServing, "CLIM", "its mixtures of neighbours"
             )
-            datamodule.enable_neighbour_serving(self.graph_k)
+            datamodule.enable_neighbour_serving(self.k)
 
     def on_train_epoch_start(self) -> None:
         """After an index build (or a resume), hand the selection to the data pipeline."""
         super().on_train_epoch_start()
-        index = self.neighbours.dataset_index if self.neighbours else None
+        index = self.neighbours.dataset_graph if self.neighbours else None
         datamodule = self.trainer.datamodule
         if index is None:
             return

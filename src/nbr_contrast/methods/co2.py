@@ -43,7 +43,7 @@ from torch import Tensor
 
 from nbr_contrast.losses import co2_consistency, moco_infonce
 from nbr_contrast.methods.batch import StepOutput, TrainBatch
-from nbr_contrast.methods.hyperparameters import check_hyperparameters, with_fixed
+from nbr_contrast.methods.hyperparameters import ArgumentError, check_hyperparameters, with_fixed
 from nbr_contrast.methods.momentum import MomentumMethod
 from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.heads import MLPHead
@@ -109,7 +109,7 @@ class CO2(MomentumMethod):
             queue_size=queue_size,
         )
         if not alpha >= 0:
-            raise ValueError(f"{type(self).__name__}(alpha={alpha}): alpha must be >= 0.")
+            raise ArgumentError(type(self).__name__, "alpha", alpha, "must be >= 0")
         self.temperature = float(temperature)
         self.consistency_temperature = float(consistency_temperature)
         self.alpha = float(alpha)
@@ -121,13 +121,13 @@ class CO2(MomentumMethod):
         self.add_momentum_encoder()
 
     def neighbour_specs(self) -> list[BankSpec]:
-        """The negative queue of momentum keys, with labels and dataset indices."""
+        """The negative queue of momentum keys, with labels and sample ids."""
         return [
             BankSpec(
                 name="queue",
                 size=self.queue_size,
                 dim=self.embedding_dim,
-                payloads={"label": PayloadSpec(), "index": PayloadSpec()},
+                payloads={"label": PayloadSpec(), "sample_id": PayloadSpec()},
                 scope="global",
                 k=1,
             )
@@ -145,7 +145,7 @@ class CO2(MomentumMethod):
 
     def step(self, batch: TrainBatch) -> StepOutput:
         """Symmetric MoCo v2 loss plus α·consistency over the queue snapshot."""
-        labels, indices = batch.labels, batch.indices
+        labels, ids = batch.labels, batch.sample_ids
         x1, x2 = batch.views[0], batch.views[1]
         f1, f2 = self.features(x1), self.features(x2)
         q1 = F.normalize(self.projector(f1), dim=1)
@@ -170,7 +170,7 @@ class CO2(MomentumMethod):
                 "queue": {
                     "embeddings": torch.cat([k1, k2]),
                     "label": torch.cat([labels, labels]),
-                    "index": torch.cat([indices, indices]),
+                    "sample_id": torch.cat([ids, ids]),
                 }
             },
         )

@@ -29,7 +29,7 @@ Deviations and options:
     * ``queue_size: null`` sizes the bank to the samples one epoch trains (the design
       reference's rule for small data); set it to use the paper's 65,536.
     * ``exclude_self`` (default on): both neighbour terms ignore bank entries of the
-      sample's own dataset index. A bank the size of an epoch always holds the sample's
+      sample's own sample id. A bank the size of an epoch always holds the sample's
       own teacher entry from the previous epoch, which would give ``L_sup`` a guaranteed
       same-class neighbour and ``L_dc`` the sample's own stale prediction; at ImageNet
       scale (the paper's setting, 65,536 of 1.28M) that almost never happens.
@@ -48,7 +48,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from nbr_contrast.losses import cone_dc_loss, cone_neighbour_loss
 from nbr_contrast.methods.batch import StepOutput, TrainBatch, eval_batch
-from nbr_contrast.methods.hyperparameters import check_hyperparameters, with_fixed
+from nbr_contrast.methods.hyperparameters import (
+    ArgumentError,
+    check_at_least,
+    check_hyperparameters,
+    with_fixed,
+)
 from nbr_contrast.methods.momentum import MomentumMethod
 from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.heads import MLPHead
@@ -103,7 +108,7 @@ class CoNe(MomentumMethod):
         dc_weight: Weight of ``L_dc`` (0.4).
         queue_size: Bank size (``None``: the samples one epoch trains, over every rank).
         confidence_mask: Official confidence mask on CE and ``L_dc``.
-        exclude_self: Ignore bank entries of the sample's own dataset index.
+        exclude_self: Ignore bank entries of the sample's own id.
         ce_only_epochs: Leading epochs trained with CE only (1).
         momentum: Base teacher momentum (0.996).
         final_momentum: Teacher momentum at the end of training (1.0).
@@ -136,8 +141,11 @@ class CoNe(MomentumMethod):
     ) -> None:
         name = type(self).__name__
         if num_classes is None:
-            raise ValueError(
-                f"{name} trains a classifier: pass num_classes=<the number of classes>."
+            raise ArgumentError(
+                name,
+                "num_classes",
+                None,
+                "must be the number of classes (CoNe trains a classifier)",
             )
         super().__init__(
             num_classes=num_classes, momentum=momentum, final_momentum=final_momentum, **kwargs
@@ -146,7 +154,6 @@ class CoNe(MomentumMethod):
             name,
             proj_hidden_dim=proj_hidden_dim,
             proj_output_dim=proj_output_dim,
-            k=k,
             sup_temperature=sup_temperature,
             dc_temperature=dc_temperature,
             sup_weight=sup_weight,
@@ -154,6 +161,7 @@ class CoNe(MomentumMethod):
             queue_size=queue_size,
             ce_only_epochs=ce_only_epochs,
         )
+        check_at_least(name, "k", k, 1, "L_sup needs neighbours")
         classes = int(num_classes)
         self.k = int(k)
         self.sup_temperature = float(sup_temperature)
@@ -202,7 +210,7 @@ class CoNe(MomentumMethod):
         return max(1, int(batches)) * per_device_batch_size(trainer) * int(trainer.world_size)
 
     def neighbour_specs(self) -> list[BankSpec]:
-        """Teacher embeddings with labels, dataset indices and teacher probabilities."""
+        """Teacher embeddings with labels, sample ids and teacher probabilities."""
         if not self.uses_bank:
             return []
         classes = int(self.num_classes or 0)
@@ -213,7 +221,7 @@ class CoNe(MomentumMethod):
                 dim=self.embedding_dim,
                 payloads={
                     "label": PayloadSpec(),
-                    "index": PayloadSpec(),
+                    "sample_id": PayloadSpec(),
                     "probs": PayloadSpec((classes,), torch.float32, 1.0 / classes),
                 },
                 scope="global",
@@ -223,7 +231,7 @@ class CoNe(MomentumMethod):
 
     def step(self, batch: TrainBatch) -> StepOutput:
         """CE, then (after epoch 0) neighbour and distributional-consistency terms."""
-        x, labels, indices = batch.views[0], batch.labels, batch.indices
+        x, labels, ids = batch.views[0], batch.labels, batch.sample_ids
         feats, z, logits = self.student(x)
         q = F.normalize(z, dim=1)
         with torch.no_grad():
@@ -238,7 +246,7 @@ class CoNe(MomentumMethod):
             bank = self.bank("queue")
             own = None
             if self.exclude_self:
-                own = bank.payloads["index"][None, :] == indices[:, None]
+                own = bank.payloads["sample_id"][None, :] == ids[:, None]
             mask = None
             if self.confidence_mask:
                 mask = logits.detach().float().softmax(dim=1).min(dim=1).values > CONFIDENCE_FLOOR
@@ -281,7 +289,7 @@ class CoNe(MomentumMethod):
             enqueue["queue"] = {
                 "embeddings": k,
                 "label": labels,
-                "index": indices,
+                "sample_id": ids,
                 "probs": probs_t,
             }
         return StepOutput(loss=loss, features=feats, logs=logs, enqueue=enqueue)

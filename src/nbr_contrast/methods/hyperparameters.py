@@ -7,6 +7,24 @@ from typing import Any
 from nbr_contrast.utils.ranges import range_error, rule_for
 
 
+class ArgumentError(ValueError, TypeError):
+    """A constructor argument that cannot work (a value out of range, or of the wrong type).
+
+    The message is one line, ``NNCLR(temperature=0.0): temperature must be > 0; change
+    temperature.``; the fields let the command line name its own setting (``method.*``).
+
+    Attributes:
+        who: The class being built.
+        name: The argument.
+        value: The value given.
+        reason: What it must be (``must be > 0``).
+    """
+
+    def __init__(self, who: str, name: str, value: Any, reason: str) -> None:
+        self.who, self.name, self.value, self.reason = who, name, value, reason
+        super().__init__(f"{who}({name}={value!r}): {name} {reason}; change {name}.")
+
+
 def check_hyperparameters(who: str, **values: Any) -> None:
     """Check numeric arguments against the rules of :mod:`nbr_contrast.utils.ranges`.
 
@@ -15,21 +33,33 @@ def check_hyperparameters(who: str, **values: Any) -> None:
         **values: The arguments, by name; ``None`` passes.
 
     Raises:
-        TypeError: For a string or other non-number where a number is expected.
-        ValueError: For a number out of its range, NaN or infinite.
+        ArgumentError: For a string or other non-number where a number is expected, or a
+            number out of its range, NaN or infinite.
     """
     for name, value in values.items():
         if value is None or isinstance(value, bool):
             continue
         if not isinstance(value, int | float):
             if rule_for(name) is not None:
-                raise TypeError(f"{who}({name}={value!r}): {name} must be a number.")
+                raise ArgumentError(who, name, value, "must be a number")
             continue
         reason = range_error(name, value)
         if name == "num_classes" and value < 1:
             reason = "must be at least 1"
         if reason is not None:
-            raise ValueError(f"{who}({name}={value}): {name} {reason}; change {name}.")
+            raise ArgumentError(who, name, value, reason)
+
+
+def check_at_least(who: str, name: str, value: int, minimum: int, why: str) -> None:
+    """Refuse ``value < minimum`` for argument ``name``, saying ``why`` the minimum.
+
+    Raises:
+        ArgumentError: Naming the argument, its minimum and why.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentError(who, name, value, "must be a whole number")
+    if value < minimum:
+        raise ArgumentError(who, name, value, f"must be at least {minimum} ({why})")
 
 
 def with_fixed(baseline: type, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class MomentumMethod(BaseMethod):
     optimiser step, the EMA update before each forward, the warning when a short run leaves
     the copy close to its random initialisation, and the key encoder: the momentum
     backbone and projector made by :meth:`add_momentum_encoder`, which embed keys
-    (:meth:`keys`) and the whole-dataset index (:meth:`index_encoder`).
+    (:meth:`keys`) and the whole-dataset graph (:meth:`graph_encoder`).
 
     A subclass builds its online modules, then makes their copies with
     :meth:`momentum_of` (CoNe's teacher copies the whole student) or
@@ -76,7 +76,7 @@ class MomentumMethod(BaseMethod):
             into the momentum encoder at every update. Off by default, as in every official
             implementation (MoCo, MoCo v3, CoNe, MSF) and solo-learn, which update the
             parameters only: the momentum encoder's BatchNorm keeps running statistics of
-            its own forward passes (they are what the dataset index embeds with).
+            its own forward passes (they are what the dataset graph embeds with).
         **kwargs: :class:`~nbr_contrast.methods.base.BaseMethod`'s arguments.
     """
 
@@ -118,7 +118,7 @@ class MomentumMethod(BaseMethod):
         """Base and final EMA momentum of the cosine schedule (``momentum`` → ``final``)."""
         return self.momentum, self.final_momentum
 
-    def index_encoder(self) -> nn.Module:
+    def graph_encoder(self) -> nn.Module:
         """Momentum backbone + projector (the key space), else the online backbone."""
         if self.momentum_backbone is None or self.momentum_projector is None:
             return self.backbone

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from nbr_contrast.losses import msf_loss, msf_neighbours
 from nbr_contrast.methods.batch import StepOutput, TrainBatch
-from nbr_contrast.methods.hyperparameters import check_hyperparameters, with_fixed
+from nbr_contrast.methods.hyperparameters import check_at_least, check_hyperparameters, with_fixed
 from nbr_contrast.methods.momentum import MomentumMethod
 from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.heads import MLPHead
@@ -92,9 +92,9 @@ class MSF(MomentumMethod):
             type(self).__name__,
             proj_hidden_dim=proj_hidden_dim,
             proj_output_dim=proj_output_dim,
-            k=k,
             queue_size=queue_size,
         )
+        check_at_least(type(self).__name__, "k", k, 1, "1: BYOL")
         self.k = int(k)
         self.queue_size = int(queue_size)
         hidden = int(proj_hidden_dim or 2 * self.feature_dim)
@@ -107,7 +107,7 @@ class MSF(MomentumMethod):
         """The memory of past targets (none for BYOL, whose only neighbour is the target)."""
         if self.k == 1:
             return []
-        payloads = {"label": PayloadSpec(), "index": PayloadSpec()}
+        payloads = {"label": PayloadSpec(), "sample_id": PayloadSpec()}
         size, dim = self.queue_size, self.embedding_dim
         return [BankSpec("memory", size, dim, payloads, scope="global", k=self.k)]
 
@@ -130,7 +130,7 @@ class MSF(MomentumMethod):
         if self.k == 1:
             return StepOutput(loss=msf_loss(q, t.unsqueeze(1)), features=feats)
         neighbours, purity = self.mean_shift_targets(t, batch.labels)
-        entries = {"embeddings": t, "label": batch.labels, "index": batch.indices}
+        entries = {"embeddings": t, "label": batch.labels, "sample_id": batch.sample_ids}
         return StepOutput(
             loss=msf_loss(q, neighbours),
             features=feats,

@@ -105,13 +105,13 @@ class NNCLR(BaseMethod):
         self.predictor = MLPHead(proj_output_dim, [pred_hidden_dim], proj_output_dim)
 
     def neighbour_specs(self) -> list[BankSpec]:
-        """The support set: ``norm(z1)`` with labels (for ``nn_acc``) and dataset indices."""
+        """The support set: ``norm(z1)`` with labels (for ``nn_acc``) and sample ids."""
         return [
             BankSpec(
                 name="support",
                 size=self.queue_size,
                 dim=self.embedding_dim,
-                payloads={"label": PayloadSpec(), "index": PayloadSpec()},
+                payloads={"label": PayloadSpec(), "sample_id": PayloadSpec()},
                 scope="global",
                 k=1,
             )
@@ -127,7 +127,7 @@ class NNCLR(BaseMethod):
 
     def step(self, batch: TrainBatch) -> StepOutput:
         """Two views → projections, predictions, symmetric NN-positive InfoNCE."""
-        labels, indices = batch.labels, batch.indices
+        labels, ids = batch.labels, batch.sample_ids
         x1, x2 = batch.views[0], batch.views[1]
         f1, f2 = self.features(x1), self.features(x2)
         z1, z2 = self.projector(f1), self.projector(f2)
@@ -148,5 +148,5 @@ class NNCLR(BaseMethod):
             loss=loss,
             features=f1,
             logs=logs,
-            enqueue={"support": {"embeddings": z1n, "label": labels, "index": indices}},
+            enqueue={"support": {"embeddings": z1n, "label": labels, "sample_id": ids}},
         )

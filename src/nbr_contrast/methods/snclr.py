@@ -16,7 +16,7 @@ on its own neighbours (``y`` = projector output of the query view)::
 
     L(q1, k2) = 2τ · mean_i[-ℓ_i(k2_i) - Σ_j w_ij ℓ_i(NN_j(k2_i))],  total L(q1,k2) + L(q2,k1)
 
-``num_neighbours=0`` (also ``method=mocov3``) is MoCo v3: in-batch keys only, no bank.
+``k=0`` (also ``method=mocov3``) is MoCo v3: in-batch keys only, no bank.
 
 Deviations and options:
     * ``attention: cosine`` (default) is the official code's parameter-free weighting, not
@@ -25,9 +25,9 @@ Deviations and options:
       projections.
     * The bank is global across ranks by default (the official code keeps one per GPU:
       ``bank_scope: rank``) and is checkpointed (the official one is not).
-    * ``exclude_self`` drops bank entries carrying the sample's own dataset index, so a
+    * ``exclude_self`` drops bank entries carrying the sample's own id, so a
       sample never retrieves its own older key.
-    * The default recipe is for small data: ``num_neighbours`` 5 and a 16,384-entry bank
+    * The default recipe is for small data: ``k`` 5 and a 16,384-entry bank
       (official ImageNet values 30 and 128,000), with solo-learn's MoCo v3 CIFAR optimiser
       (``conf/optim/mocov3.yaml``) and BYOL's views; the official ViT recipe is AdamW
       (``optim=adamw``).
@@ -43,7 +43,12 @@ from torch import Tensor, nn
 
 from nbr_contrast.losses import snclr_loss, snclr_weights
 from nbr_contrast.methods.batch import StepOutput, TrainBatch
-from nbr_contrast.methods.hyperparameters import check_hyperparameters, with_fixed
+from nbr_contrast.methods.hyperparameters import (
+    ArgumentError,
+    check_at_least,
+    check_hyperparameters,
+    with_fixed,
+)
 from nbr_contrast.methods.momentum import MomentumMethod
 from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.backbones import is_transformer
@@ -78,7 +83,7 @@ class CrossAttentionWeights(nn.Module):
 
 
 class SNCLR(MomentumMethod):
-    """SNCLR (and MoCo v3 with ``num_neighbours=0``) as a LightningModule.
+    """SNCLR (and MoCo v3 with ``k=0``) as a LightningModule.
 
     Defaults: the official code's values unless noted (``conf/method/snclr.yaml``).
 
@@ -87,13 +92,13 @@ class SNCLR(MomentumMethod):
         proj_output_dim: Embedding size (256).
         pred_hidden_dim: Predictor hidden width (4096).
         temperature: ``τ`` (0.2).
-        num_neighbours: ``K`` neighbours per key (5, ours for small data; official 30 on
+        k: ``K`` neighbours per key (5, ours for small data; official 30 on
             ImageNet; 0 = MoCo v3).
         queue_size: Bank size (16,384, ours for small data; official 128,000).
         bank_scope: ``global`` (default) or ``rank`` (per-GPU, as the official code).
         attention: ``cosine`` (official, parameter-free) or ``learned``.
         detach_weights: Stop gradients through the positiveness weights.
-        exclude_self: Never return bank entries of the sample's own dataset index.
+        exclude_self: Never return bank entries of the sample's own id.
         momentum: Base key-encoder momentum (0.99).
         final_momentum: Momentum at the end of training (1.0).
         **kwargs: :class:`~nbr_contrast.methods.momentum.MomentumMethod`'s and
@@ -110,7 +115,7 @@ class SNCLR(MomentumMethod):
         proj_output_dim: int = 256,
         pred_hidden_dim: int = 4096,
         temperature: float = 0.2,
-        num_neighbours: int = 5,
+        k: int = 5,
         queue_size: int = 16384,
         bank_scope: str = "global",
         attention: str = "cosine",
@@ -128,15 +133,18 @@ class SNCLR(MomentumMethod):
             proj_output_dim=proj_output_dim,
             pred_hidden_dim=pred_hidden_dim,
             temperature=temperature,
-            num_neighbours=num_neighbours,
             queue_size=queue_size,
         )
+        check_at_least(name, "k", k, 0, "0: MoCo v3, no neighbours")
         if attention not in ATTENTIONS:
-            raise ValueError(f"{name}(attention={attention!r}): valid: {', '.join(ATTENTIONS)}.")
+            raise ArgumentError(
+                name, "attention", attention, f"must be one of {', '.join(ATTENTIONS)}"
+            )
         if bank_scope not in SCOPES:
-            raise ValueError(f"{name}(bank_scope={bank_scope!r}): valid: {', '.join(SCOPES)}.")
+            valid = ", ".join(SCOPES)
+            raise ArgumentError(name, "bank_scope", bank_scope, f"must be one of {valid}")
         self.temperature = float(temperature)
-        self.num_neighbours = int(num_neighbours)
+        self.k = int(k)
         self.queue_size = int(queue_size)
         self.embedding_dim = int(proj_output_dim)
         self.bank_scope = str(bank_scope)
@@ -164,32 +172,32 @@ class SNCLR(MomentumMethod):
 
     def neighbour_specs(self) -> list[BankSpec]:
         """Bank of momentum projections of view 2 (none for MoCo v3)."""
-        if self.num_neighbours == 0:
+        if self.k == 0:
             return []
         return [
             BankSpec(
                 name="support",
                 size=self.queue_size,
                 dim=self.embedding_dim,
-                payloads={"label": PayloadSpec(), "index": PayloadSpec()},
+                payloads={"label": PayloadSpec(), "sample_id": PayloadSpec()},
                 scope=self.bank_scope,
-                k=self.num_neighbours,
+                k=self.k,
             )
         ]
 
     def direction(
-        self, q: Tensor, y: Tensor, keys: Tensor, labels: Tensor, indices: Tensor
+        self, q: Tensor, y: Tensor, keys: Tensor, labels: Tensor, ids: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """``L(q, k)`` for one direction, with its neighbour statistics."""
         tau = self.temperature
         offset = rank() * q.shape[0]
         all_keys = gather_no_grad(keys)
-        if self.num_neighbours == 0:
+        if self.k == 0:
             empty = all_keys.new_zeros(all_keys.shape[0], 0, all_keys.shape[1])
             loss = snclr_loss(q, y, all_keys, empty, tau, positive_offset=offset)
             return loss, {}
-        exclude = indices if self.exclude_self else None
-        found = self.bank("support").search(keys, self.num_neighbours, exclude_index=exclude)
+        exclude = ids if self.exclude_self else None
+        found = self.bank("support").search(keys, self.k, exclude_ids=exclude)
         neighbours = found.embeddings
         weights = self.attention(y, neighbours) if self.attention is not None else None
         loss = snclr_loss(
@@ -216,28 +224,28 @@ class SNCLR(MomentumMethod):
 
     def step(self, batch: TrainBatch) -> StepOutput:
         """Symmetric SNCLR loss ``L(q1, k2) + L(q2, k1)``."""
-        labels, indices = batch.labels, batch.indices
+        labels, ids = batch.labels, batch.sample_ids
         x1, x2 = batch.views[0], batch.views[1]
         f1, f2 = self.features(x1), self.features(x2)
         y1, y2 = self.projector(f1), self.projector(f2)
         q1, q2 = self.predictor(y1), self.predictor(y2)
         k1, k2 = self.keys(x1), self.keys(x2)
-        loss_a, stats = self.direction(q1, y1, k2, labels, indices)
-        loss_b, _ = self.direction(q2, y2, k1, labels, indices)
+        loss_a, stats = self.direction(q1, y1, k2, labels, ids)
+        loss_b, _ = self.direction(q2, y2, k1, labels, ids)
         enqueue = {}
-        if self.num_neighbours:
-            enqueue["support"] = {"embeddings": k2, "label": labels, "index": indices}
+        if self.k:
+            enqueue["support"] = {"embeddings": k2, "label": labels, "sample_id": ids}
         return StepOutput(loss=loss_a + loss_b, features=f1, logs=stats, enqueue=enqueue)
 
 
 class MoCoV3(SNCLR):
     """MoCo v3 (Chen, Xie, He, ICCV 2021, arXiv 2104.02057): SNCLR with no neighbours.
 
-    SNCLR's baseline: every argument is SNCLR's but ``num_neighbours``, which is 0 (in-batch
+    SNCLR's baseline: every argument is SNCLR's but ``k``, which is 0 (in-batch
     keys only, no bank).
     """
 
-    fixed: ClassVar[dict[str, Any]] = {"num_neighbours": 0}
+    fixed: ClassVar[dict[str, Any]] = {"k": 0}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**with_fixed(MoCoV3, kwargs))

@@ -1,7 +1,7 @@
 """Feature extraction through a frozen backbone.
 
 Batches are dicts with keys ``"image"`` (float tensor ``[B, 3, H, W]``), ``"label"`` and
-``"index"`` (dataset position of each sample), as yielded by the package's data loaders.
+``"sample_id"`` (dataset position of each sample), as yielded by the package's data loaders.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def extract_features(
     Args:
         backbone: Network mapping images ``[B, 3, H, W]`` to features (flattened to
             ``[B, F]``); it must already live on ``device``.
-        loader: Iterable of batch dicts with keys ``"image"``, ``"label"``, ``"index"``.
+        loader: Iterable of batch dicts with keys ``"image"``, ``"label"``, ``"sample_id"``.
         device: Device the images are moved to.
         normalize: L2-normalise each feature vector.
         max_items: Stop after this many samples (the last batch is cut); ``None`` for all.
@@ -114,7 +114,7 @@ def extract_features(
                 out = F.normalize(out, dim=1)
             feats.append(out.cpu())
             labels.append(batch_labels[:take].cpu())
-            indices.append(torch.as_tensor(batch["index"]).long()[:take].cpu())
+            indices.append(torch.as_tensor(batch["sample_id"]).long()[:take].cpu())
             seen += take
             bar.advance(task)
             if max_items is not None and seen >= max_items:

@@ -30,7 +30,7 @@ KEY_BLOCK = 4096
 rank scores exactly the blocks one process scores, and the similarities are bitwise equal."""
 
 
-class Neighbours(NamedTuple):
+class TopK(NamedTuple):
     """The nearest training features of a block of queries, nearest first.
 
     Attributes:
@@ -44,11 +44,11 @@ class Neighbours(NamedTuple):
     ids: Tensor
 
 
-Combine = Callable[[Neighbours], Neighbours]
+Combine = Callable[[TopK], TopK]
 """Turns the neighbours among this process's training features into the global ones."""
 
 
-def merge_topk(candidates: Neighbours, k: int) -> Neighbours:
+def merge_topk(candidates: TopK, k: int) -> TopK:
     """The ``k`` best candidates of every row: highest similarity first, then lowest id.
 
     Args:
@@ -61,16 +61,16 @@ def merge_topk(candidates: Neighbours, k: int) -> Neighbours:
     by_id = candidates.ids.argsort(dim=1, stable=True)
     sims, labels, ids = (t.gather(1, by_id) for t in candidates)
     order = sims.argsort(dim=1, descending=True, stable=True)[:, :k]
-    return Neighbours(sims.gather(1, order), labels.gather(1, order), ids.gather(1, order))
+    return TopK(sims.gather(1, order), labels.gather(1, order), ids.gather(1, order))
 
 
-def _pad(found: Neighbours, k: int) -> Neighbours:
+def _pad(found: TopK, k: int) -> TopK:
     """``found`` widened to ``k`` columns with ``-inf`` fillers of id :data:`PAD_ID`."""
     missing = k - found.sims.shape[1]
     if missing <= 0:
         return found
     rows = found.sims.shape[0]
-    return Neighbours(
+    return TopK(
         torch.cat([found.sims, found.sims.new_full((rows, missing), float("-inf"))], dim=1),
         torch.cat([found.labels, found.labels.new_zeros(rows, missing)], dim=1),
         torch.cat([found.ids, found.ids.new_full((rows, missing), PAD_ID)], dim=1),
@@ -79,7 +79,7 @@ def _pad(found: Neighbours, k: int) -> Neighbours:
 
 def shard_topk(
     queries: Tensor, keys: Tensor, labels: Tensor, ids: Tensor, k: int, backend: SearchBackend
-) -> Neighbours:
+) -> TopK:
     """The ``k`` nearest ``keys`` of every query, ties at the ``k``-th place broken by id.
 
     The backend is asked for ``k + 1`` neighbours. While a row's ``k``-th similarity equals
@@ -101,14 +101,14 @@ def shard_topk(
     take = min(k + 1, keys.shape[0])
     if take == 0:
         empty = queries.new_empty(queries.shape[0], 0)
-        return _pad(Neighbours(empty, empty.long(), empty.long()), k)
+        return _pad(TopK(empty, empty.long(), empty.long()), k)
     while True:
         sims, pos = backend.topk(queries, keys, take)
         if take <= k or take == keys.shape[0] or not (sims[:, k - 1] == sims[:, -1]).any():
             break
         take = min(2 * take, keys.shape[0])
     pos = pos.to(keys.device)
-    found = Neighbours(sims, labels[pos].to(sims.device), ids[pos].to(sims.device))
+    found = TopK(sims, labels[pos].to(sims.device), ids[pos].to(sims.device))
     return _pad(merge_topk(found, k), k)
 
 
@@ -121,7 +121,7 @@ def neighbour_chunks(
     backend: SearchBackend | None = None,
     train_ids: Tensor | None = None,
     combine: Combine | None = None,
-) -> Iterator[Neighbours]:
+) -> Iterator[TopK]:
     """Yield the ``k`` nearest training features of every chunk of test features, in order.
 
     Args:
@@ -150,7 +150,7 @@ def neighbour_chunks(
         yield found if combine is None else combine(found)
 
 
-def votes(found: Neighbours, k: int, temperature: float, num_classes: int) -> Tensor:
+def votes(found: TopK, k: int, temperature: float, num_classes: int) -> Tensor:
     """Class scores ``[M, C]`` of the first ``k`` neighbours: per class, ``Σ exp(sim / τ)``."""
     weights = (found.sims[:, :k] / temperature).exp()
     scores = torch.zeros(weights.shape[0], num_classes, device=weights.device, dtype=weights.dtype)
@@ -168,7 +168,7 @@ def check_counts(ks: Sequence[int], temperatures: Sequence[float], num_train: in
 
 
 def accuracies_of(
-    chunks: Iterable[Neighbours],
+    chunks: Iterable[TopK],
     test_labels: Tensor,
     ks: Sequence[int],
     temperatures: Sequence[float],

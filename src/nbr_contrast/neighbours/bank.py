@@ -29,7 +29,7 @@ class PayloadSpec:
     """One extra per-entry field stored beside each embedding.
 
     Attributes:
-        shape: Per-entry shape (``()`` for a scalar such as a label or dataset index,
+        shape: Per-entry shape (``()`` for a scalar such as a label or sample id,
             ``(C,)`` for class probabilities).
         dtype: Storage dtype.
         fill: Initial value of every entry (``-1`` marks "no label/index yet"; ``1/C`` gives
@@ -42,7 +42,7 @@ class PayloadSpec:
 
 
 @dataclass
-class Neighbours:
+class SearchResult:
     """The result of a bank search.
 
     Attributes:
@@ -210,16 +210,16 @@ class NeighbourBank:
         self,
         queries: Tensor,
         k: int,
-        exclude_index: Tensor | None = None,
+        exclude_ids: Tensor | None = None,
         only_filled: bool = False,
-    ) -> Neighbours:
+    ) -> SearchResult:
         """The ``k`` entries most similar to each query, with their embeddings and payloads.
 
         Args:
             queries: ``[B, D]`` L2-normalised queries (any device; results land there).
             k: Neighbours per query.
-            exclude_index: ``[B]`` dataset indices; entries whose ``index`` payload equals
-                the query's own index are never returned (exact, however many old copies of
+            exclude_ids: ``[B]`` sample ids; entries whose ``sample_id`` payload equals
+                the query's own id are never returned (exact, however many old copies of
                 the sample the bank holds).
             only_filled: Search only the entries written so far (not the initial fill).
 
@@ -227,17 +227,17 @@ class NeighbourBank:
             The neighbours, sorted by decreasing similarity.
 
         Raises:
-            ValueError: ``k`` exceeds the searchable entries, or ``exclude_index`` is given
-                for a bank without an ``index`` payload.
+            ValueError: ``k`` exceeds the searchable entries, or ``exclude_ids`` is given
+                for a bank without a ``sample_id`` payload.
         """
         timer = SearchTimer(queries.device) if self.timed else None
         valid = self.num_valid if only_filled else self.size
-        if exclude_index is None:
+        if exclude_ids is None:
             sims, ids = self.backend.topk(queries, self.embeddings, k, valid=valid)
         else:
-            sims, ids = self.search_excluding(queries, k, exclude_index, valid)
+            sims, ids = self.search_excluding(queries, k, exclude_ids, valid)
         bank_ids = ids.to(self.device)
-        found = Neighbours(
+        found = SearchResult(
             sims=sims,
             ids=ids,
             embeddings=self.embeddings[bank_ids].to(queries.device),
@@ -254,29 +254,29 @@ class NeighbourBank:
         return total
 
     def search_excluding(
-        self, queries: Tensor, k: int, exclude_index: Tensor, valid: int
+        self, queries: Tensor, k: int, exclude_ids: Tensor, valid: int
     ) -> tuple[Tensor, Tensor]:
-        """Top-``k`` without entries sharing the query's dataset index.
+        """Top-``k`` without entries sharing the query's sample id.
 
         The torch backend (used for every bank on a GPU) masks those entries while scoring,
         on the device; a query whose own copies leave fewer than ``k`` other searchable
         entries gets ``-inf`` similarities for the missing neighbours. FAISS on the CPU
         searches ``k + extra`` candidates, where ``extra`` is the largest number of entries
-        any query must skip (counted exactly on the sorted ``index`` payload, on the host),
+        any query must skip (counted exactly on the sorted ``sample_id`` payload, on the host),
         masks the skipped ones and keeps the best ``k`` of the rest.
         """
-        if "index" not in self.payloads:
+        if "sample_id" not in self.payloads:
             raise ValueError(
-                f"Bank {self.name!r}: exclude_index needs an 'index' payload; declared: "
+                f"Bank {self.name!r}: exclude_ids needs a 'sample_id' payload; declared: "
                 f"{sorted(self.payloads)}."
             )
-        stored = self.payloads["index"][:valid]
-        if exclude_index.shape != (queries.shape[0],):
+        stored = self.payloads["sample_id"][:valid]
+        if exclude_ids.shape != (queries.shape[0],):
             raise ValueError(
-                f"Bank {self.name!r}: exclude_index must be [{queries.shape[0]}] (one dataset "
-                f"index per query), got {list(exclude_index.shape)}."
+                f"Bank {self.name!r}: exclude_ids must be [{queries.shape[0]}] (one sample id "
+                f"per query), got {list(exclude_ids.shape)}."
             )
-        own = exclude_index.to(device=stored.device, dtype=stored.dtype)
+        own = exclude_ids.to(device=stored.device, dtype=stored.dtype)
         if isinstance(self.backend, TorchSearch) or self.device.type == "cuda":
             masked = self.backend if isinstance(self.backend, TorchSearch) else TorchSearch()
             return masked.topk(queries, self.embeddings, k, valid=valid, skip=(stored, own))
@@ -287,7 +287,7 @@ class NeighbourBank:
         wanted = k + extra
         sims, ids = self.backend.topk(queries, self.embeddings, wanted, valid=valid)
         own_on_q = own.to(ids.device)
-        skip = self.payloads["index"][ids.to(self.device)].to(ids.device) == own_on_q[:, None]
+        skip = self.payloads["sample_id"][ids.to(self.device)].to(ids.device) == own_on_q[:, None]
         sims, order = sims.masked_fill(skip, float("-inf")).topk(k, dim=1)
         return sims, ids.gather(1, order)
 

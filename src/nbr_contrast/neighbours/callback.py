@@ -7,10 +7,10 @@
   ``scope="global"`` banks the entries are gathered from every rank first, in rank order, so
   all ranks hold identical banks. This runs after the optimiser step, so a batch never
   finds itself and every loss sees the bank as it was *before* the batch.
-- ``on_train_epoch_start``: rebuild the whole-dataset index on its schedule, from the
+- ``on_train_epoch_start``: rebuild the whole-dataset graph on its schedule, from the
   datamodule's un-augmented training images
   (:class:`~nbr_contrast.data.protocols.PlainTrainImages`).
-- ``state_dict``/``load_state_dict``: banks and dataset index travel in the checkpoint.
+- ``state_dict``/``load_state_dict``: banks and dataset graph travel in the checkpoint.
 
 It needs nothing but the method: any LightningModule that declares banks works, and one
 that declares none is left alone. On logging steps (every ``trainer.log_every_n_steps``) it
@@ -29,8 +29,8 @@ from lightning.pytorch.callbacks import Callback
 
 from nbr_contrast.data.protocols import PlainTrainImages, require
 from nbr_contrast.monitors.features import extract_features
-from nbr_contrast.neighbours.dataset_index import DatasetIndex
-from nbr_contrast.neighbours.index import DatasetIndexSpec, NeighbourIndex
+from nbr_contrast.neighbours.dataset_graph import DatasetGraph
+from nbr_contrast.neighbours.index import DatasetGraphSpec, NeighbourIndex
 from nbr_contrast.neighbours.search import BACKENDS, search_backend
 from nbr_contrast.utils.dist import gather_no_grad, rank, world_size
 from nbr_contrast.utils.steps import is_logging_step
@@ -44,9 +44,9 @@ class NeighbourIndexCallback(Callback):
             ``torch`` or ``faiss``.
         chunk_size: Bank rows scored per chunk by the torch backend (bounds memory).
         half: Score in fp16/bf16 on GPU (exact ranking up to rounding).
-        ivf_threshold: FAISS uses an IVF index for dataset indices larger than this.
+        ivf_threshold: FAISS uses an IVF index for dataset graphs larger than this.
         ivf_nprobe: IVF cells visited per query.
-        kmeans_iters: Iterations of spherical k-means in the dataset index.
+        kmeans_iters: Iterations of spherical k-means in the dataset graph.
         seed: Seed of that k-means (``None``: the seed of ``L.seed_everything``, else 0).
 
     Raises:
@@ -149,38 +149,38 @@ class NeighbourIndexCallback(Callback):
             pl_module.log("index/search_ms", total, on_step=True, on_epoch=False)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Rebuild the whole-dataset index when its schedule says so."""
-        spec = getattr(pl_module, "dataset_index_spec", lambda: None)()
+        """Rebuild the whole-dataset graph when its schedule says so."""
+        spec = getattr(pl_module, "dataset_graph_spec", lambda: None)()
         if spec is None or self.index is None:
             return
         epoch = trainer.current_epoch
         if epoch < spec.warmup_epochs or (epoch - spec.warmup_epochs) % spec.refresh_every:
             return
-        current = self.index.dataset_index
+        current = self.index.dataset_graph
         if current is not None and current.epoch == epoch:
             return
-        self.index.dataset_index = self.build_dataset_index(trainer, pl_module, spec)
-        self.index.dataset_index.epoch = epoch
-        purity = self.index.dataset_index.neighbour_purity()
+        self.index.dataset_graph = self.build_dataset_graph(trainer, pl_module, spec)
+        self.index.dataset_graph.epoch = epoch
+        purity = self.index.dataset_graph.neighbour_purity()
         if purity is not None:
             pl_module.log("index/dataset_knn_purity", purity, on_epoch=True, on_step=False)
 
-    def build_dataset_index(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, spec: DatasetIndexSpec
-    ) -> DatasetIndex:
+    def build_dataset_graph(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, spec: DatasetGraphSpec
+    ) -> DatasetGraph:
         """Embed every training image (each rank a shard, then gathered) and index it."""
         assert self.index is not None
         who = type(pl_module).__name__
-        data = require(trainer.datamodule, PlainTrainImages, who, "its whole-dataset index")
+        data = require(trainer.datamodule, PlainTrainImages, who, "its whole-dataset graph")
         loader = data.plain_train_loader(rank(), world_size())
         feats, labels, indices = extract_features(
-            pl_module.index_encoder(), loader, pl_module.device, normalize=True, progress=False
+            pl_module.graph_encoder(), loader, pl_module.device, normalize=True, progress=False
         )
         feats = gather_no_grad(feats.to(pl_module.device))
         labels = gather_no_grad(labels.to(pl_module.device))
         indices = gather_no_grad(indices.to(pl_module.device))
         order = torch.argsort(indices)
-        return DatasetIndex.build(
+        return DatasetGraph.build(
             feats[order],
             labels[order],
             k=spec.k,
@@ -197,7 +197,7 @@ class NeighbourIndexCallback(Callback):
         return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def state_dict(self) -> dict[str, Any]:
-        """The index's state (banks, dataset index) for the checkpoint."""
+        """The index's state (banks, dataset graph) for the checkpoint."""
         if self.index is None:
             return self._pending or {}
         return self.index.state_dict()

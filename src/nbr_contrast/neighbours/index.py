@@ -1,6 +1,6 @@
-"""The neighbour index: every bank and the whole-dataset index of one run, in one place.
+"""The neighbour index: every bank and the whole-dataset graph of one run, in one place.
 
-A method *declares* what it needs (:class:`BankSpec`, :class:`DatasetIndexSpec`); the
+A method *declares* what it needs (:class:`BankSpec`, :class:`DatasetGraphSpec`); the
 :class:`~nbr_contrast.neighbours.callback.NeighbourIndexCallback` builds a
 :class:`NeighbourIndex` from those declarations, hands the method a read handle, writes to
 it after each step and saves it in checkpoints. The index is a plain object, not an
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from nbr_contrast.neighbours.bank import NeighbourBank, PayloadSpec
-from nbr_contrast.neighbours.dataset_index import DatasetIndex
+from nbr_contrast.neighbours.dataset_graph import DatasetGraph
 from nbr_contrast.neighbours.search import SearchBackend
 
 SCOPES = ("global", "rank")
@@ -29,7 +29,7 @@ class BankSpec:
         name: Key the method uses to read it and to return entries to enqueue.
         size: Number of entries (``K``).
         dim: Embedding size.
-        payloads: Extra per-entry fields (labels, dataset indices, probabilities, ...).
+        payloads: Extra per-entry fields (labels, sample ids, probabilities, ...).
         scope: ``global`` (every rank enqueues the gathered batch, so all ranks hold the
             same bank) or ``rank`` (each rank keeps its own entries).
         init: ``random`` (normalised Gaussian entries, as NNCLR and MoCo) or ``zeros``.
@@ -49,8 +49,8 @@ class BankSpec:
 
 
 @dataclass(frozen=True)
-class DatasetIndexSpec:
-    """A whole-dataset index a method asks for (rebuilt on a schedule).
+class DatasetGraphSpec:
+    """A whole-dataset graph a method asks for (rebuilt on a schedule).
 
     Attributes:
         k: Neighbours per image in the kNN graph.
@@ -79,7 +79,7 @@ def validate_bank_spec(spec: BankSpec) -> None:
 
 
 class NeighbourIndex:
-    """The banks and the dataset index of one run.
+    """The banks and the dataset graph of one run.
 
     Args:
         specs: Banks to build.
@@ -103,7 +103,7 @@ class NeighbourIndex:
             )
             for s in specs
         }
-        self.dataset_index: DatasetIndex | None = None
+        self.dataset_graph: DatasetGraph | None = None
 
     def bank(self, name: str) -> NeighbourBank:
         """Return the bank called ``name``."""
@@ -112,24 +112,24 @@ class NeighbourIndex:
         return self.banks[name]
 
     def to(self, device: str | torch.device) -> NeighbourIndex:
-        """Move every bank (and the dataset index) to ``device``."""
+        """Move every bank (and the dataset graph) to ``device``."""
         for bank in self.banks.values():
             bank.to(device)
-        if self.dataset_index is not None:
-            self.dataset_index.to(device)
+        if self.dataset_graph is not None:
+            self.dataset_graph.to(device)
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        """CPU copies of every bank and of the dataset index."""
+        """CPU copies of every bank and of the dataset graph."""
         return {
             "banks": {name: bank.state_dict() for name, bank in self.banks.items()},
-            "dataset_index": (
-                None if self.dataset_index is None else self.dataset_index.state_dict()
+            "dataset_graph": (
+                None if self.dataset_graph is None else self.dataset_graph.state_dict()
             ),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore banks (and the dataset index) saved by :meth:`state_dict`."""
+        """Restore banks (and the dataset graph) saved by :meth:`state_dict`."""
         saved = state.get("banks", {})
         missing = sorted(set(self.banks) - set(saved))
         if missing:
@@ -139,5 +139,5 @@ class NeighbourIndex:
             )
         for name, bank in self.banks.items():
             bank.load_state_dict(saved[name])
-        if state.get("dataset_index") is not None:
-            self.dataset_index = DatasetIndex.from_state_dict(state["dataset_index"])
+        if state.get("dataset_graph") is not None:
+            self.dataset_graph = DatasetGraph.from_state_dict(state["dataset_graph"])

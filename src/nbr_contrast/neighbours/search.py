@@ -14,7 +14,9 @@ decreasing similarity and land on the queries' device.
   static key sets (see :meth:`FaissSearch.build_ivf`).
 
 Backends are plain objects built from plain arguments and need no run config, trainer or
-process group; :func:`search_backend` picks one by name as ``index.backend`` does::
+process group; :func:`search_backend` picks one by name (``backend`` of
+:class:`~nbr_contrast.neighbours.callback.NeighbourIndexCallback`, ``search.backend`` on the
+command line)::
 
     backend = search_backend("auto", device="cuda")  # FAISS GPU if it works, else torch
     sims, ids = TorchSearch(chunk_size=65536).topk(queries, keys, k=5)
@@ -225,7 +227,7 @@ class FaissSearch(SearchBackend):
         ``nlist = 4·sqrt(K)`` cells (at most ``K / 39``, FAISS's minimum training points per
         cell), trained on the keys themselves; a query visits ``nprobe`` cells, so a true
         neighbour in an unvisited cell is missed. With ``nprobe >= nlist`` the search is
-        exact. Used by the dataset index when ``K > ivf_threshold``.
+        exact. Used by the dataset graph when ``K > ivf_threshold``.
 
         Args:
             keys: ``[K, D]`` L2-normalised keys.
@@ -267,10 +269,11 @@ class FaissSearch(SearchBackend):
 
 
 def missing_faiss_message() -> str:
-    """The error text for ``index.backend=faiss`` without FAISS installed."""
+    """The error text for the FAISS backend without FAISS installed."""
     return (
-        "index.backend=faiss needs the faiss package, which is not installed: run "
-        "`pip install nbr-contrast[faiss]` (or faiss-gpu), or set index.backend=torch."
+        "search.backend=faiss (the callback's backend='faiss') needs the faiss package, which "
+        "is not installed: run `pip install nbr-contrast[faiss]` (or faiss-gpu), or use the "
+        "torch backend (search.backend=torch)."
     )
 
 
@@ -293,7 +296,7 @@ def search_backend(
         device: Where the banks will live.
         chunk_size: Keys scored per chunk by :class:`TorchSearch`.
         half: Score in half precision in :class:`TorchSearch`.
-        ivf_threshold: Key count above which :class:`FaissSearch` builds IVF dataset indices.
+        ivf_threshold: Key count above which :class:`FaissSearch` builds IVF indices (graphs).
         nprobe: IVF cells visited per query by :class:`FaissSearch`.
 
     Returns:
@@ -304,7 +307,7 @@ def search_backend(
         ValueError: Unknown backend name.
     """
     if name not in BACKENDS:
-        raise ValueError(f"index.backend={name!r} is unknown; valid values: {list(BACKENDS)}.")
+        raise ValueError(f"search.backend={name!r} is unknown; valid values: {list(BACKENDS)}.")
     if name == "faiss" and not faiss_available():
         raise ImportError(missing_faiss_message())
     on_cuda = torch.device(device).type == "cuda"

@@ -26,7 +26,8 @@ class Rule:
 RULES = (
     Rule(lambda n: "temperature" in n, lambda v: v > 0, "must be > 0"),
     Rule(lambda n: "momentum" in n, lambda v: 0 <= v <= 1, "must be in [0, 1]"),
-    Rule(lambda n: n == "k" or n.endswith("_k"), lambda v: v >= 1, "must be at least 1"),
+    Rule(lambda n: n.endswith("_k"), lambda v: v >= 1, "must be at least 1"),
+    Rule(lambda n: n == "k", lambda v: v >= 0, "must be >= 0"),
     Rule(
         lambda n: n == "size" or n.endswith(("_size", "_dim")), lambda v: v >= 1, "must be positive"
     ),

@@ -26,7 +26,7 @@ from nbr_contrast.utils.dist import rank, world_size
 
 
 class FeatureDataset(Dataset[dict[str, Tensor]]):
-    """Precomputed features as items ``{"feature", "label", "index"}`` by dataset index.
+    """Precomputed features as items ``{"feature", "label", "sample_id"}`` by dataset index.
 
     Keys are dataset indices (``split.indices``) or a sampler's ``(index, seed)`` pairs (the
     seed is unused), so any training order of the images serves their features.
@@ -43,7 +43,7 @@ class FeatureDataset(Dataset[dict[str, Tensor]]):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Tensor]:
         i = self.position[key[0] if isinstance(key, tuple) else key]
         s = self.split
-        return {"feature": s.feats[i], "label": s.labels[i], "index": s.indices[i]}
+        return {"feature": s.feats[i], "label": s.labels[i], "sample_id": s.indices[i]}
 
 
 class RankSliceSampler(Sampler[int]):

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from nbr_contrast.monitors.knn import (
-    Neighbours,
+    TopK,
     accuracies_of,
     check_counts,
     merge_topk,
@@ -69,7 +69,7 @@ def all_gather_rows(x: Tensor) -> Tensor:
     return torch.cat(rows).to(x.device)
 
 
-def merge_ranks(found: Neighbours, k: int) -> Neighbours:
+def merge_ranks(found: TopK, k: int) -> TopK:
     """The global top-``k`` from every rank's top-``k`` of the same queries.
 
     Args:
@@ -87,8 +87,8 @@ def merge_ranks(found: Neighbours, k: int) -> Neighbours:
         every = gather_no_grad(t.to(device)).view(world_size(), rows, -1)
         return every.permute(1, 0, 2).reshape(rows, -1)
 
-    merged = merge_topk(Neighbours(*(side_by_side(t) for t in found)), k)
-    return Neighbours(*(t.to(found.sims.device) for t in merged))
+    merged = merge_topk(TopK(*(side_by_side(t) for t in found)), k)
+    return TopK(*(t.to(found.sims.device) for t in merged))
 
 
 def sharded_knn_accuracies(

@@ -88,13 +88,13 @@ def knn_shards(
     return bank, embed(datamodule.eval_loader(test), rank_share(range(len(test))))
 
 
-def knn_backend(index: Any, device: torch.device) -> SearchBackend:
+def knn_backend(search: Any, device: torch.device) -> SearchBackend:
     """The float32 search backend of the kNN report, scoring :data:`KEY_BLOCK` keys at once.
 
-    ``index.backend=faiss`` is honoured; ``auto`` means torch here, whose block-wise matmul
+    ``search.backend=faiss`` is honoured; ``auto`` means torch here, whose block-wise matmul
     gives bitwise the same similarities on any number of ranks (FAISS tiles its own way).
     """
-    name = "faiss" if str(index.backend) == "faiss" else "torch"
+    name = "faiss" if str(search.backend) == "faiss" else "torch"
     return search_backend(name, device, chunk_size=KEY_BLOCK)
 
 
@@ -134,7 +134,7 @@ class FitKnn(L.Callback):
         datamodule: The run's data.
         k: Neighbours.
         temperature: Vote temperature.
-        index: The ``index`` config (its backend searches).
+        search: The ``search`` config (its backend searches).
         progress: Show progress bars (on rank 0).
         before: Take the "before" accuracy.
     """
@@ -144,12 +144,12 @@ class FitKnn(L.Callback):
         datamodule: ViewsDataModule,
         k: int,
         temperature: float,
-        index: Any,
+        search: Any,
         progress: bool,
         before: bool,
     ) -> None:
         self.datamodule, self.k, self.temperature = datamodule, k, temperature
-        self.index, self.progress, self.want_before = index, progress, before
+        self.search, self.progress, self.want_before = search, progress, before
         self.before: float | None = None
 
     def measure(
@@ -159,7 +159,7 @@ class FitKnn(L.Callback):
         pair = knn_shards(backbone, self.datamodule, device, self.progress)
         if pair is None:
             return None, None
-        backend = knn_backend(self.index, device)
+        backend = knn_backend(self.search, device)
         accs = pair_accuracies(
             pair, [self.k], [self.temperature], self.datamodule.num_classes, backend, device
         )
@@ -216,7 +216,7 @@ def attach_fit_knn(
         datamodule,
         int(cfg.method.knn_k),
         float(cfg.method.knn_temperature),
-        cfg.index,
+        cfg.search,
         bool(cfg.trainer.enable_progress_bar),
         before,
     )

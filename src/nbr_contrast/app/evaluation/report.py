@@ -51,7 +51,7 @@ def source_images(source: ImageSource, indices: Tensor) -> Tensor:
 
 
 @dataclass
-class Neighbours:
+class NearestImages:
     """The nearest training images of some test queries, nearest first.
 
     Attributes:
@@ -78,7 +78,7 @@ class Neighbours:
 
 def nearest_neighbours(
     train: SplitFeatures, test: SplitFeatures, queries: Sequence[int] | Tensor, k: int
-) -> Neighbours:
+) -> NearestImages:
     """The ``k`` most cosine-similar training features of the test rows ``queries``.
 
     Args:
@@ -99,7 +99,7 @@ def nearest_neighbours(
     if len(rows) and not bool(((rows >= 0) & (rows < len(test.labels))).all()):
         raise ValueError(f"queries must be rows of the {len(test.labels)} test features.")
     sims, nbr = (test.feats[rows] @ train.feats.T).topk(k, dim=1)
-    return Neighbours(
+    return NearestImages(
         queries=rows,
         query_indices=test.indices[rows],
         query_labels=test.labels[rows],
@@ -161,9 +161,9 @@ def grid_queries(test: SplitFeatures, count: int = GRID_QUERIES, seed: int = 0) 
     return torch.tensor(picked, dtype=torch.long)
 
 
-def without_self(neighbours: Neighbours) -> Neighbours:
+def without_self(neighbours: NearestImages) -> NearestImages:
     """``neighbours`` of training queries in the training set minus the first (itself)."""
-    return Neighbours(
+    return NearestImages(
         neighbours.queries,
         neighbours.query_indices,
         neighbours.query_labels,

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from nbr_contrast.app.reliability.validation import ConfigError
+from nbr_contrast.app.renames import upgrade_config
 
 
 class DiskFullError(ConfigError):
@@ -77,12 +78,13 @@ def stored_run_config(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     """The run config a checkpoint holds (``None`` when it holds none).
 
     Checkpoints of this release keep it under :data:`RUN_CONFIG_KEY`; those of releases
-    whose methods took the whole run config keep it in ``hyper_parameters["cfg"]``.
+    whose methods took the whole run config keep it in ``hyper_parameters["cfg"]``, with the
+    settings renamed since under their old names (:mod:`~nbr_contrast.app.renames`).
     """
     config = checkpoint.get(RUN_CONFIG_KEY)
     if config is None:
         config = (checkpoint.get("hyper_parameters") or {}).get("cfg")
-    return dict(config) if isinstance(config, dict) else None
+    return upgrade_config(dict(config)) if isinstance(config, dict) else None
 
 
 def _umask() -> int:

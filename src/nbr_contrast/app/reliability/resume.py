@@ -1,7 +1,7 @@
 """Exact resume: RNG states and loader position in the checkpoint; which checkpoint to use.
 
 Lightning restores the model, optimisers, schedulers, loops and callback states (the
-neighbour banks and dataset index live in ``NeighbourIndexCallback``'s state; the EMA
+neighbour banks and dataset graph live in ``NeighbourIndexCallback``'s state; the EMA
 bookkeeping is a model buffer). Two things it leaves out are added here by
 :class:`ResumeStateCallback`: the Python, NumPy and torch RNG states, and where the
 training loader stood, so an interrupted epoch continues with the batch it would have
@@ -44,7 +44,7 @@ TRAJECTORY_KEYS = (
     "method",
     "backbone",
     "optim",
-    "index",
+    "search",
     "data.name",
     "data.batch_size",
     "data.views",
@@ -269,7 +269,7 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
     ``data.name``, and the same settings that size its weights (``backbone.*``,
     ``method.*_dim``/``*_size``, ``data.num_classes``). ``resume=true`` continues the
     trajectory, so every setting that shapes it (:data:`TRAJECTORY_KEYS`: batch size, views,
-    optimiser and schedule, method, backbone, index, seed, ...) must match;
+    optimiser and schedule, method, backbone, search, seed, ...) must match;
     ``trainer.max_epochs`` may grow, and logging, progress, paths and loader workers may
     change (not the workers for ``data=webdataset``, whose order they shape).
 

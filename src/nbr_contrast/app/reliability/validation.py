@@ -38,12 +38,13 @@ PRECISIONS = (
 SINGLE_VIEW_METHODS = ("cone", "supervised")
 SUPERVISED_METHODS = ("cone", "supervised")
 SETTING = re.compile(
-    r"\b(?:method|backbone|data|trainer|optim|index|logger|task)\.[a-z_]+\b|\b(?:ckpt|resume)\b"
+    r"\b(?:method|backbone|data|trainer|optim|search|logger|task)\.[a-z_]+\b|\b(?:ckpt|resume)\b"
 )
 
 
-# groups whose numeric fields are range-checked by name (the trainer's are checked one by one)
-CHECKED_GROUPS = ("method", "backbone", "data", "optim", "index", "task")
+# groups whose numeric fields are range-checked by name (the trainer's are checked one by one;
+# a method's constructor checks its arguments with the same rules, and more of its own)
+CHECKED_GROUPS = ("method", "backbone", "data", "optim", "search", "task")
 
 
 TRAINER_AT_LEAST_1 = (
@@ -151,11 +152,17 @@ def _check_finite(cfg: DictConfig) -> None:
 
 
 def _check_ranges(cfg: DictConfig) -> None:
-    """Check every numeric setting against the :data:`RULES` its field name matches."""
+    """Check every numeric setting against the :data:`RULES` its field name matches.
+
+    ``task.k`` (the kNN evaluation's neighbour counts) must be at least 1, where a method's
+    ``k`` may be 0 (SNCLR's, for MoCo v3).
+    """
     for key, name, value in _numbers(cfg, CHECKED_GROUPS):
         for rule in RULES:
             if rule.applies(name) and not rule.valid(value):
                 _fail(f"{key}={value} {rule.requirement}; change {key}.")
+        if key.startswith("task.k[") and value < 1:
+            _fail(f"{key}={value} must be at least 1; change task.k.")
 
 
 def _check_trainer_counts(t: DictConfig) -> None:

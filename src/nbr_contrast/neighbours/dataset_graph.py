@@ -31,7 +31,7 @@ def drop_self(sims: Tensor, ids: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @dataclass
-class DatasetIndex:
+class DatasetGraph:
     """kNN graph and clusters of every training image's embedding.
 
     Attributes:
@@ -65,7 +65,7 @@ class DatasetIndex:
         kmeans_iters: int = 20,
         seed: int = 0,
         exclude_self: bool = True,
-    ) -> DatasetIndex:
+    ) -> DatasetGraph:
         """Index a dataset's embeddings.
 
         Args:
@@ -141,7 +141,7 @@ class DatasetIndex:
         same = self.labels[self.knn_ids] == self.labels[:, None]
         return float(same[known].float().mean())
 
-    def to(self, device: str | torch.device) -> DatasetIndex:
+    def to(self, device: str | torch.device) -> DatasetGraph:
         """Move every tensor to ``device``; returns the index."""
         for f in fields(self):
             value = getattr(self, f.name)
@@ -168,7 +168,7 @@ class DatasetIndex:
             setattr(self, f.name, getattr(restored, f.name))
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> DatasetIndex:
+    def from_state_dict(cls, state: dict[str, Any]) -> DatasetGraph:
         """A new index from a saved :meth:`state_dict`.
 
         Raises:
