@@ -10,7 +10,7 @@ from nbr_contrast.app.tasks import say_monitoring
     ("labelled", "monitored", "expected"),
     [
         (True, True, None),
-        (False, True, "no labels: the online probe and nn_acc are off"),
+        (False, True, "no labels: the online probe and the neighbour agreement are off"),
         (False, False, "no labelled evaluation set is configured"),
         (True, False, "no test images"),
     ],

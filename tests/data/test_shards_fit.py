@@ -75,7 +75,7 @@ def test_unlabelled_shards_train_nnclr_with_monitoring_off(
 ) -> None:
     pattern = write_shards(tmp_path / "shards", [8, 8], labelled=False)
     summary = api.fit(_cfg(tmp_path / "run", pattern))
-    assert "the probe, kNN monitor, nn_acc and kNN report are off" in caplog.text
+    assert "the probe, kNN monitor, neighbour agreement and kNN report are off" in caplog.text
     assert summary["steps"] == 2 and summary["knn_acc_after@5"] is None
 
 

@@ -24,7 +24,7 @@ def test_nested_unlabelled_folder_trains_with_monitoring_off(
 ) -> None:
     cfg = tiny_cfg(*UNLABELLED, f"data.root={unlabelled_tree(True)}", "plots=true")
     summary = api.fit(cfg)
-    assert "the probe, kNN monitor, nn_acc and kNN report are off" in caplog.text
+    assert "the probe, kNN monitor, neighbour agreement and kNN report are off" in caplog.text
     assert summary["steps"] == 1
     assert summary["knn_acc_before@5"] is None and summary["knn_acc_after@5"] is None
     assert summary["online_knn_acc"] is None and summary["linear_probe_acc1"] is None
@@ -33,7 +33,7 @@ def test_nested_unlabelled_folder_trains_with_monitoring_off(
     assert {Path(p).name for p in summary["plots"]} >= {"neighbours.png", "embedding_map.png"}
     metrics = (Path(cfg.output_dir) / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "train/loss" in metrics
-    assert not any(k in metrics for k in ("nn_acc", "probe", "val/"))
+    assert not any(k in metrics for k in ("nbr/agreement", "probe", "val/"))
 
 
 def test_flat_unlabelled_folder_with_a_labelled_eval_set(
@@ -49,7 +49,7 @@ def test_flat_unlabelled_folder_with_a_labelled_eval_set(
         f"data.eval_root={image_tree}",
     )
     summary = api.fit(cfg)
-    assert "the online probe and nn_acc are off" in caplog.text
+    assert "the online probe and the neighbour agreement are off" in caplog.text
     assert summary["linear_probe_acc1"] is None
     for key in ("knn_acc_before@5", "knn_acc_after@5", "online_knn_acc"):
         assert 0.0 <= summary[key] <= 100.0

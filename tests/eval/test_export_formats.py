@@ -84,6 +84,7 @@ def test_projector_round_trips(tmp_path: Path) -> None:
         "last_bn": True,
         "last_bn_affine": True,
         "hidden_bn": True,
+        "last_bias": False,
     }
     x = torch.randn(4, 512)
     for weights in (Path(info["safetensors_path"]), Path(info["path"])):

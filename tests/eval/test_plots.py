@@ -8,10 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from nbr_contrast.app.evaluation.curves import curves_figure, plot_curves
 from nbr_contrast.app.evaluation.plots import (
-    curves_figure,
     log_figure_to_tensorboard,
-    plot_curves,
     plot_embedding_map,
     plot_neighbour_grid,
     plot_purity,
@@ -75,12 +74,12 @@ METRICS_CSV = """epoch,step,lr-SGD,train/loss_step,train/loss_epoch,val/knn_acc,
 def test_curves_from_metrics_csv(tmp_path: Path) -> None:
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text(METRICS_CSV)
-    check_png(plot_curves(csv_path, tmp_path / "curves.png"), 11.0 / 4.0)
+    check_png(plot_curves(csv_path, tmp_path / "curves.png"), 16.0 / 4.0)
     out = plot_curves(csv_path, tmp_path / "some.png", keys=["val/knn_acc", "missing/acc"])
-    check_png(out, 11.0 / 4.0)
+    check_png(out, 16.0 / 4.0)
 
 
-NN_ACC_CSV = """epoch,step,train/loss_epoch,train/nn_acc_epoch,val/knn_acc,val/probe_acc1
+NN_ACC_CSV = """epoch,step,train/loss_epoch,train/acc1_epoch,val/knn_acc,val/probe_acc1
 0,1,2.20,0.125,31.5,28.0
 1,3,1.80,0.25,45.0,40.5
 """
@@ -89,10 +88,10 @@ NN_ACC_CSV = """epoch,step,train/loss_epoch,train/nn_acc_epoch,val/knn_acc,val/p
 def test_curves_put_every_accuracy_in_percent_and_losses_apart(tmp_path: Path) -> None:
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text(NN_ACC_CSV)
-    acc_ax, loss_ax = curves_figure(csv_path).axes
+    acc_ax, loss_ax, nbr_ax = curves_figure(csv_path).axes
     acc = {line.get_label(): list(line.get_ydata()) for line in acc_ax.get_lines()}
     assert acc == {
-        "train/nn_acc_epoch": [12.5, 25.0],
+        "train/acc1_epoch": [12.5, 25.0],
         "val/knn_acc": [31.5, 45.0],
         "val/probe_acc1": [28.0, 40.5],
     }
@@ -100,6 +99,29 @@ def test_curves_put_every_accuracy_in_percent_and_losses_apart(tmp_path: Path) -
     losses = {line.get_label(): list(line.get_ydata()) for line in loss_ax.get_lines()}
     assert losses == {"train/loss_epoch": [2.2, 1.8]}
     assert loss_ax.get_ylabel() == "loss"
+    assert nbr_ax.get_title() == "neighbours" and not nbr_ax.get_lines()  # none logged
+
+
+NEIGHBOURS_CSV = (
+    "epoch,step,train/loss_epoch,train/nbr/agreement_epoch,train/nbr/self_retrieval_epoch,"
+    "train/nbr/spread_epoch,train/nbr/age_mean_epoch,train/nbr/agreement_step\n"
+    "0,1,2.2,0.20,0.00,0.90,3.0,0.5\n"
+    "1,3,1.8,0.30,0.40,0.80,12.0,0.7\n"
+)
+
+
+def test_curves_have_a_neighbours_panel_with_ages_on_their_own_scale(tmp_path: Path) -> None:
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text(NEIGHBOURS_CSV)
+    _, _, nbr_ax, age_ax = curves_figure(csv_path).axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in nbr_ax.get_lines()}
+    assert lines == {
+        "agreement": [0.2, 0.3],
+        "self_retrieval": [0.0, 0.4],
+        "spread": [0.9, 0.8],
+    }
+    ages = {line.get_label(): list(line.get_ydata()) for line in age_ax.get_lines()}
+    assert ages == {"age_mean (steps)": [3.0, 12.0]} and age_ax.get_ylabel() == "age (steps)"
 
 
 def test_curves_without_usable_metric(tmp_path: Path) -> None:
@@ -148,5 +170,5 @@ def test_log_figure_to_tensorboard(tmp_path: Path) -> None:
     assert log_figure_to_tensorboard(experiment, "plots/curves", png, 7)
     ((tag, image, step, dataformats),) = experiment.calls
     assert (tag, step, dataformats) == ("plots/curves", 7, "HWC")
-    assert image.shape == (400, 1100, 3) and image.dtype == np.uint8
+    assert image.shape == (400, 1600, 3) and image.dtype == np.uint8
     assert not log_figure_to_tensorboard(object(), "plots/curves", png, 7)

@@ -34,9 +34,9 @@ def test_queue_snapshot_excludes_current_keys(tiny_cfg: Callable[..., DictConfig
     seen: list[torch.Tensor] = []
     original = method.contrast
 
-    def spy(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor):
+    def spy(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, own: torch.Tensor | None):
         seen.append(queue)
-        return original(q, k, queue)
+        return original(q, k, queue, own)
 
     method.contrast = spy  # type: ignore[method-assign]
     # another seed: training's own first batch (same items, same views) is already queued

@@ -24,7 +24,7 @@ from ..runs import PX16
 
 WARMUP = 3
 STEPS = 20
-METHODS = ("nnclr", "co2", "mocov2", "snclr", "mocov3", "clim", "cone", "supervised")
+METHODS = ("nnclr", "co2", "mocov2", "snclr", "mocov3", "clim", "cone", "supervised", "msf", "byol")
 SMALL = {
     "nnclr": ["method.queue_size=64"],
     # FAISS on the CPU (search=auto there) counts skipped entries on the host; banks on a
@@ -32,6 +32,7 @@ SMALL = {
     "snclr": ["method.queue_size=64", "search=torch"],
     "clim": ["method.warmup_epochs=0"],
     "cone": ["method.k=16"],  # the bank is one epoch of 24 batches of 8
+    "msf": ["method.queue_size=64"],
 }
 
 

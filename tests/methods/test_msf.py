@@ -20,7 +20,7 @@ def test_msf_and_byol_short_fits(tiny_cfg: Callable[..., DictConfig]) -> None:
     assert isinstance(method, MSF)
     assert trainer.global_step == 2
     assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])
-    assert 0.0 <= float(trainer.callback_metrics["train/purity_epoch"]) <= 1.0
+    assert 0.0 <= float(trainer.callback_metrics["train/nbr/agreement_epoch"]) <= 1.0
     assert method.bank("memory").num_seen == 2 * 16  # the targets, after each step
     byol, trainer = fit_small(tiny_cfg("method=byol", *SMALL))
     assert byol.neighbour_specs() == []
@@ -46,7 +46,7 @@ def test_each_target_is_its_own_nearest_neighbour_and_k1_is_byol(
     method.eval()
     batch = as_train_batch(first_batch(cfg))
     t = method.keys(batch.views[1])
-    neighbours, _ = method.mean_shift_targets(t, batch.labels)
+    neighbours, _ = method.mean_shift_targets(t, batch.labels, batch.sample_ids)
     torch.testing.assert_close(neighbours[:, 0], t)
     # the target's distances choose: similarities to the target decrease along k
     sims = torch.einsum("bd,bkd->bk", t, neighbours)
@@ -55,7 +55,7 @@ def test_each_target_is_its_own_nearest_neighbour_and_k1_is_byol(
     # k = 1 through the bank equals BYOL's loss on the target itself
     method.k = 1
     q = torch.nn.functional.normalize(torch.randn_like(t), dim=1)
-    nb, _ = method.mean_shift_targets(t, batch.labels)
+    nb, _ = method.mean_shift_targets(t, batch.labels, batch.sample_ids)
     torch.testing.assert_close(msf_loss(q, nb), msf_loss(q, t[:, None]))
 
 

@@ -50,20 +50,20 @@ def test_bank_payloads_are_the_true_labels(tiny_cfg: Callable[..., DictConfig]) 
 def test_positive_is_the_banks_nearest_entry(tiny_cfg: Callable[..., DictConfig]) -> None:
     method, _ = fit_small(tiny_cfg(*SMALL))
     z = torch.randn(5, 32)
-    positives, labels = method.positives(z, torch.zeros(5, dtype=torch.long))
+    positives, found = method.positives(z, torch.zeros(5, dtype=torch.long))
     bank = method.bank("support")
     sims = torch.nn.functional.normalize(z, dim=1) @ bank.embeddings.T
     assert torch.allclose(positives, bank.embeddings[sims.argmax(dim=1)])
-    assert labels is not None and labels.shape == (5,)
+    assert found is not None and found.payloads["label"].shape == (5, 1)
 
 
 def test_use_nn_false_uses_the_embedding_itself(tiny_cfg: Callable[..., DictConfig]) -> None:
     cfg = tiny_cfg(*SMALL, "method.use_nn=false")
     method = build_method(cfg)
     z = torch.randn(4, 32)
-    positives, labels = method.positives(z, torch.zeros(4, dtype=torch.long))
+    positives, found = method.positives(z, torch.zeros(4, dtype=torch.long))
     assert torch.allclose(positives, torch.nn.functional.normalize(z, dim=1))
-    assert labels is None
+    assert found is None
 
 
 @pytest.mark.parametrize("stop_grad_self", [False, True])

@@ -58,7 +58,7 @@ def test_weights_stats_logged(tiny_cfg: Callable[..., DictConfig]) -> None:
     metrics = trainer.callback_metrics
     assert 0.0 < float(metrics["train/weight_mean_epoch"]) <= 1.0
     assert float(metrics["train/weight_entropy_epoch"]) >= 0.0
-    assert 0.0 <= float(metrics["train/nn_acc_epoch"]) <= 1.0
+    assert 0.0 <= float(metrics["train/nbr/agreement_epoch"]) <= 1.0
 
 
 def test_snclr_with_a_vit_backbone(tiny_cfg: Callable[..., DictConfig]) -> None:
@@ -108,3 +108,18 @@ def test_vit_heads_follow_the_architecture_not_its_name(
     assert linear_widths(vit.projector) == [4096, 4096, 256] and ends_in_bn(vit.predictor)
     conv = build_method(tiny_cfg("method=mocov3", "backbone=timm", "backbone.name=convnext_atto"))
     assert linear_widths(conv.projector) == [4096, 256] and not ends_in_bn(conv.predictor)
+
+
+def test_mocov3_heads_have_no_bias_as_the_official_builder() -> None:
+    """moco-v3 ``builder.py`` ``_build_mlp`` and solo-learn ``mocov3.py`` build every linear
+    layer of the projector and the predictor with ``bias=False``; 0.1 checkpoints had a
+    predictor bias and load with ``predictor_bias=True``."""
+    from nbr_contrast import MoCoV3
+
+    heads = {"proj_hidden_dim": 16, "pred_hidden_dim": 16, "proj_output_dim": 8}
+    model = MoCoV3(backbone="resnet18", **heads)
+    linears = [m for h in (model.projector, model.predictor) for m in h.modules()]
+    linears = [m for m in linears if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 4 and all(m.bias is None for m in linears)
+    old = MoCoV3(backbone="resnet18", predictor_bias=True, **heads)
+    assert old.predictor[-1].bias is not None and "predictor.3.bias" in old.state_dict()

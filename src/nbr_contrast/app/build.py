@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from nbr_contrast.data.datamodule import PIPELINES, ViewsDataModule
 from nbr_contrast.data.sources import build_sources, check_classes
 from nbr_contrast.methods.base import BaseMethod
 from nbr_contrast.methods.hyperparameters import ArgumentError
+from nbr_contrast.monitors.progress import PlainProgress
 from nbr_contrast.neighbours.callback import NeighbourIndexCallback
 
 
@@ -143,7 +145,10 @@ def checkpoint_dir(cfg: DictConfig) -> Path:
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """Neighbour index, resume state, signal handling, checkpoints, progress bar, LR monitor.
+    """Neighbour index, resume state, signal handling, checkpoints, progress, LR monitor.
+
+    Progress is a progress bar on a terminal, and plain lines when standard output is not
+    one (a log file: :class:`~nbr_contrast.monitors.progress.PlainProgress`).
 
     ``last.ckpt`` is written at every epoch end, every ``trainer.checkpoint_every_n_steps``
     steps when set, and on SIGTERM/SIGINT (after the neighbour index has taken the batch's
@@ -167,8 +172,10 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
         ),
         LearningRateMonitor(logging_interval="step"),
     ]
-    if cfg.trainer.enable_progress_bar:
+    if cfg.trainer.enable_progress_bar and sys.stdout.isatty():
         callbacks.append(RichProgressBar(refresh_rate=int(cfg.trainer.progress_bar_refresh_rate)))
+    elif cfg.trainer.enable_progress_bar:  # a log file: plain lines instead of a bar
+        callbacks.append(PlainProgress(int(cfg.trainer.progress_every_n_logs)))
     return callbacks
 
 

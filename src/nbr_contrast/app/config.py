@@ -5,7 +5,7 @@ Each config group in ``conf/`` (``method``, ``backbone``, ``data``, ``trainer``,
 schemas are in :mod:`nbr_contrast.data.config`), so an unknown key or a
 value of the wrong type fails at composition time with the key's name. The ``method``
 group's schemas are made from the methods' constructors
-(:mod:`nbr_contrast.app.method_schemas`); :func:`nbr_contrast.app.schemas.register_configs`
+(:mod:`nbr_contrast.app.method_schemas`); ``nbr_contrast.app.schemas.register_configs``
 puts every schema in Hydra's ConfigStore.
 """
 
@@ -44,7 +44,8 @@ class TrainerConfig:
         deterministic: Ask torch for deterministic kernels.
         channels_last: Use channels-last memory format.
         compile: ``torch.compile`` the backbone, the heads and the GPU view pipeline.
-        enable_progress_bar: Show the rich progress bar.
+        enable_progress_bar: Show progress: the rich progress bar on a terminal, plain lines in
+            a log file (``progress_every_n_logs``).
         checkpoint_every_n_steps: Also write ``last.ckpt`` every N steps (0: epoch end only).
         benchmark: cuDNN autotuning (``torch.backends.cudnn.benchmark``): picks the fastest
             convolution kernels for fixed input shapes on the first steps.
@@ -53,6 +54,9 @@ class TrainerConfig:
         progress_bar_refresh_rate: Redraw the progress bar every N steps. Showing a
             progress bar reads the loss back to the host every step; turn it off
             (``enable_progress_bar=false``) for the last per-step wait.
+        progress_every_n_logs: When standard output is not a terminal (a log file), a plain
+            progress line is written at every epoch's end and, with N > 0, every
+            ``N × log_every_n_steps`` steps.
         finite_check_every_n_steps: Read the non-finite loss record every N steps (0: on
             logging steps only). It is also read before every checkpoint and at the end of
             training; 1 gives a diagnostic checkpoint of the failing step's state.
@@ -80,6 +84,7 @@ class TrainerConfig:
     benchmark: bool = False
     compile_mode: str = "default"
     progress_bar_refresh_rate: int = 1
+    progress_every_n_logs: int = 0
     finite_check_every_n_steps: int = 0
 
 
@@ -126,7 +131,7 @@ class TaskConfig:
     """What ``python -m nbr_contrast`` does: ``fit``, ``knn``, ``linear``, ``finetune``, ``export``.
 
     ``linear`` and ``finetune`` train a new linear head on the backbone of ``ckpt``
-    (:mod:`nbr_contrast.app.evaluation.head_task`).
+    (``nbr_contrast.app.evaluation.head_task``).
 
     Attributes:
         name: Task name.

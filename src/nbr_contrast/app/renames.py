@@ -20,6 +20,9 @@ RENAMED = {
 }
 """Old setting (a group or a dotted key) → its name since 0.2."""
 
+BIASED_PREDICTOR = ("snclr", "mocov3")
+"""Methods whose predictor had a bias on its output layer before 0.2 (MoCo v3 has none)."""
+
 PREFIXES = ("++", "+", "~")
 
 
@@ -53,7 +56,11 @@ def upgrade_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A run config stored by nbr_contrast 0.1, with every renamed setting moved (a copy)."""
+    """A run config stored by nbr_contrast 0.1, with every renamed setting moved (a copy).
+
+    An SNCLR or MoCo v3 run of 0.1 also gets ``predictor_bias: true``: its predictor's output
+    layer had the bias that 0.2 leaves out, as MoCo v3 does.
+    """
     config = copy.deepcopy(config)
     for old, new in RENAMED.items():
         if "." not in old:
@@ -65,4 +72,7 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
         new_name = new.split(".")[1]
         if isinstance(node, dict) and name in node and new_name not in node:
             node[new_name] = node.pop(name)
+    method = config.get("method")
+    if isinstance(method, dict) and method.get("name") in BIASED_PREDICTOR:
+        method.setdefault("predictor_bias", True)
     return config

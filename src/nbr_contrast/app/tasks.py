@@ -111,14 +111,14 @@ def say_monitoring(datamodule: ViewsDataModule) -> None:
     """Say in one line what is not monitored when labels or test images are missing."""
     if datamodule.monitored and not datamodule.labelled:
         rank_zero_info(
-            "training images have no labels: the online probe and nn_acc are off; the kNN "
-            "monitor and report classify the evaluation set's test images against its "
-            "labelled reference images."
+            "training images have no labels: the online probe and the neighbour agreement are "
+            "off; the kNN monitor and report classify the evaluation set's test images against "
+            "its labelled reference images."
         )
     elif not datamodule.labelled:
         rank_zero_info(
             "training images have no labels and no labelled evaluation set is configured "
-            "(data.eval_root): the probe, kNN monitor, nn_acc and kNN report are off."
+            "(data.eval_root): the probe, kNN monitor, neighbour agreement and kNN report are off."
         )
     elif not datamodule.monitored:
         rank_zero_info(
@@ -152,6 +152,16 @@ def load_method(path: str | Path) -> BaseMethod:
     method.load_state_dict(ckpt["state_dict"])
     method.run_config = cfg
     return method
+
+
+def neighbour_summary(metrics: dict[str, float]) -> dict[str, float]:
+    """The last epoch's neighbour diagnostics (``train/nbr/*``), by name."""
+    prefix, suffix = "train/nbr/", "_epoch"
+    return {
+        key[len(prefix) : -len(suffix)]: value
+        for key, value in sorted(metrics.items())
+        if key.startswith(prefix) and key.endswith(suffix)
+    }
 
 
 def _write_json(cfg: DictConfig, name: str, result: dict[str, Any]) -> Path:
@@ -236,6 +246,7 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
             f"knn_acc_after@{k}": after,
             "online_knn_acc": metrics.get("val/knn_acc"),
             "linear_probe_acc1": metrics.get("val/probe_acc1"),
+            "neighbours": neighbour_summary(metrics),
             "checkpoint": str(last),
             "resumed_from": ckpt,
             "resume": command,

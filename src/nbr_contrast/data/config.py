@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 SMALL_IMAGE_MAX = 64
-"""Images of at most this many pixels a side are "small" (CIFAR-like): ResNets get the 3x3
+"""Images of at most this many pixels a side are small, as CIFAR's are. ResNets get the 3x3
 stem, and view recipes take their small-image values (``${nbr.if_small:...}``)."""
 
 

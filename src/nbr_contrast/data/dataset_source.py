@@ -43,7 +43,7 @@ def to_pil(image: Any, where: str) -> Image.Image:
     """``image`` as an RGB PIL image.
 
     Raises:
-        TypeError: For anything but :data:`IMAGE_KINDS` (a float tensor is an image that was
+        TypeError: For anything but ``IMAGE_KINDS`` (a float tensor is an image that was
             already transformed: the dataset must give raw images).
     """
     if isinstance(image, Image.Image):
@@ -112,7 +112,7 @@ class DatasetSource(ImageSource):
 
 
 def as_source(data: Dataset[Any] | ImageSource, name: str) -> ImageSource:
-    """The :class:`ImageSource` a datamodule trains on, for any dataset it is given.
+    """The :class:`~nbr_contrast.data.image_source.ImageSource` a datamodule trains on, for any dataset it is given.
 
     An :class:`~nbr_contrast.data.images.Images` split gives its own source, any other
     source is taken as it is, any other dataset is wrapped in :class:`DatasetSource`.

@@ -23,7 +23,7 @@ from nbr_contrast.data.image_source import ImageSource
 from nbr_contrast.data.neighbour_table import NeighbourTable
 
 SampleKey = int | tuple[int, int]
-"""What a dataset is indexed with: an index, or ``(index, seed)`` from a resumable sampler."""
+"""The key a dataset is indexed with, an index or ``(index, seed)`` from a resumable sampler."""
 
 
 @contextmanager
@@ -51,7 +51,7 @@ def seeded_rng(key: SampleKey) -> Iterator[int]:
 
 
 class SourceDataset(Dataset[dict[str, Any]]):
-    """Items ``{key: transform(image), "label", "sample_id"}`` of an :class:`ImageSource`.
+    """Items ``{key: transform(image), "label", "sample_id"}`` of an :class:`~nbr_contrast.data.image_source.ImageSource`.
 
     The transform receives a ``uint8`` ``[3, H, W]`` tensor; in-memory sources skip PIL.
 

@@ -106,7 +106,7 @@ class PathSource(ImageSource):
 
     @contextmanager
     def open_image(self, i: int) -> Iterator[Image.Image]:
-        """Open file ``i``, not yet decoded (see :meth:`ImageSource.open_image`).
+        """Open file ``i``, not yet decoded (see :meth:`~nbr_contrast.data.image_source.ImageSource.open_image`).
 
         Yields:
             The opened file, valid inside the ``with`` block.

@@ -47,7 +47,7 @@ def _wide_to_l(image: Image.Image) -> Image.Image:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Return ``image`` as a loaded RGB image (grayscale, RGBA, palette, ... converted).
 
-    16-bit and float grayscale images are scaled to 8 bits (:func:`_wide_to_l`), not
+    16-bit and float grayscale images are scaled to 8 bits, not
     clipped: Pillow's own conversion would turn a 16-bit PNG white.
 
     Args:

@@ -30,7 +30,7 @@ class Images(ImageSource):
     """One split of a dataset the project loads by name.
 
     Args:
-        name: One of :data:`~nbr_contrast.data.sources.SOURCE_NAMES`.
+        name: One of ``nbr_contrast.data.sources.SOURCE_NAMES``.
         split: ``train``, ``test`` (labelled test images) or ``reference`` (the labelled
             images unlabelled training data is evaluated against, where there are some).
         root: Dataset folder (torchvision datasets, STL-10, image folders).
@@ -100,7 +100,7 @@ class Images(ImageSource):
 
     @contextmanager
     def open_image(self, i: int) -> Iterator[Image.Image]:
-        """Image ``i`` opened for one use (see :meth:`ImageSource.open_image`)."""
+        """Image ``i`` opened for one use (see :meth:`~nbr_contrast.data.image_source.ImageSource.open_image`)."""
         with self.source.open_image(i) as image:
             yield image
 

@@ -10,7 +10,7 @@ data, and ask for it through these small protocols, which
 * :class:`NeighbourServing`: a training loader that serves, with every sample, one of its
   selected neighbour images (CLIM's mixtures).
 
-:attr:`labelled` is optional: a datamodule that says its training images have no label
+``labelled`` is optional: a datamodule that says its training images have no label
 turns off the online probe and the label logs. :func:`require` names the missing piece in
 one line.
 """
@@ -50,7 +50,7 @@ class NeighbourServing(Protocol):
 
     @property
     def serving_neighbours(self) -> bool:
-        """Whether training batches carry ``neighbour_views`` and ``neighbour_index`` now."""
+        """Whether training batches carry ``neighbour_views`` and ``neighbour_id`` now."""
         ...
 
 

@@ -46,10 +46,10 @@ def view_recipe(name: str, image_size: int) -> list[ViewConfig]:
 
 
 def as_view(view: ViewConfig | Mapping[str, Any]) -> ViewConfig:
-    """A :class:`ViewConfig` from itself or a mapping of its fields.
+    """A :class:`~nbr_contrast.data.config.ViewConfig` from itself or a mapping of its fields.
 
     Raises:
-        ValueError: For a key :class:`ViewConfig` does not have.
+        ValueError: For a key :class:`~nbr_contrast.data.config.ViewConfig` does not have.
     """
     if isinstance(view, ViewConfig):
         return view

@@ -85,12 +85,12 @@ class ResidentBatchSampler(ResumableSampler):
     device once; each batch is a slice of it, yielded with its seed
     (:func:`item_seed` of the batch's first position), so the loader runs no Python per
     image. Incomplete last batches are dropped. Used with ``batch_size=None``. Takes
-    :class:`ResumableSampler`'s arguments, with a :class:`ResidentDataset` as ``dataset``.
+    :class:`ResumableSampler`'s arguments, with a :class:`~nbr_contrast.data.datasets.ResidentDataset` as ``dataset``.
     """
 
     @property
     def device(self) -> torch.device:
-        """Where the batches of indices live: the resident dataset's device."""
+        """The resident dataset's device, where the batches of indices live."""
         assert isinstance(self.dataset, ResidentDataset)
         return self.dataset.device
 
@@ -98,7 +98,7 @@ class ResidentBatchSampler(ResumableSampler):
         return self.num_samples // self.batch_size
 
     def permutation(self) -> Tensor:
-        """This rank's order of epoch :attr:`epoch` (as ``DistributedSampler`` shards it)."""
+        """This rank's order of epoch ``self.epoch`` (as ``DistributedSampler`` shards it)."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.dataset), generator=generator)  # type: ignore[arg-type]
         padding = self.total_size - len(order)

@@ -2,8 +2,8 @@
 
 :func:`build_sources` turns a :class:`~nbr_contrast.data.config.DataConfig` into the
 :class:`DataSources` of a run (:mod:`nbr_contrast.data.image_source`): held in memory for
-every kind but image folders and image lists (:mod:`nbr_contrast.data.folders`,
-:mod:`nbr_contrast.data.image_list`) and WebDataset shards (:mod:`nbr_contrast.data.shards`),
+every kind but image folders and image lists (``nbr_contrast.data.folders``,
+``nbr_contrast.data.image_list``) and WebDataset shards (``nbr_contrast.data.shards``),
 which are read lazily. Every
 failure a user can fix from the config raises a ``DataSourceError`` naming the setting to
 change.

@@ -13,7 +13,9 @@ from torch import Tensor
 from nbr_contrast.losses.infonce import info_nce
 
 
-def moco_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+def moco_infonce(
+    q: Tensor, k: Tensor, queue: Tensor, temperature: float, exclude: Tensor | None = None
+) -> Tensor:
     """CO2's instance loss, the MoCo v2 InfoNCE.
 
     ::
@@ -28,14 +30,18 @@ def moco_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Ten
         k: Momentum keys of the other view ``[B, D]``.
         queue: Queue snapshot taken before enqueueing this batch ``[K, D]``.
         temperature: ``τ_ins``.
+        exclude: ``[B, K]`` queue entries left out of row ``i``'s negatives (the query's own
+            earlier keys, with ``exclude_self``; not in MoCo v2, which keeps them).
 
     Returns:
         Scalar batch-mean loss.
     """
-    return info_nce(q, k.detach(), queue.detach(), temperature)
+    return info_nce(q, k.detach(), queue.detach(), temperature, exclude=exclude)
 
 
-def co2_consistency(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+def co2_consistency(
+    q: Tensor, k: Tensor, queue: Tensor, temperature: float, exclude: Tensor | None = None
+) -> Tensor:
     """CO2's consistency regulariser over the queue entries.
 
     ::
@@ -54,13 +60,23 @@ def co2_consistency(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> 
         k: Momentum keys of the other view ``[B, D]`` (``p`` in the paper).
         queue: Queue snapshot ``[K, D]``.
         temperature: ``τ_con``.
+        exclude: ``[B, K]`` queue entries left out of row ``i``'s two distributions (the
+            query's own earlier keys, with ``exclude_self``; the paper keeps them).
 
     Returns:
         Scalar batch-mean symmetric KL, ``≥ 0`` and ``0`` when ``q`` and ``k`` coincide.
     """
     queue = F.normalize(queue.detach(), dim=1)
-    log_q = F.log_softmax(F.normalize(q, dim=1) @ queue.T / temperature, dim=1)
-    log_p = F.log_softmax(F.normalize(k.detach(), dim=1) @ queue.T / temperature, dim=1)
-    kl_pq = (log_p.exp() * (log_p - log_q)).sum(dim=1)
-    kl_qp = (log_q.exp() * (log_q - log_p)).sum(dim=1)
+    sims_q = F.normalize(q, dim=1) @ queue.T / temperature
+    sims_p = F.normalize(k.detach(), dim=1) @ queue.T / temperature
+    if exclude is not None:
+        sims_q = sims_q.masked_fill(exclude, float("-inf"))
+        sims_p = sims_p.masked_fill(exclude, float("-inf"))
+    log_q = F.log_softmax(sims_q, dim=1)
+    log_p = F.log_softmax(sims_p, dim=1)
+    diff = log_p - log_q
+    if exclude is not None:  # both are 0 there: no term (and no -inf - -inf)
+        diff = diff.masked_fill(exclude, 0.0)
+    kl_pq = (log_p.exp() * diff).sum(dim=1)
+    kl_qp = (log_q.exp() * -diff).sum(dim=1)
     return (0.5 * (kl_pq + kl_qp)).mean()

@@ -11,7 +11,9 @@ from torch import Tensor
 Reduction = Literal["mean", "sum", "none"]
 
 
-def moco_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+def moco_logits(
+    q: Tensor, k: Tensor, queue: Tensor, temperature: float, exclude: Tensor | None = None
+) -> Tensor:
     """MoCo logits with the positive in column 0.
 
     ``logits_i = [q_i·k_i, q_i·n_1, …, q_i·n_K] / τ`` with ``q``, ``k`` and the queue
@@ -22,6 +24,8 @@ def moco_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tens
         k: Positive keys ``[B, D]`` (row ``i`` is the positive of query ``i``).
         queue: Negative keys ``[K, D]``.
         temperature: ``τ``.
+        exclude: ``[B, K]`` queue entries left out of row ``i``'s negatives (their logit is
+            ``-inf``), e.g. the query's own earlier keys; ``None`` keeps them all.
 
     Returns:
         Logits ``[B, 1 + K]``. Nothing is detached: stop-gradient is the caller's job.
@@ -31,6 +35,8 @@ def moco_logits(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tens
     queue = F.normalize(queue, dim=1)
     positive = (q * k).sum(dim=1, keepdim=True)
     negatives = q @ queue.T
+    if exclude is not None:
+        negatives = negatives.masked_fill(exclude, float("-inf"))
     return torch.cat([positive, negatives], dim=1) / temperature
 
 
@@ -40,6 +46,7 @@ def info_nce(
     queue: Tensor | None,
     temperature: float,
     reduction: Reduction = "mean",
+    exclude: Tensor | None = None,
 ) -> Tensor:
     """InfoNCE of queries against their positive keys.
 
@@ -65,6 +72,7 @@ def info_nce(
         queue: Negative keys ``[K, D]`` or ``None`` for in-batch negatives.
         temperature: ``τ``.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-sample ``[B]``).
+        exclude: ``[B, K]`` queue entries left out of each row's negatives (with a queue).
 
     Returns:
         The reduced loss (scalar) or per-sample losses ``[B]``.
@@ -73,6 +81,6 @@ def info_nce(
         logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / temperature
         targets = torch.arange(q.shape[0], device=q.device)
     else:
-        logits = moco_logits(q, k, queue, temperature)
+        logits = moco_logits(q, k, queue, temperature, exclude)
         targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, targets, reduction=reduction)

@@ -6,7 +6,7 @@ rate scaled by the *global* batch the Trainer runs), the NaN guard and the read 
 the neighbour index; :class:`~nbr_contrast.methods.momentum.MomentumMethod` adds momentum
 encoders. A steady-state step never reads a device value back to the host: metrics are
 logged on logging steps only and the NaN guard is a device-side record checked there (see
-:mod:`nbr_contrast.methods.guard`). A method implements :meth:`BaseMethod.step` (its heads
+:mod:`nbr_contrast.methods.guard`). A method implements :meth:`~nbr_contrast.methods.base.BaseMethod.step` (its heads
 and loss wiring) and, if it uses neighbours, :meth:`BaseMethod.neighbour_specs`.
 
 Every method is built from typed keyword arguments whose defaults are its recipe, and
@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -52,7 +52,7 @@ from nbr_contrast.methods.guard import (
     last_good_state,
     save_diagnostic_checkpoint,
 )
-from nbr_contrast.methods.hyperparameters import check_hyperparameters
+from nbr_contrast.methods.hyperparameters import ArgumentError, check_hyperparameters
 from nbr_contrast.methods.optimisation import (
     OptimConfig,
     as_optim_config,
@@ -64,7 +64,8 @@ from nbr_contrast.methods.optimisation import (
 from nbr_contrast.models.backbone_config import BackboneConfig
 from nbr_contrast.models.backbones import feature_dim, forward_features, resolve_backbone
 from nbr_contrast.monitors.labels import LABEL_LOGS, knn_monitor_accuracy, probe_cross_entropy
-from nbr_contrast.neighbours.bank import NeighbourBank
+from nbr_contrast.monitors.neighbour_quality import neighbour_quality, spread
+from nbr_contrast.neighbours.bank import NeighbourBank, SearchResult
 from nbr_contrast.neighbours.index import BankSpec, DatasetGraphSpec, NeighbourIndex
 from nbr_contrast.utils.batches import per_device_batch_size
 from nbr_contrast.utils.dist import gather_no_grad
@@ -95,6 +96,9 @@ class BaseMethod(L.LightningModule):
             format (faster convolutions on GPUs and AVX-512/AMX CPUs).
         finite_check_every_n_steps: Read the non-finite loss record every N steps (0: on
             logging steps only; 1 saves a diagnostic checkpoint of the failing step).
+        collapse_warning: Warn once when the embeddings' spread (``train/nbr/spread``, 1 for
+            embeddings spread over the sphere, 0 for one point) falls below this on a
+            logging step (0: never).
 
     Raises:
         ValueError: For an argument out of its range (named with the fix).
@@ -118,6 +122,7 @@ class BaseMethod(L.LightningModule):
         knn_max_train: int = 50000,
         channels_last: bool = False,
         finite_check_every_n_steps: int = 0,
+        collapse_warning: float = 0.1,
     ) -> None:
         super().__init__()
         self.backbone, spec = resolve_backbone(backbone)
@@ -135,6 +140,13 @@ class BaseMethod(L.LightningModule):
             knn_max_train=knn_max_train,
             finite_check_every_n_steps=finite_check_every_n_steps,
         )
+        if not 0 <= collapse_warning < 1:
+            raise ArgumentError(
+                type(self).__name__, "collapse_warning", collapse_warning, "must be in [0, 1)"
+            )
+        self.collapse_warning = float(collapse_warning)
+        self.collapse_warned = False
+        self.logging_step = True
         self.num_classes = None if num_classes is None else int(num_classes)
         self.knn_k = int(knn_k)
         self.knn_temperature = float(knn_temperature)
@@ -263,6 +275,7 @@ class BaseMethod(L.LightningModule):
         other steps never read a device value back to the host.
         """
         log = is_logging_step(self._trainer)
+        self.logging_step = log
         self.before_step(log)
         train = train_batch(batch, type(self).__name__)
         if not self._input_checked:
@@ -290,6 +303,8 @@ class BaseMethod(L.LightningModule):
         if self.labelled:
             logs["train/probe_loss"] = probe_loss
         self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, sync_dist=False)
+        if log and "nbr/spread" in out.logs:
+            self._watch_collapse(out.logs["nbr/spread"])
         if self._trainer is not None and self._trainer.progress_bar_callback is not None:
             self.log("loss", out.loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
         if self.labelled:
@@ -299,6 +314,60 @@ class BaseMethod(L.LightningModule):
             for bank, entries in out.enqueue.items()
         }
         return {"loss": loss, "enqueue": enqueue}
+
+    def neighbour_logs(
+        self,
+        labels: Tensor,
+        sample_ids: Tensor,
+        embeddings: Tensor,
+        found: SearchResult | None = None,
+        positive_sims: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """This step's neighbour diagnostics under ``nbr/`` (logging steps only, else ``{}``).
+
+        Args:
+            labels: The queries' labels ``[B]``.
+            sample_ids: The queries' sample ids ``[B]``.
+            embeddings: The normalised embeddings whose spread is watched ``[B, D]``.
+            found: The step's search result (``None``: a baseline without neighbours, which
+                reports the spread and the positive pair only).
+            positive_sims: The positive pairs' cosine similarities ``[B]``.
+
+        Returns:
+            The diagnostics of :mod:`~nbr_contrast.monitors.neighbour_quality`.
+        """
+        if not self.logging_step:
+            return {}
+        logs: dict[str, Tensor] = {"spread": spread(embeddings)}
+        if found is not None:
+            logs |= neighbour_quality(
+                labels,
+                sample_ids,
+                found.payloads["label"],
+                found.payloads["sample_id"],
+                found.written_at,
+                self.global_step,
+                found.sims[:, 0],
+                positive_sims,
+            )
+        elif positive_sims is not None:
+            logs["positive_sim"] = positive_sims.detach().float().mean()
+        return {f"nbr/{k}": v for k, v in logs.items()}
+
+    def _watch_collapse(self, value: Tensor) -> None:
+        """Warn once when the embeddings collapse (read on a logging step)."""
+        level = float(value)
+        if self.collapse_warned or level >= self.collapse_warning:
+            return
+        self.collapse_warned = True
+        rank_zero_warn(
+            f"{type(self).__name__} step {self.global_step}: the embeddings have collapsed "
+            f"towards one point (train/nbr/spread {level:.3f} < {self.collapse_warning}; 1 is "
+            "spread over the sphere). Likely causes: a temperature too low for the data (CO2's "
+            "consistency_temperature), a learning rate too high or a warm-up too short, a "
+            "momentum encoder still near its random init, or a bank of stale entries. The "
+            "loss may still fall; lower the learning rate or raise the temperature."
+        )
 
     def _to_memory_format(self, x: Tensor) -> Tensor:
         if self.channels_last and x.dim() == 4:
@@ -355,7 +424,7 @@ class BaseMethod(L.LightningModule):
         """Refuse to save after a non-finite loss (diagnostic ones excepted); keep the monitor.
 
         The checkpoint names the method's class and the package version
-        (:data:`METHOD_KEY`). A checkpoint saved mid-epoch (SIGTERM,
+        (:data:`~nbr_contrast.methods.checkpoints.METHOD_KEY`). A checkpoint saved mid-epoch (SIGTERM,
         ``checkpoint_every_n_steps``) also holds the kNN monitor's training features of the
         epoch so far (at most ``knn_max_train`` rows), so a resumed epoch's
         ``val/knn_acc`` is the uninterrupted one's.

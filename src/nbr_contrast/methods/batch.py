@@ -26,7 +26,7 @@ from nbr_contrast.models.backbone_config import BackboneConfig
 
 @dataclass
 class StepOutput:
-    """What :meth:`BaseMethod.step` returns.
+    """What :meth:`~nbr_contrast.methods.base.BaseMethod.step` returns.
 
     Attributes:
         loss: The method's loss (the probe's loss is added by the base class).

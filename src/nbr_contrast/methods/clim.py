@@ -38,6 +38,7 @@ from nbr_contrast.methods.hyperparameters import (
     check_at_least,
     check_hyperparameters,
 )
+from nbr_contrast.monitors.neighbour_quality import neighbour_quality
 from nbr_contrast.neighbours.dataset_graph import DatasetGraph
 from nbr_contrast.neighbours.index import DatasetGraphSpec
 
@@ -186,18 +187,37 @@ class CLIM(CO2):
             return cutmix(anchor, neighbour, lam)
         return mixup(anchor, neighbour, lam)
 
+    def queue_logs(self, q: Tensor, k: Tensor, labels: Tensor, ids: Tensor) -> dict[str, Tensor]:
+        """The spread and positive pair only: CLIM's neighbours are the served images."""
+        positive = (q.detach() * k).sum(dim=1)
+        return self.neighbour_logs(labels, ids, q.detach(), positive_sims=positive)
+
+    def served_logs(self, labels: Tensor, ids: Tensor, neighbour_ids: Tensor) -> dict[str, Tensor]:
+        """Diagnostics of the served neighbour images (logging steps only)."""
+        graph = self.neighbours.dataset_graph if self.neighbours is not None else None
+        if not self.logging_step or graph is None:
+            return {}
+        graph_labels = graph.labels.to(labels.device) if graph.labels is not None else None
+        nb_labels = (
+            graph_labels[neighbour_ids] if graph_labels is not None else torch.full_like(ids, -1)
+        )
+        built = torch.full_like(ids, graph.built_at_step)
+        quality = neighbour_quality(labels, ids, nb_labels, neighbour_ids, built, self.global_step)
+        return {f"nbr/{k}": v for k, v in quality.items()}
+
     def step(self, batch: TrainBatch) -> StepOutput:
         """MoCo v2 loss, plus multi-resolution queries and the local mixture loss."""
         views, labels = batch.views, batch.labels
         out = super().step(batch)
         queue = self.bank("queue").embeddings.clone()
+        own = self.own_entries(batch.sample_ids)
         tau = self.temperature
         k2 = out.enqueue["queue"]["embeddings"][labels.shape[0] :]
         loss = out.loss
         small = views[2:]
         if small:
             l_multi = torch.stack(
-                [moco_infonce(self.query(v), k2, queue, tau) for v in small]
+                [moco_infonce(self.query(v), k2, queue, tau, own) for v in small]
             ).mean()
             loss = loss + l_multi
             out.logs["l_multires"] = l_multi.detach()
@@ -208,6 +228,8 @@ class CLIM(CO2):
             loss = loss + l_mix
             out.logs["l_mix"] = l_mix.detach()
             out.logs["mix_lambda"] = lam.mean()
+            if batch.neighbour_ids is not None:
+                out.logs |= self.served_logs(labels, batch.sample_ids, batch.neighbour_ids)
         out.loss = loss
         return out
 

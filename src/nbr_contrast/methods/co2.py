@@ -78,6 +78,8 @@ class CO2(MomentumMethod):
             past samples of solo-learn's two per-view queues).
         momentum: Base key-encoder momentum (0.99).
         final_momentum: Momentum at the end of training (0.999).
+        exclude_self: Leave a sample's own earlier keys out of its negatives (``False``, as
+            MoCo v2 and the CO2 paper: a queue larger than an epoch holds them).
         **kwargs: :class:`~nbr_contrast.methods.momentum.MomentumMethod`'s and
             :class:`~nbr_contrast.methods.base.BaseMethod`'s arguments.
     """
@@ -97,6 +99,7 @@ class CO2(MomentumMethod):
         queue_size: int = 65536,
         momentum: float = 0.99,
         final_momentum: float = 0.999,
+        exclude_self: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(momentum=momentum, final_momentum=final_momentum, **kwargs)
@@ -115,6 +118,7 @@ class CO2(MomentumMethod):
         self.alpha = float(alpha)
         self.queue_size = int(queue_size)
         self.embedding_dim = int(proj_output_dim)
+        self.exclude_self = bool(exclude_self)
         self.projector = MLPHead(
             self.feature_dim, [proj_hidden_dim], proj_output_dim, hidden_bn=proj_hidden_bn
         )
@@ -130,18 +134,26 @@ class CO2(MomentumMethod):
                 payloads={"label": PayloadSpec(), "sample_id": PayloadSpec()},
                 scope="global",
                 k=1,
+                exclude_self=self.exclude_self,
             )
         ]
 
-    def contrast(self, q: Tensor, k: Tensor, queue: Tensor) -> tuple[Tensor, Tensor | None]:
+    def own_entries(self, ids: Tensor) -> Tensor | None:
+        """``[B, K]``: the queue entries of each sample's own earlier keys (``exclude_self``)."""
+        return self.bank("queue").own_entries(ids) if self.exclude_self else None
+
+    def contrast(
+        self, q: Tensor, k: Tensor, queue: Tensor, own: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Instance and consistency losses for one direction (``None``: no consistency term).
 
         With ``alpha=0`` (MoCo v2, CLIM) the consistency term is neither computed nor logged.
+        ``own`` leaves the sample's own earlier keys out of both (``exclude_self``).
         """
-        l_ins = moco_infonce(q, k, queue, self.temperature)
+        l_ins = moco_infonce(q, k, queue, self.temperature, own)
         if self.alpha == 0.0:
             return l_ins, None
-        return l_ins, co2_consistency(q, k, queue, self.consistency_temperature)
+        return l_ins, co2_consistency(q, k, queue, self.consistency_temperature, own)
 
     def step(self, batch: TrainBatch) -> StepOutput:
         """Symmetric MoCo v2 loss plus α·consistency over the queue snapshot."""
@@ -152,12 +164,14 @@ class CO2(MomentumMethod):
         q2 = F.normalize(self.projector(f2), dim=1)
         k1, k2 = self.keys(x1), self.keys(x2)
         queue = self.bank("queue").embeddings.clone()
-        ins_a, con_a = self.contrast(q1, k2, queue)
-        ins_b, con_b = self.contrast(q2, k1, queue)
+        own = self.own_entries(ids)
+        ins_a, con_a = self.contrast(q1, k2, queue, own)
+        ins_b, con_b = self.contrast(q2, k1, queue, own)
         loss = l_ins = 0.5 * (ins_a + ins_b)
         with torch.no_grad():  # how often P and Q pick the same most similar negative
             agree = ((q1 @ queue.T).argmax(1) == (k2 @ queue.T).argmax(1)).float().mean()
-        logs = {"l_ins": l_ins.detach(), "pq_top1_agree": agree}
+        logs: dict[str, Tensor | float] = {"l_ins": l_ins.detach(), "pq_top1_agree": agree}
+        logs |= self.queue_logs(q1, k2, labels, ids)
         if con_a is not None and con_b is not None:
             l_con = 0.5 * (con_a + con_b)
             loss = l_ins + self.alpha * l_con
@@ -174,6 +188,15 @@ class CO2(MomentumMethod):
                 }
             },
         )
+
+    def queue_logs(self, q: Tensor, k: Tensor, labels: Tensor, ids: Tensor) -> dict[str, Tensor]:
+        """Diagnostics of the queries' nearest queue entries (logging steps only)."""
+        if not self.logging_step:
+            return {}
+        exclude = ids if self.exclude_self else None
+        found = self.bank("queue").search(q.detach(), k=1, exclude_ids=exclude)
+        positive = (q.detach() * k).sum(dim=1)
+        return self.neighbour_logs(labels, ids, q.detach(), found, positive)
 
 
 class MoCoV2(CO2):

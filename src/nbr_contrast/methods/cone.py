@@ -185,7 +185,7 @@ class CoNe(MomentumMethod):
 
     @property
     def uses_bank(self) -> bool:
-        """Whether a neighbour term is on (both weights 0: the cross-entropy baseline)."""
+        """True when a neighbour term is on; with both weights 0 the method is the CE baseline."""
         return self.sup_weight > 0 or self.dc_weight > 0
 
     def bank_size(self) -> int:
@@ -226,6 +226,7 @@ class CoNe(MomentumMethod):
                 },
                 scope="global",
                 k=self.k if self.sup_weight > 0 else 1,
+                exclude_self=self.exclude_self,
             )
         ]
 
@@ -246,7 +247,7 @@ class CoNe(MomentumMethod):
             bank = self.bank("queue")
             own = None
             if self.exclude_self:
-                own = bank.payloads["sample_id"][None, :] == ids[:, None]
+                own = bank.own_entries(ids)
             mask = None
             if self.confidence_mask:
                 mask = logits.detach().float().softmax(dim=1).min(dim=1).values > CONFIDENCE_FLOOR
@@ -284,6 +285,7 @@ class CoNe(MomentumMethod):
         logs["acc1"] = acc1
         logs["teacher_acc1"] = (logits_t.argmax(dim=1) == labels).float().mean()
         logs["z_norm"] = z.detach().float().norm(dim=1).mean()
+        logs |= self.bank_logs(q, k, labels, ids)
         enqueue = {}
         if self.uses_bank:
             enqueue["queue"] = {
@@ -293,6 +295,18 @@ class CoNe(MomentumMethod):
                 "probs": probs_t,
             }
         return StepOutput(loss=loss, features=feats, logs=logs, enqueue=enqueue)
+
+    def bank_logs(self, q: Tensor, k: Tensor, labels: Tensor, ids: Tensor) -> dict[str, Tensor]:
+        """Diagnostics of the student's ``k`` nearest bank entries (logging steps only).
+
+        The positive pair is the student's and the teacher's embedding of the same image.
+        """
+        positive = (q.detach() * k).sum(dim=1)
+        if not (self.uses_bank and self.logging_step):
+            return self.neighbour_logs(labels, ids, q, positive_sims=positive)
+        exclude = ids if self.exclude_self else None
+        found = self.bank("queue").search(q.detach(), self.k, exclude_ids=exclude)
+        return self.neighbour_logs(labels, ids, q, found, positive)
 
     def on_train_epoch_end(self) -> None:
         """Warn when the confidence mask left the classifier untrained in this epoch."""

@@ -16,7 +16,7 @@ baseline needs no bank and differs from MSF only in ``k``.
 
 Deviations and options:
     * The memory is the bank of past targets plus every target of this batch on all ranks
-      (:func:`~nbr_contrast.losses.msf_neighbours`); the batch is enqueued after the step.
+      (:func:`~nbr_contrast.losses.msf.msf_neighbours`); the batch is enqueued after the step.
       The official code enqueues first, so its memory lacks the ``B`` oldest entries ours
       can still return for one step.
     * The bank is global across ranks and checkpointed; no shuffle-BN (as CO2).
@@ -40,6 +40,7 @@ from nbr_contrast.methods.hyperparameters import check_at_least, check_hyperpara
 from nbr_contrast.methods.momentum import MomentumMethod
 from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.heads import MLPHead
+from nbr_contrast.monitors.neighbour_quality import neighbour_quality
 from nbr_contrast.neighbours.bank import PayloadSpec
 from nbr_contrast.neighbours.index import BankSpec
 
@@ -69,6 +70,9 @@ class MSF(MomentumMethod):
             for images of at most 64 px; official 128,000 on ImageNet).
         momentum: EMA momentum (0.99, constant: ``final_momentum`` 0.99).
         final_momentum: Momentum at the end of training (0.99).
+        exclude_self: Leave a sample's own earlier targets out of the memory's candidates
+            (``False``, as the official code; its target itself, from the batch, is always
+            its first neighbour).
         **kwargs: :class:`~nbr_contrast.methods.momentum.MomentumMethod`'s and
             :class:`~nbr_contrast.methods.base.BaseMethod`'s arguments.
     """
@@ -85,6 +89,7 @@ class MSF(MomentumMethod):
         queue_size: int = 16384,
         momentum: float = 0.99,
         final_momentum: float = 0.99,
+        exclude_self: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(momentum=momentum, final_momentum=final_momentum, **kwargs)
@@ -97,6 +102,7 @@ class MSF(MomentumMethod):
         check_at_least(type(self).__name__, "k", k, 1, "1: BYOL")
         self.k = int(k)
         self.queue_size = int(queue_size)
+        self.exclude_self = bool(exclude_self)
         hidden = int(proj_hidden_dim or 2 * self.feature_dim)
         self.embedding_dim = int(proj_output_dim or self.feature_dim // 4)
         self.projector = MLPHead(self.feature_dim, [hidden], self.embedding_dim)
@@ -109,17 +115,57 @@ class MSF(MomentumMethod):
             return []
         payloads = {"label": PayloadSpec(), "sample_id": PayloadSpec()}
         size, dim = self.queue_size, self.embedding_dim
-        return [BankSpec("memory", size, dim, payloads, scope="global", k=self.k)]
+        return [
+            BankSpec(
+                "memory",
+                size,
+                dim,
+                payloads,
+                scope="global",
+                k=self.k,
+                exclude_self=self.exclude_self,
+            )
+        ]
 
-    def mean_shift_targets(self, t: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """The ``k`` neighbours of each target in bank ∪ batch, and their label purity."""
-        found = self.bank("memory").search(t, self.k)
-        batch_t, batch_y = self.gather(t), self.gather(labels)
+    def mean_shift_targets(
+        self, t: Tensor, labels: Tensor, ids: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The ``k`` neighbours of each target in memory ∪ batch, and their diagnostics.
+
+        Self-retrieval counts the memory's earlier entries of the sample only: the target
+        itself, from the batch, is every sample's first neighbour by design.
+        """
+        found = self.bank("memory").search(
+            t, self.k, exclude_ids=ids if self.exclude_self else None
+        )
+        batch_t = self.gather(t)
         neighbours, picked = msf_neighbours(t, found.sims, found.embeddings, batch_t)
-        candidates = torch.cat([found.payloads["label"], batch_y.expand(t.shape[0], -1)], 1)
-        own = labels[:, None]
-        purity = ((candidates.gather(1, picked) == own) & (own >= 0)).float().mean()
-        return neighbours, purity
+        if not self.logging_step:
+            return neighbours, {}
+        batch = t.shape[0], batch_t.shape[0]
+        from_batch = {
+            "label": self.gather(labels).expand(*batch),
+            "sample_id": torch.full(batch, -2, dtype=ids.dtype, device=ids.device),
+            "step": torch.full(batch, self.global_step, dtype=torch.long, device=ids.device),
+        }
+        chosen = {
+            name: torch.cat([memory, from_batch[name]], dim=1).gather(1, picked)
+            for name, memory in (
+                ("label", found.payloads["label"]),
+                ("sample_id", found.payloads["sample_id"]),
+                ("step", found.written_at),
+            )
+        }
+        quality = neighbour_quality(
+            labels,
+            ids,
+            chosen["label"],
+            chosen["sample_id"],
+            chosen["step"],
+            self.global_step,
+            found.sims[:, 0],
+        )
+        return neighbours, {f"nbr/{k}": v for k, v in quality.items()}
 
     def step(self, batch: TrainBatch) -> StepOutput:
         """Regress the strong view's prediction onto the weak view's target neighbours."""
@@ -127,14 +173,16 @@ class MSF(MomentumMethod):
         feats = self.features(x_q)
         q = F.normalize(self.predictor(self.projector(feats)), dim=1)
         t = self.keys(x_t)
+        labels, ids = batch.labels, batch.sample_ids
+        logs = self.neighbour_logs(labels, ids, q, positive_sims=(q.detach() * t).sum(dim=1))
         if self.k == 1:
-            return StepOutput(loss=msf_loss(q, t.unsqueeze(1)), features=feats)
-        neighbours, purity = self.mean_shift_targets(t, batch.labels)
-        entries = {"embeddings": t, "label": batch.labels, "sample_id": batch.sample_ids}
+            return StepOutput(loss=msf_loss(q, t.unsqueeze(1)), features=feats, logs=logs)
+        neighbours, quality = self.mean_shift_targets(t, labels, ids)
+        entries = {"embeddings": t, "label": labels, "sample_id": ids}
         return StepOutput(
             loss=msf_loss(q, neighbours),
             features=feats,
-            logs={"purity": purity},
+            logs=logs | quality,
             enqueue={"memory": entries},
         )
 

@@ -40,8 +40,7 @@ from nbr_contrast.methods.batch import StepOutput, TrainBatch
 from nbr_contrast.methods.hyperparameters import check_hyperparameters
 from nbr_contrast.methods.optimisation import OptimConfig
 from nbr_contrast.models.heads import MLPHead
-from nbr_contrast.monitors.labels import neighbour_agreement
-from nbr_contrast.neighbours.bank import PayloadSpec
+from nbr_contrast.neighbours.bank import PayloadSpec, SearchResult
 from nbr_contrast.neighbours.index import BankSpec
 from nbr_contrast.utils.dist import gather_with_grad, rank
 
@@ -61,6 +60,9 @@ class NNCLR(BaseMethod):
         stop_grad_self: When ``z`` itself is the positive (``use_nn=False`` or during
             ``nn_warmup_steps``), stop its gradient as ``NN(z)``'s is.
         nn_warmup_steps: Steps during which ``z`` itself is used instead of ``NN(z)``.
+        exclude_self: Never take a sample's own earlier entry as its neighbour (``False``,
+            as the paper and solo-learn: a support set larger than an epoch holds every
+            image's previous entry, which is then often its nearest).
         **kwargs: :class:`~nbr_contrast.methods.base.BaseMethod`'s arguments (backbone,
             num_classes, optim, kNN monitor).
     """
@@ -81,6 +83,7 @@ class NNCLR(BaseMethod):
         use_nn: bool = True,
         stop_grad_self: bool = False,
         nn_warmup_steps: int = 0,
+        exclude_self: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -99,13 +102,14 @@ class NNCLR(BaseMethod):
         self.use_nn = bool(use_nn)
         self.stop_grad_self = bool(stop_grad_self)
         self.nn_warmup_steps = int(nn_warmup_steps)
+        self.exclude_self = bool(exclude_self)
         self.projector = MLPHead(
             self.feature_dim, [proj_hidden_dim, proj_hidden_dim], proj_output_dim, last_bn=True
         )
         self.predictor = MLPHead(proj_output_dim, [pred_hidden_dim], proj_output_dim)
 
     def neighbour_specs(self) -> list[BankSpec]:
-        """The support set: ``norm(z1)`` with labels (for ``nn_acc``) and sample ids."""
+        """The support set: ``norm(z1)`` with labels and sample ids (for the diagnostics)."""
         return [
             BankSpec(
                 name="support",
@@ -114,16 +118,18 @@ class NNCLR(BaseMethod):
                 payloads={"label": PayloadSpec(), "sample_id": PayloadSpec()},
                 scope="global",
                 k=1,
+                exclude_self=self.exclude_self,
             )
         ]
 
-    def positives(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``NN(z)`` from the support set (or ``z`` itself), and the neighbours' labels."""
+    def positives(self, z: Tensor, ids: Tensor) -> tuple[Tensor, SearchResult | None]:
+        """``NN(z)`` from the support set (or ``z`` itself), and the search's result."""
         z = F.normalize(z, dim=1)
         if not (self.use_nn and self.global_step >= self.nn_warmup_steps):
             return (z.detach() if self.stop_grad_self else z), None
-        found = self.bank("support").search(z.detach(), k=1)
-        return found.embeddings[:, 0], found.payloads["label"][:, 0]
+        exclude = ids if self.exclude_self else None
+        found = self.bank("support").search(z.detach(), k=1, exclude_ids=exclude)
+        return found.embeddings[:, 0], found
 
     def step(self, batch: TrainBatch) -> StepOutput:
         """Two views → projections, predictions, symmetric NN-positive InfoNCE."""
@@ -132,21 +138,19 @@ class NNCLR(BaseMethod):
         f1, f2 = self.features(x1), self.features(x2)
         z1, z2 = self.projector(f1), self.projector(f2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        nn1, nn_labels1 = self.positives(z1, labels)
-        nn2, _ = self.positives(z2, labels)
+        nn1, found = self.positives(z1, ids)
+        nn2, _ = self.positives(z2, ids)
         offset = rank() * x1.shape[0]
         tau = self.temperature
         loss = 0.5 * (
             nnclr_loss(nn1, gather_with_grad(p2), tau, positive_offset=offset)
             + nnclr_loss(nn2, gather_with_grad(p1), tau, positive_offset=offset)
         )
-        logs: dict[str, Tensor | float] = {}
-        if nn_labels1 is not None:
-            logs["nn_acc"] = neighbour_agreement(labels, nn_labels1)
         z1n = F.normalize(z1.detach(), dim=1)
+        positive = (z1n * F.normalize(z2.detach(), dim=1)).sum(dim=1)
         return StepOutput(
             loss=loss,
             features=f1,
-            logs=logs,
+            logs=self.neighbour_logs(labels, ids, z1n, found, positive),
             enqueue={"support": {"embeddings": z1n, "label": labels, "sample_id": ids}},
         )

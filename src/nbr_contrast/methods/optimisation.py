@@ -3,6 +3,18 @@
 Parameter groups (weight decay off for biases and norms when ``optim.exclude_bias_and_norm``;
 the online probe with its own learning rate and no decay), SGD, solo-learn's LARS or AdamW,
 and a per-step linear warm-up followed by a cosine (per step or per epoch) decay.
+
+Two differences from solo-learn's recipes, kept on purpose:
+
+* The online probe is never LARS-adapted. solo-learn's LARS adapts every parameter of more
+  than one dimension, the classifier's weight included; here the probe is a monitor, and a
+  trust ratio would make its step depend on the backbone's feature norm.
+* The warm-up rises linearly from ``lr / (W + 1)`` at the first step to ``lr`` after ``W``
+  steps (:func:`~nbr_contrast.utils.schedules.warmup_cosine`), where solo-learn's
+  ``LinearWarmupCosineAnnealingLR`` starts at ``warmup_start_lr = 3e-5``. With solo-learn's
+  10 warm-up epochs of 390 steps (CIFAR, batch 128), the first step's rate is ``lr / 3901``
+  (1.0e-4 for NNCLR's lr 0.4) against 3e-5. solo-learn's reaches ``lr`` one step earlier;
+  at any step the two rates differ by at most ``lr / (W + 1)``, one step of the warm-up.
 """
 
 from __future__ import annotations
@@ -159,7 +171,7 @@ def build_optimiser(
     """SGD, LARS (``optim.clip_lr`` as solo-learn) or AdamW over ``groups`` at peak ``lr``.
 
     Raises:
-        ValueError: If ``optim.name`` is not one of :data:`OPTIMISERS`.
+        ValueError: If ``optim.name`` is not one of ``OPTIMISERS``.
     """
     if optim.name == "lars":
         return LARS(

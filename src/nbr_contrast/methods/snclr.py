@@ -39,6 +39,7 @@ import math
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nbr_contrast.losses import snclr_loss, snclr_weights
@@ -99,6 +100,9 @@ class SNCLR(MomentumMethod):
         attention: ``cosine`` (official, parameter-free) or ``learned``.
         detach_weights: Stop gradients through the positiveness weights.
         exclude_self: Never return bank entries of the sample's own id.
+        predictor_bias: A bias on the predictor's output layer (``False``: MoCo v3's
+            ``builder.py`` and solo-learn's ``mocov3.py`` build every linear layer without
+            one; checkpoints of nbr_contrast 0.1 have one, and load with it).
         momentum: Base key-encoder momentum (0.99).
         final_momentum: Momentum at the end of training (1.0).
         **kwargs: :class:`~nbr_contrast.methods.momentum.MomentumMethod`'s and
@@ -121,6 +125,7 @@ class SNCLR(MomentumMethod):
         attention: str = "cosine",
         detach_weights: bool = False,
         exclude_self: bool = True,
+        predictor_bias: bool = False,
         momentum: float = 0.99,
         final_momentum: float = 1.0,
         **kwargs: Any,
@@ -164,6 +169,7 @@ class SNCLR(MomentumMethod):
             proj_output_dim,
             last_bn=vit,
             last_bn_affine=False,
+            last_bias=predictor_bias and not vit,
         )
         self.add_momentum_encoder()
         self.attention = (
@@ -182,20 +188,22 @@ class SNCLR(MomentumMethod):
                 payloads={"label": PayloadSpec(), "sample_id": PayloadSpec()},
                 scope=self.bank_scope,
                 k=self.k,
+                exclude_self=self.exclude_self,
             )
         ]
 
     def direction(
         self, q: Tensor, y: Tensor, keys: Tensor, labels: Tensor, ids: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """``L(q, k)`` for one direction, with its neighbour statistics."""
+        """``L(q, k)`` for one direction, with its neighbour diagnostics."""
         tau = self.temperature
         offset = rank() * q.shape[0]
         all_keys = gather_no_grad(keys)
+        positive = (F.normalize(q.detach(), dim=1) * keys).sum(dim=1)
         if self.k == 0:
             empty = all_keys.new_zeros(all_keys.shape[0], 0, all_keys.shape[1])
             loss = snclr_loss(q, y, all_keys, empty, tau, positive_offset=offset)
-            return loss, {}
+            return loss, self.neighbour_logs(labels, ids, q, positive_sims=positive)
         exclude = ids if self.exclude_self else None
         found = self.bank("support").search(keys, self.k, exclude_ids=exclude)
         neighbours = found.embeddings
@@ -210,16 +218,18 @@ class SNCLR(MomentumMethod):
             detach_weights=self.detach_weights,
             positive_offset=offset,
         )
-        with torch.no_grad():
-            w = weights if weights is not None else snclr_weights(y, neighbours)
-            own = labels[:, None]
-            same = ((found.payloads["label"] == own) & (own >= 0)).float()
-            stats = {
-                "weight_mean": w.mean(),
-                "weight_entropy": -(w * w.clamp_min(1e-12).log()).sum(1).mean(),
-                "nn_acc": same.mean(),
-                "weighted_nn_acc": (w * same).sum(1).mean(),
-            }
+        stats = self.neighbour_logs(labels, ids, q, found, positive)
+        if self.logging_step:
+            with torch.no_grad():
+                w = weights if weights is not None else snclr_weights(y, neighbours)
+                own = labels[:, None]
+                same = ((found.payloads["label"] == own) & (own >= 0)).float()
+                known = (own >= 0).float().sum().clamp_min(1.0)
+                stats |= {
+                    "weight_mean": w.mean(),
+                    "weight_entropy": -(w * w.clamp_min(1e-12).log()).sum(1).mean(),
+                    "nbr/weighted_agreement": (w * same).sum() / known,
+                }
         return loss, stats
 
     def step(self, batch: TrainBatch) -> StepOutput:

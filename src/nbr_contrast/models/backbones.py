@@ -1,6 +1,6 @@
 """Backbone networks: torchvision ResNets and ViTs, timm models, a user's own module.
 
-The timm and user modules are built in :mod:`nbr_contrast.models.external`. Every builder
+The timm and user modules are built in ``nbr_contrast.models.external``. Every builder
 returns a module that maps images ``[B, 3, H, W]`` to features ``[B, F]`` and has the
 attributes ``out_dim`` (feature size), ``arch`` (``backbone.name``) and ``source``
 (``backbone.source``). The torchvision modules are plain torchvision models with their
@@ -157,7 +157,7 @@ def resolve_backbone(
 
     Args:
         backbone: A module mapping images ``[B, 3, H, W]`` to features ``[B, F]``, a
-            torchvision name (``"resnet18"``), or a :class:`BackboneConfig` (or a mapping of
+            torchvision name (``"resnet18"``), or a :class:`~nbr_contrast.models.backbone_config.BackboneConfig` (or a mapping of
             its fields).
 
     Returns:

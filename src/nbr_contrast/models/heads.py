@@ -17,6 +17,8 @@ class MLPHead(nn.Sequential):
         last_bn: Put a BatchNorm after the output layer (NNCLR, SimCLR v2 style).
         last_bn_affine: Whether that last BN has a learnable affine (MoCo v3 uses none).
         hidden_bn: Put BatchNorm after the hidden layers (MoCo v2's head has none).
+        last_bias: Give the output layer a bias (``None``: exactly when no BN follows it;
+            MoCo v3's heads have no bias on any linear layer).
 
     Attributes:
         out_dim: Output size.
@@ -32,6 +34,7 @@ class MLPHead(nn.Sequential):
         last_bn: bool = False,
         last_bn_affine: bool = True,
         hidden_bn: bool = True,
+        last_bias: bool | None = None,
     ) -> None:
         layers: list[nn.Module] = []
         dim = in_dim
@@ -42,7 +45,8 @@ class MLPHead(nn.Sequential):
                 layers.append(nn.Linear(dim, hidden))
             layers.append(nn.ReLU())
             dim = hidden
-        layers.append(nn.Linear(dim, out_dim, bias=not last_bn))
+        bias = not last_bn if last_bias is None else last_bias
+        layers.append(nn.Linear(dim, out_dim, bias=bias))
         if last_bn:
             layers.append(nn.BatchNorm1d(out_dim, affine=last_bn_affine))
         super().__init__(*layers)
@@ -54,4 +58,5 @@ class MLPHead(nn.Sequential):
             "last_bn": bool(last_bn),
             "last_bn_affine": bool(last_bn_affine),
             "hidden_bn": bool(hidden_bn),
+            "last_bias": bool(bias),
         }

@@ -1,7 +1,7 @@
 """What monitoring does with labels, where an unknown label is ``-1``.
 
-The online probe's loss, the neighbour-agreement logs (``nn_acc``) and the kNN monitor each
-count only the samples with a known label, so partly labelled training data (STL-10's
+The online probe's loss, the neighbour-agreement logs (``nbr/agreement``) and the kNN monitor
+each count only the samples with a known label, so partly labelled training data (STL-10's
 ``train+unlabeled``) is monitored on its labelled part.
 """
 
@@ -12,7 +12,7 @@ from torch import Tensor
 
 from nbr_contrast.monitors.knn import knn_predict
 
-LABEL_LOGS = frozenset({"nn_acc", "weighted_nn_acc", "purity"})
+LABEL_LOGS = frozenset({"nbr/agreement", "nbr/weighted_agreement"})
 """Training logs that compare labels, left out when the training images have none."""
 
 
@@ -21,24 +21,6 @@ def probe_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     known = labels >= 0
     terms = F.cross_entropy(logits, labels.clamp_min(0), reduction="none")
     return (terms * known).sum() / known.sum().clamp_min(1)
-
-
-def neighbour_agreement(labels: Tensor, neighbour_labels: Tensor) -> Tensor:
-    """Fraction of neighbours whose stored label equals the sample's (never a loss).
-
-    Only samples with a known label count; a neighbour without one disagrees.
-
-    Args:
-        labels: The samples' labels ``[B]``.
-        neighbour_labels: Their neighbours' labels ``[B]`` or ``[B, k]``.
-
-    Returns:
-        The fraction, a scalar tensor (0 when no sample has a label).
-    """
-    own = labels.view(-1, *([1] * (neighbour_labels.dim() - 1)))
-    known = (own >= 0).expand_as(neighbour_labels)
-    agree = (neighbour_labels == own) & (neighbour_labels >= 0) & known
-    return agree.float().sum() / known.float().sum().clamp_min(1.0)
 
 
 def knn_monitor_accuracy(

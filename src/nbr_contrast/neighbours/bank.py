@@ -21,7 +21,7 @@ from nbr_contrast.neighbours.search import SearchBackend, TorchSearch, check_k
 from nbr_contrast.neighbours.timing import SearchTimer
 
 INITS = ("random", "zeros")
-RESERVED = ("embeddings", "ptr", "num_seen")
+RESERVED = ("embeddings", "ptr", "num_seen", "written_at")
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,15 @@ class SearchResult:
         ids: ``[B, k]`` int64 bank rows.
         embeddings: ``[B, k, D]`` the neighbours' stored embeddings.
         payloads: Every payload of the neighbours, ``[B, k, *shape]`` each.
+        written_at: ``[B, k]`` the step at which each neighbour was enqueued (``-1``: an
+            entry of the initial fill).
     """
 
     sims: Tensor
     ids: Tensor
     embeddings: Tensor
     payloads: dict[str, Tensor] = field(default_factory=dict)
+    written_at: Tensor | None = None
 
 
 class NeighbourBank:
@@ -86,7 +89,7 @@ class NeighbourBank:
         init: ``random``: L2-normalised Gaussian vectors, as the NNCLR paper and solo-learn
             (drawn from a generator seeded by ``torch.initial_seed()`` and the bank's name,
             so ranks seeded alike start with identical banks); ``zeros``: zero vectors.
-        backend: Search backend (default: :class:`TorchSearch` in fp32;
+        backend: Search backend (default: :class:`~nbr_contrast.neighbours.search.TorchSearch` in fp32;
             :func:`~nbr_contrast.neighbours.search.search_backend` picks one by name).
         device: Where the tensors live.
     """
@@ -124,8 +127,10 @@ class NeighbourBank:
             key: torch.full((size, *spec.shape), spec.fill, dtype=spec.dtype, device=device)
             for key, spec in self.specs.items()
         }
+        self.written_at: Tensor = torch.full((size,), -1, dtype=torch.long, device=device)
         self.ptr = 0
         self.num_seen = 0
+        self.num_enqueues = 0
         self.timed = False
         self.timers: list[SearchTimer] = []
 
@@ -147,7 +152,7 @@ class NeighbourBank:
     def __len__(self) -> int:
         return self.size
 
-    def enqueue(self, embeddings: Tensor, **payloads: Tensor) -> None:
+    def enqueue(self, embeddings: Tensor, step: int | None = None, **payloads: Tensor) -> None:
         """Append a batch (FIFO, wrapping around); the oldest entries are overwritten.
 
         A batch larger than the bank keeps only its last ``size`` rows, placed where
@@ -157,6 +162,8 @@ class NeighbourBank:
 
         Args:
             embeddings: ``[N, D]`` L2-normalised embeddings.
+            step: The optimiser step the entries come from (their age is counted from it);
+                ``None`` counts this bank's enqueues instead (one per step in a plain loop).
             **payloads: Every declared payload, ``[N, *shape]`` each.
 
         Raises:
@@ -176,8 +183,13 @@ class NeighbourBank:
         self.write(self.embeddings, embeddings[n - m :], start)
         for key, value in payloads.items():
             self.write(self.payloads[key], value[n - m :], start)
+        first = min(m, self.size - start)
+        written = self.num_enqueues if step is None else int(step)
+        self.written_at[start : start + first].fill_(written)
+        self.written_at[: m - first].fill_(written)
         self.ptr = (self.ptr + n) % self.size
         self.num_seen += n
+        self.num_enqueues += 1
 
     def check_payloads(self, n: int, payloads: dict[str, Tensor]) -> None:
         """Raise unless ``payloads`` holds exactly the declared fields, ``n`` rows each."""
@@ -242,6 +254,7 @@ class NeighbourBank:
             ids=ids,
             embeddings=self.embeddings[bank_ids].to(queries.device),
             payloads={key: t[bank_ids].to(queries.device) for key, t in self.payloads.items()},
+            written_at=self.written_at[bank_ids].to(queries.device),
         )
         if timer is not None:
             self.timers.append(timer.stop())
@@ -291,6 +304,22 @@ class NeighbourBank:
         sims, order = sims.masked_fill(skip, float("-inf")).topk(k, dim=1)
         return sims, ids.gather(1, order)
 
+    def own_entries(self, sample_ids: Tensor) -> Tensor:
+        """``[B, size]``: which entries carry each query's own sample id (earlier copies).
+
+        The one mask every method excludes a sample's own entries with (``exclude_self``).
+
+        Raises:
+            ValueError: For a bank without a ``sample_id`` payload.
+        """
+        if "sample_id" not in self.payloads:
+            raise ValueError(
+                f"Bank {self.name!r}: own entries need a 'sample_id' payload; declared: "
+                f"{sorted(self.payloads)}."
+            )
+        own = sample_ids.to(device=self.device, dtype=self.payloads["sample_id"].dtype)
+        return (self.payloads["sample_id"][None, :] == own[:, None]).to(sample_ids.device)
+
     def similarities(self, queries: Tensor) -> Tensor:
         """Similarity of every query to every entry, ``[B, size]`` on the queries' device.
 
@@ -304,15 +333,18 @@ class NeighbourBank:
         """Move every tensor to ``device``; returns the bank."""
         self.embeddings = self.embeddings.to(device)
         self.payloads = {key: t.to(device) for key, t in self.payloads.items()}
+        self.written_at = self.written_at.to(device)
         return self
 
     def state_dict(self) -> dict[str, Tensor | int]:
-        """CPU copies of the entries and payloads, plus ``ptr`` and ``num_seen``."""
+        """CPU copies of the entries, payloads and steps, plus the write position and counts."""
         state: dict[str, Tensor | int] = {"embeddings": self.embeddings.detach().cpu().clone()}
         for key, t in self.payloads.items():
             state[key] = t.detach().cpu().clone()
+        state["written_at"] = self.written_at.cpu().clone()
         state["ptr"] = self.ptr
         state["num_seen"] = self.num_seen
+        state["num_enqueues"] = self.num_enqueues
         return state
 
     def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
@@ -354,5 +386,11 @@ class NeighbourBank:
         self.embeddings.copy_(emb)
         for key, saved in saved_payloads.items():
             self.payloads[key].copy_(saved)
+        written = state.get("written_at")
+        if isinstance(written, Tensor):
+            self.written_at.copy_(written)
+        else:  # a bank saved before 0.2: its entries' ages are unknown
+            self.written_at.fill_(-1)
         self.ptr = ptr
         self.num_seen = num_seen
+        self.num_enqueues = int(state.get("num_enqueues", 0))

@@ -20,20 +20,48 @@ other steps neither time nor log, so they never wait for the device.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 
 from nbr_contrast.data.protocols import PlainTrainImages, require
 from nbr_contrast.monitors.features import extract_features
 from nbr_contrast.neighbours.dataset_graph import DatasetGraph
-from nbr_contrast.neighbours.index import DatasetGraphSpec, NeighbourIndex
+from nbr_contrast.neighbours.index import BankSpec, DatasetGraphSpec, NeighbourIndex
 from nbr_contrast.neighbours.search import BACKENDS, search_backend
+from nbr_contrast.utils.batches import per_device_batch_size
 from nbr_contrast.utils.dist import gather_no_grad, rank, world_size
 from nbr_contrast.utils.steps import is_logging_step
+
+
+def self_retrieval_note(trainer: L.Trainer, who: str, spec: BankSpec) -> str | None:
+    """One line when bank ``spec`` holds at least an epoch's samples (else ``None``).
+
+    Such a bank keeps every sample's entry of the previous epoch, so from the second epoch
+    on a search can return the sample's own earlier entry unless the method excludes it.
+    """
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        return None
+    ranks = trainer.world_size if spec.scope == "global" else 1
+    per_epoch = int(batches) * per_device_batch_size(trainer) * ranks
+    if spec.size < per_epoch:
+        return None
+    how = (
+        "excludes them (exclude_self=True)"
+        if spec.exclude_self
+        else "can retrieve them (exclude_self=False; see train/nbr/self_retrieval)"
+    )
+    return (
+        f"{who}: bank {spec.name!r} ({spec.size:,} entries) holds at least the {per_epoch:,} "
+        f"samples of an epoch, so from the second epoch on it holds each sample's own earlier "
+        f"entry; {who} {how}."
+    )
 
 
 class NeighbourIndexCallback(Callback):
@@ -84,6 +112,7 @@ class NeighbourIndexCallback(Callback):
         self.seed = seed
         self.index: NeighbourIndex | None = None
         self._pending: dict[str, Any] | None = None
+        self._step = 0
 
     @property
     def state_key(self) -> str:
@@ -91,8 +120,12 @@ class NeighbourIndexCallback(Callback):
         return "NeighbourIndexCallback"
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Build the index from the method's declarations (once) and attach it."""
+        """Build and attach the index (once); name the banks that hold earlier entries."""
         self.build(pl_module)
+        for spec in self.index.specs.values() if self.index is not None else ():
+            line = self_retrieval_note(trainer, type(pl_module).__name__, spec)
+            if line:
+                rank_zero_info(line)
 
     def build(self, pl_module: L.LightningModule) -> NeighbourIndex:
         """The method's neighbour index, built on first use, attached and on its device.
@@ -120,7 +153,8 @@ class NeighbourIndexCallback(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Time this step's searches if it is a logging step."""
+        """Note the step the batch's entries come from; time its searches on a logging step."""
+        self._step = trainer.global_step
         if self.index is not None:
             timed = is_logging_step(trainer)
             for bank in self.index.banks.values():
@@ -142,7 +176,7 @@ class NeighbourIndexCallback(Callback):
             if spec.scope == "global":
                 entries = {key: gather_no_grad(t) for key, t in entries.items()}
             payloads = {k: v for k, v in entries.items() if k != "embeddings"}
-            self.index.bank(name).enqueue(entries["embeddings"], **payloads)
+            self.index.bank(name).enqueue(entries["embeddings"], step=self._step, **payloads)
         banks = list(self.index.banks.values())
         if banks and banks[0].timed:
             total = sum(b.take_search_ms() for b in banks)
@@ -161,6 +195,7 @@ class NeighbourIndexCallback(Callback):
             return
         self.index.dataset_graph = self.build_dataset_graph(trainer, pl_module, spec)
         self.index.dataset_graph.epoch = epoch
+        self.index.dataset_graph.built_at_step = trainer.global_step
         purity = self.index.dataset_graph.neighbour_purity()
         if purity is not None:
             pl_module.log("index/dataset_knn_purity", purity, on_epoch=True, on_step=False)

@@ -3,12 +3,13 @@
 CLIM rebuilds these every few epochs from the momentum encoder's embeddings of every
 training image (and they are useful to analyse any method): each image's ``k`` nearest other
 images, its cluster, and its cosine similarity to that cluster's centroid ("distance" is
-``1 - centroid_sim``). The kNN graph is exact, except with a :class:`FaissSearch` backend on
+``1 - centroid_sim``). The kNN graph is exact, except with a :class:`~nbr_contrast.neighbours.search.FaissSearch` backend on
 more than ``ivf_threshold`` images, where an approximate IVF index is used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -42,7 +43,8 @@ class DatasetGraph:
         cluster: ``[N]`` cluster of each image, or ``None`` without clustering.
         centroids: ``[C, D]`` normalised centroids, or ``None``.
         centroid_sim: ``[N]`` cosine similarity of each image to its own centroid, or ``None``.
-        epoch: Epoch the index was built at (set by the caller; ``-1``: unknown).
+        epoch: Epoch the graph was built at (set by the caller; ``-1``: unknown).
+        built_at_step: Optimiser step it was built at (set by the caller; ``-1``: unknown).
     """
 
     embeddings: Tensor
@@ -53,6 +55,7 @@ class DatasetGraph:
     centroids: Tensor | None = None
     centroid_sim: Tensor | None = None
     epoch: int = -1
+    built_at_step: int = -1
 
     @classmethod
     def build(
@@ -73,7 +76,7 @@ class DatasetGraph:
             labels: ``[N]`` labels for :meth:`neighbour_purity`, or ``None``.
             k: Neighbours per image.
             n_clusters: Spherical k-means clusters, or ``None`` to skip clustering.
-            backend: Search backend for the kNN graph; a :class:`FaissSearch` also clusters
+            backend: Search backend for the kNN graph; a :class:`~nbr_contrast.neighbours.search.FaissSearch` also clusters
                 with FAISS.
             kmeans_iters: k-means iterations.
             seed: k-means seed.
@@ -175,17 +178,18 @@ class DatasetGraph:
             ValueError: A field is missing or the shapes do not fit together.
         """
         names = [f.name for f in fields(cls)]
-        missing = [name for name in names if name not in state]
+        required = [f.name for f in fields(cls) if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in state]
         if missing:
-            raise ValueError(f"Dataset index state lacks {missing}; saved by another version.")
-        index = cls(**{name: state[name] for name in names})
+            raise ValueError(f"Dataset graph state lacks {missing}; saved by another version.")
+        index = cls(**{name: state[name] for name in names if name in state})
         n = index.embeddings.shape[0]
         for name in ("knn_ids", "knn_sims", "labels", "cluster", "centroid_sim"):
             value = getattr(index, name)
             if value is not None and value.shape[0] != n:
                 raise ValueError(
-                    f"Dataset index state: {name} has {value.shape[0]} rows for {n} images."
+                    f"Dataset graph state: {name} has {value.shape[0]} rows for {n} images."
                 )
         if index.knn_ids.shape != index.knn_sims.shape:
-            raise ValueError("Dataset index state: knn_ids and knn_sims differ in shape.")
+            raise ValueError("Dataset graph state: knn_ids and knn_sims differ in shape.")
         return index

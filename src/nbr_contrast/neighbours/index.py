@@ -36,6 +36,8 @@ class BankSpec:
         k: The largest number of neighbours the method will request (checked against
             ``size`` when the index is built).
         size_setting: The argument that sets ``size`` (named in error messages).
+        exclude_self: Whether the method never uses a sample's own earlier entries (said in
+            the line the callback writes when the bank can hold them).
     """
 
     name: str
@@ -46,6 +48,7 @@ class BankSpec:
     init: str = "random"
     k: int = 1
     size_setting: str = "queue_size"
+    exclude_self: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ Each function saves a PNG and returns its path.
 
 from __future__ import annotations
 
-import csv
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from torch import Tensor
 
@@ -34,13 +31,14 @@ EMBEDDING_METHODS = ("auto", "pca", "tsne")
 GRID_TITLE_BAND = 0.45
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of ``width`` x ``height`` inches drawn off-screen (no display needed)."""
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
     """Save ``fig`` as a PNG at its exact figure size and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +122,7 @@ def plot_neighbour_grid(
         )
     band = GRID_TITLE_BAND if title else 0.0
     height = 1.45 * num_queries + band
-    fig = _new_figure(1.3 * (k + 1), height)
+    fig = new_figure(1.3 * (k + 1), height)
     axes = fig.subplots(num_queries, k + 1, squeeze=False)
     for row in range(num_queries):
         query_label = int(query_labels[row])
@@ -147,114 +145,7 @@ def plot_neighbour_grid(
     if title:
         fig.suptitle(title, fontsize=10, y=1.0 - 0.25 * band / height, va="top", wrap=True)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=top, wspace=0.12, hspace=0.35)
-    return _save(fig, path)
-
-
-def _read_metrics(metrics_csv: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with Path(metrics_csv).open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def _per_epoch(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
-    """Mean of the non-empty values of ``key`` per epoch, sorted by epoch."""
-    values: defaultdict[float, list[float]] = defaultdict(list)
-    for row in rows:
-        cell, epoch = row.get(key) or "", row.get("epoch") or ""
-        if not cell.strip() or not epoch.strip():
-            continue
-        try:
-            values[float(epoch)].append(float(cell))
-        except ValueError:
-            continue
-    epochs = sorted(values)
-    return epochs, [float(np.mean(values[e])) for e in epochs]
-
-
-FRACTION_PREFIX = "train/"
-"""Accuracies logged under this prefix are fractions (0..1): the methods' per-batch means
-(``nn_acc``, ``weighted_nn_acc``, ``acc1``, ``teacher_acc1``). The others (``val/knn_acc``,
-``val/probe_acc1``, ``val/acc1``, ...) are logged in percent."""
-
-
-def _draw_panel(
-    ax: Axes, curves: dict[str, tuple[list[float], list[float]]], title: str, ylabel: str
-) -> None:
-    for key, (epochs, values) in curves.items():
-        ax.plot(epochs, values, marker="o", markersize=3, label=key)
-    ax.set_title(title)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if curves:
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    else:
-        ax.text(0.5, 0.5, f"no {title} metrics", ha="center", va="center", transform=ax.transAxes)
-
-
-def curves_figure(metrics_csv: str | Path, keys: Sequence[str] | None = None) -> Figure:
-    """Per-epoch curves from a Lightning ``CSVLogger`` ``metrics.csv``, as a figure.
-
-    Values logged several times in an epoch (step-level metrics) are averaged per epoch.
-    The first axes hold every accuracy in percent (those logged as fractions, under
-    :data:`FRACTION_PREFIX`, are multiplied by 100), the second the losses.
-
-    Args:
-        metrics_csv: The CSV file (columns ``epoch``, ``step`` and one per metric, with
-            empty cells where a metric was not logged).
-        keys: Metrics to draw; keys absent from the file are skipped. Keys containing
-            ``"loss"`` go to the loss axes, the others to the accuracy axes. By default,
-            every column whose name contains ``"acc"`` or ``"loss"``.
-
-    Returns:
-        The figure, its axes ``[accuracy, loss]``, one line per metric labelled by its key.
-
-    Raises:
-        ValueError: If the file has no ``epoch`` column or no selected metric has a value.
-    """
-    columns, rows = _read_metrics(Path(metrics_csv))
-    if "epoch" not in columns:
-        raise ValueError(f"{metrics_csv} has no 'epoch' column; expected a CSVLogger metrics.csv.")
-    if keys is None:
-        keys = [c for c in columns if "acc" in c or "loss" in c]
-    acc: dict[str, tuple[list[float], list[float]]] = {}
-    loss: dict[str, tuple[list[float], list[float]]] = {}
-    for key in keys:
-        if key not in columns:
-            continue
-        epochs, values = _per_epoch(rows, key)
-        if not epochs:
-            continue
-        if "loss" in key:
-            loss[key] = (epochs, values)
-        else:
-            scale = 100.0 if key.startswith(FRACTION_PREFIX) else 1.0
-            acc[key] = (epochs, [v * scale for v in values])
-    if not acc and not loss:
-        raise ValueError(
-            f"{metrics_csv} has no usable metric among {list(keys)}; the columns are {columns}."
-        )
-    fig = _new_figure(11.0, 4.0)
-    acc_ax, loss_ax = fig.subplots(1, 2)
-    _draw_panel(acc_ax, acc, "accuracy", "accuracy (%)")
-    _draw_panel(loss_ax, loss, "loss", "loss")
-    fig.tight_layout()
-    return fig
-
-
-def plot_curves(
-    metrics_csv: str | Path, path: str | Path, keys: Sequence[str] | None = None
-) -> Path:
-    """Save :func:`curves_figure` of ``metrics_csv`` and ``keys`` as the PNG ``path``.
-
-    Returns:
-        ``path`` as a ``Path``.
-
-    Raises:
-        ValueError: As :func:`curves_figure` does.
-    """
-    return _save(curves_figure(metrics_csv, keys), path)
+    return save_figure(fig, path)
 
 
 def plot_purity(
@@ -275,7 +166,7 @@ def plot_purity(
     """
     if not curves or not all(curves.values()):
         raise ValueError("curves must map at least one model name to {k: purity} points.")
-    fig = _new_figure(6.0, 4.0)
+    fig = new_figure(6.0, 4.0)
     ax = fig.subplots()
     for name, points in curves.items():
         ks = sorted(points)
@@ -289,7 +180,7 @@ def plot_purity(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _project_2d(feats: Tensor, method: str) -> tuple[np.ndarray, str]:
@@ -359,7 +250,7 @@ def plot_embedding_map(
     coords, used = _project_2d(feats, method)
     y = labels.detach().cpu().long().numpy()
     classes = np.unique(y)
-    fig = _new_figure(8.0, 6.0)
+    fig = new_figure(8.0, 6.0)
     ax = fig.subplots()
     for c, color in zip(classes, _class_colors(len(classes)), strict=True):
         mask = y == c
@@ -370,7 +261,7 @@ def plot_embedding_map(
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def log_figure_to_tensorboard(

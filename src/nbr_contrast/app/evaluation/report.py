@@ -16,9 +16,9 @@ import torch
 from PIL import ImageOps
 from torch import Tensor
 
+from nbr_contrast.app.evaluation.curves import plot_curves
 from nbr_contrast.app.evaluation.plots import (
     log_figure_to_tensorboard,
-    plot_curves,
     plot_embedding_map,
     plot_neighbour_grid,
 )

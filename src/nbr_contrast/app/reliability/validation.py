@@ -99,6 +99,8 @@ def validate_config(cfg: DictConfig) -> None:
         _fail(f"trainer.finite_check_every_n_steps={t.finite_check_every_n_steps} must be >= 0.")
     if int(t.progress_bar_refresh_rate) < 1:
         _fail(f"trainer.progress_bar_refresh_rate={t.progress_bar_refresh_rate} must be >= 1.")
+    if int(t.progress_every_n_logs) < 0:
+        _fail(f"trainer.progress_every_n_logs={t.progress_every_n_logs} must be >= 0.")
     if str(t.compile_mode) not in COMPILE_MODES:
         _fail(
             f"trainer.compile_mode={t.compile_mode!r} is unknown; "
