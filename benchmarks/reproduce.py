@@ -61,6 +61,7 @@ from shared_data import default_data, npz_paths
 
 from nbr_contrast import api
 from nbr_contrast.app.build import to_container
+from nbr_contrast.app.overrides import last_wins
 
 REPO = Path(__file__).resolve().parents[1]
 KNN_K, KNN_TAU = 200, 0.1
@@ -268,7 +269,8 @@ def plan(name: str, overrides: list[str], run_dir: Path) -> str:
 def cli_command(overrides: list[str], run_dir: Path, resume: bool) -> list[str]:
     """The ``python -m nbr_contrast`` command line of one run."""
     extra = ["resume=true"] if resume else []
-    return ["python", "-m", "nbr_contrast", *overrides, *extra, f"hydra.run.dir={run_dir}"]
+    words = last_wins([*overrides, *extra])
+    return ["python", "-m", "nbr_contrast", *words, f"hydra.run.dir={run_dir}"]
 
 
 def run_name(key: str) -> str:

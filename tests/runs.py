@@ -7,6 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nbr_contrast.app.overrides import last_wins
+
+__all__ = ["CPU_RUN", "PX16", "SMALL_NNCLR", "TINY", "last_wins", "run_cli", "run_python"]
+
+# The lists below are combined by appending (``[*TINY, "trainer.limit_train_batches=3"]``):
+# the CLI refuses a key given twice, so commands built from them go through last_wins.
 CPU_RUN = [
     "trainer.accelerator=cpu",
     "trainer.max_epochs=1",
@@ -41,7 +47,7 @@ def run_cli(
     """``python -m nbr_contrast ARGS`` in ``cwd`` (``HYDRA_FULL_ERROR`` unset, ``env`` added)."""
     full = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
     return subprocess.run(
-        [sys.executable, "-m", "nbr_contrast", *args],
+        [sys.executable, "-m", "nbr_contrast", *last_wins(args)],
         capture_output=True,
         text=True,
         env=full,
@@ -69,7 +75,7 @@ def run_ranks_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NBR_CONTRAST_", "LOCAL_"))}
     return subprocess.run(
-        [sys.executable, "-m", "nbr_contrast", *args],
+        [sys.executable, "-m", "nbr_contrast", *last_wins(args)],
         capture_output=True,
         text=True,
         env=env,

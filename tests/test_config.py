@@ -10,6 +10,8 @@ from nbr_contrast import api
 from nbr_contrast.app.method_schemas import METHODS
 from nbr_contrast.app.overrides import OverrideError, check_overrides
 
+from .runs import run_cli
+
 GROUPS = ["method", "backbone", "data", "trainer", "optim", "search", "logger", "task"]
 
 
@@ -126,3 +128,23 @@ def test_quickstart_composes_with_auto_precision(tmp_path: Path) -> None:
     cfg = api.compose(["experiment=quickstart"], output_dir=tmp_path)
     assert cfg.trainer.precision == "auto"
     assert [v.size for v in cfg.data.views] == [cfg.data.image_size] * 2
+
+
+def test_a_key_given_twice_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    shards = [f"data.shards={tmp_path}/train-{i:04d}.tar" for i in range(4)]
+    done = run_cli(["data=webdataset", *shards, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert done.returncode == 2
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: data.shards is given 4 times")
+    assert f"data.shards={tmp_path}/train-0000.tar and" in lines[0]
+    assert "\"data.shards='/data/train-{0000..0003}.tar'\"" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_plain_value_given_twice_is_refused_without_the_quoting_hint(tmp_path: Path) -> None:
+    done = run_cli(["optim.lr=0.1", "seed=3", "++optim.lr=0.2"], tmp_path)
+    assert done.returncode == 2
+    assert "Error: optim.lr is given 2 times (optim.lr=0.1 and optim.lr=0.2); give it once." in (
+        done.stderr
+    )
+    assert "quote" not in done.stderr

@@ -72,6 +72,25 @@ def test_a_bad_path_fails_with_one_line_naming_the_line_and_the_fix(tmp_path: Pa
         build_sources(DataConfig(name="imagefolder", train_list=str(empty)))
 
 
+def test_a_byte_order_mark_is_dropped(image_tree: Path, tmp_path: Path) -> None:
+    listing = tmp_path / "bom.txt"
+    listing.write_bytes(("\ufeff" + f"{image_tree / 'train' / 'dog' / 'a.png'}\tdog\n").encode())
+    train, _, _ = build_sources(DataConfig(name="imagefolder", train_list=str(listing)))
+    assert train.classes == ["dog"] and len(train) == 1
+
+
+def test_a_line_with_an_extra_field_or_a_file_that_is_not_text_fails_in_one_line(
+    image_tree: Path, tmp_path: Path
+) -> None:
+    listing = tmp_path / "three.txt"
+    image = image_tree / "train" / "dog" / "a.png"
+    listing.write_text(f"{image}\tdog\n{image}\tdog\tnote\n")
+    with pytest.raises(DataSourceError, match=r"line 2 has 3 tab-separated fields; a line is"):
+        build_sources(DataConfig(name="imagefolder", train_list=str(listing)))
+    with pytest.raises(DataSourceError, match=r"\.png' is not a text file \(byte \d+ is not UTF"):
+        build_sources(DataConfig(name="imagefolder", train_list=str(image)))
+
+
 def test_nnclr_trains_from_a_list(
     tiny_cfg: Callable[..., DictConfig], unlabelled_tree: Callable[[bool], Path]
 ) -> None:

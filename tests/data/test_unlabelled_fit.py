@@ -36,6 +36,14 @@ def test_nested_unlabelled_folder_trains_with_monitoring_off(
     assert not any(k in metrics for k in ("nbr/agreement", "probe", "val/"))
 
 
+def test_a_knn_k_above_the_image_count_is_no_error_when_the_knn_monitor_is_off(
+    tiny_cfg: Callable[..., DictConfig], unlabelled_tree: Callable[[bool], Path]
+) -> None:
+    cfg = tiny_cfg(*UNLABELLED, f"data.root={unlabelled_tree(True)}", "method.knn_k=200")
+    summary = api.fit(cfg)
+    assert summary["steps"] == 1 and summary["knn_acc_after@200"] is None
+
+
 def test_flat_unlabelled_folder_with_a_labelled_eval_set(
     tiny_cfg: Callable[..., DictConfig],
     unlabelled_tree: Callable[[bool], Path],

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, open_dict
 from nbr_contrast.app import cli
 from nbr_contrast.app.reliability import ConfigError, validate_config
 
-from ..runs import run_cli
+from ..runs import last_wins, run_cli
 from .conftest import SMALL, TINY
 
 # (overrides, expected substring of the one-line message); {train}/{test}/{corrupt}/{empty}
@@ -40,6 +40,11 @@ CASES = [
     (["data.train_path=/no/such.npz"], "data.train_path='/no/such.npz' does not exist"),
     (["data.train_path={corrupt}"], "cannot be decoded (cannot identify image file"),
     (["data=imagefolder", "data.root={empty}"], "data.root: no images found in"),
+    (
+        ["data=imagefolder", "data.root={split}"],
+        "data.root: no class folders with images in '{split}/train'; "
+        "expected {split}/train/<class>/<image>",
+    ),
     (["data.train_path={empty_npz}"], "(empty, truncated or another format: No data left"),
     (["data.train_path={truncated}"], "(empty, truncated or another format: File is not a zip"),
     (
@@ -72,6 +77,9 @@ CASES = [
     (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 must be at least 1"),
     (["task=knn", "task.k=[0]"], "task.k[0]=0 must be at least 1"),
     (["task=knn", "task.temperature=[0.07,0]"], "task.temperature[1]=0.0 must be > 0"),
+    (["task=linear", "task.label_smoothing=1.5"], "task.label_smoothing=1.5 must be in [0, 1)"),
+    (["task=finetune", "task.layer_decay=0"], "task.layer_decay=0.0 must be in (0, 1]"),
+    (["task=finetune", "task.mixup=-0.5"], "task.mixup=-0.5 must be >= 0 (0: off)"),
     (
         ["task=knn", "task.temperature=0.1"],
         "task.temperature=0.1: task.temperature takes a list; write task.temperature=[0.1].",
@@ -90,6 +98,9 @@ def paths(tiny_data: list[str], tmp_path: Path) -> dict[str, str]:
     np.savez(corrupt, **arrays)
     empty = tmp_path / "empty"
     empty.mkdir()
+    split = tmp_path / "split"
+    (split / "train").mkdir(parents=True)
+    (split / "val").mkdir()
     empty_npz = tmp_path / "empty.npz"
     empty_npz.write_bytes(b"")
     truncated = tmp_path / "truncated.npz"
@@ -103,6 +114,7 @@ def paths(tiny_data: list[str], tmp_path: Path) -> dict[str, str]:
         "train": train,
         "corrupt": str(corrupt),
         "empty": str(empty),
+        "split": str(split),
         "empty_npz": str(empty_npz),
         "truncated": str(truncated),
         "labels": str(relabelled),
@@ -126,14 +138,14 @@ def test_bad_input_exits_2_with_one_line(
     if any(o.startswith("data=") for o in filled):
         argv = [a for a in argv if not a.startswith(("data.train_path", "data.test_path"))]
         argv.remove("data=npz")
-    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *argv])
+    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *last_wins(argv)])
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     err = capsys.readouterr().err
     assert exit_.value.code == 2, err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1 and message in lines[0], err
+    assert len(lines) == 1 and message.format(**paths) in lines[0], err
     assert not (tmp_path / "run").exists()  # no empty run folder left behind
 
 

@@ -20,6 +20,7 @@ from nbr_contrast.app.reliability import AtomicCheckpointIO, checkpoint_io
 from nbr_contrast.methods.batch import StepOutput
 from nbr_contrast.methods.nnclr import NNCLR
 
+from ..runs import last_wins
 from .conftest import SMALL, TINY
 
 
@@ -86,7 +87,7 @@ def _fit_cli(
     """Run ``python -m nbr_contrast`` (tiny NNCLR) into ``run``; its exit code and stderr."""
     monkeypatch.chdir(run.parent)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    argv = ["nbr_contrast", *TINY, *SMALL, *overrides, f"hydra.run.dir={run}"]
+    argv = ["nbr_contrast", *last_wins([*TINY, *SMALL, *overrides]), f"hydra.run.dir={run}"]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_:
         cli.main()
@@ -171,7 +172,7 @@ def test_nan_is_never_saved_even_between_checks(
     run = tmp_path / "run"
     args = [*TINY, *tiny_data, *SMALL, "trainer.limit_train_batches=6"]
     args += ["trainer.log_every_n_steps=50", "trainer.checkpoint_every_n_steps=1"]
-    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *args, f"hydra.run.dir={run}"])
+    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *last_wins(args), f"hydra.run.dir={run}"])
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with pytest.raises(SystemExit) as exit_:
         cli.main()

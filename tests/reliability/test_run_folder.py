@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from nbr_contrast.app.reliability import run_lock
 from nbr_contrast.app.reliability.run_lock import RunFolderBusyError, owns_runs, run_folder
 from nbr_contrast.app.schemas import CONF_DIR, register_configs
 
+from ..runs import last_wins
 from .conftest import SMALL, TINY
 
 
@@ -47,7 +49,7 @@ def test_second_run_in_a_busy_folder_refuses_before_writing_anything(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     argv = [*TINY, *tiny_data, *SMALL, "optim.lr=0.1", f"hydra.run.dir={run}"]
-    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *argv])
+    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *last_wins(argv)])
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     err = capsys.readouterr().err
@@ -120,3 +122,25 @@ def test_an_unusable_run_folder_gives_one_line(
         f"Error: hydra.run.dir={str(blocker / 'run')!r} cannot be used as a run folder (Not a "
         "directory); set hydra.run.dir to a folder this user can write."
     ]
+
+
+def test_an_empty_lock_left_by_a_crash_is_taken_over(tmp_path: Path) -> None:
+    lock = tmp_path / "run" / "run.lock"
+    lock.parent.mkdir()
+    lock.write_text("")
+    old = lock.stat().st_mtime - 60
+    os.utime(lock, (old, old))
+    with run_folder(tmp_path / "run", env={}):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def test_an_empty_lock_being_written_is_named_as_such(tmp_path: Path) -> None:
+    lock = tmp_path / "run" / "run.lock"
+    lock.parent.mkdir()
+    lock.write_text("")
+    with (
+        pytest.raises(RunFolderBusyError, match="is being taken by another run right now"),
+        run_folder(tmp_path / "run", env={}),
+    ):
+        pass

@@ -10,6 +10,7 @@ import pytest
 
 from nbr_contrast.app import cli
 
+from ..runs import last_wins
 from .conftest import SMALL, TINY
 
 
@@ -23,7 +24,7 @@ def test_sweep_runs_every_job_and_lists_the_failed_one(
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     sweep = tmp_path / "sweep"
     argv = ["-m", *TINY, *tiny_data, *SMALL, "optim.lr=-1,0.4", f"hydra.sweep.dir={sweep}"]
-    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *argv])
+    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *last_wins(argv)])
     with pytest.raises(SystemExit) as exit_:
         cli.main()
     err = capsys.readouterr().err

@@ -152,26 +152,40 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
 
     ``last.ckpt`` is written at every epoch end, every ``trainer.checkpoint_every_n_steps``
     steps when set, and on SIGTERM/SIGINT (after the neighbour index has taken the batch's
-    entries, so the saved banks match the saved weights).
+    entries, so the saved banks match the saved weights). The epoch-end and the step
+    cadences are two ``ModelCheckpoint``s: Lightning's one callback with
+    ``every_n_train_steps`` saves nothing at an epoch end that is not on the cadence, so the
+    last checkpoint of a run would hold an earlier step's state.
     """
-    every = int(cfg.trainer.checkpoint_every_n_steps) or None
+    every = int(cfg.trainer.checkpoint_every_n_steps)
+    folder = checkpoint_dir(cfg)
+    epochs = ModelCheckpoint(
+        dirpath=folder,
+        filename="epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+        save_last=True,
+        save_top_k=1,
+    )
     callbacks: list[L.Callback] = [
         NeighbourIndexCallback(**to_container(cfg.search), seed=int(cfg.seed)),
         RunConfigCallback(to_container(cfg)),
         ResumeStateCallback(),
         EpochAveragesCallback(),
         StopOnSignal(),
-        ModelCheckpoint(
-            dirpath=checkpoint_dir(cfg),
-            filename="epoch{epoch:03d}",
-            auto_insert_metric_name=False,
-            enable_version_counter=False,
-            save_last=True,
-            save_top_k=1,
-            every_n_train_steps=every,
-        ),
+        epochs,
         LearningRateMonitor(logging_interval="step"),
     ]
+    if every:
+        steps = ModelCheckpoint(
+            dirpath=folder,
+            enable_version_counter=False,
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=every,
+            save_on_train_epoch_end=False,
+        )
+        callbacks.append(steps)
     if cfg.trainer.enable_progress_bar and sys.stdout.isatty():
         callbacks.append(RichProgressBar(refresh_rate=int(cfg.trainer.progress_bar_refresh_rate)))
     elif cfg.trainer.enable_progress_bar:  # a log file: plain lines instead of a bar

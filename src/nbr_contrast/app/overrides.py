@@ -78,6 +78,53 @@ def _selected_methods(overrides: Sequence[str]) -> list[str]:
     return named or from_experiments or [GROUP_DEFAULTS["method"]]
 
 
+def override_key(arg: str) -> str | None:
+    """The key an override sets (``+``/``++``/``~`` stripped), or ``None`` for a flag."""
+    if arg.startswith("-") or "=" not in arg:
+        return None
+    return arg.split("=", 1)[0].lstrip("+~")
+
+
+def last_wins(args: Sequence[str]) -> list[str]:
+    """``args`` with each override key once, at its last value, as Hydra would resolve them.
+
+    For programs that build a command line by appending overrides to a preset (a study
+    driver, a test); the CLI refuses a key a person gives twice (:func:`check_duplicates`).
+    """
+    last = {override_key(a): i for i, a in enumerate(args)}
+    return [a for i, a in enumerate(args) if override_key(a) is None or last[override_key(a)] == i]
+
+
+def check_duplicates(args: Sequence[str]) -> None:
+    """Refuse a key given twice on one command line (Hydra would keep the last silently).
+
+    An unquoted brace pattern or glob is expanded by the shell into one argument per match
+    (``data.shards=/d/train-{0000..0003}.tar`` becomes four ``data.shards=`` arguments), so
+    the line names the quoting that passes it to Hydra whole. ``hydra.*`` keys are left to
+    Hydra: Lightning starts the other DDP ranks with the command line plus its own
+    ``hydra.run.dir``.
+
+    Raises:
+        OverrideError: Naming the key, its values and, for paths, the quoting.
+    """
+    values: dict[str, list[str]] = {}
+    for arg in args:
+        key = override_key(arg)
+        if key is not None and not key.startswith("hydra."):
+            values.setdefault(key, []).append(arg.split("=", 1)[1])
+    for key, given in values.items():
+        if len(given) < 2:
+            continue
+        shown = " and ".join(f"{key}={v}" for v in given[:3]) + (" ..." if len(given) > 3 else "")
+        hint = ""
+        if len(given) > 2 or any(c in v for v in given for c in "/*?[{"):
+            hint = (
+                f" If the shell expanded a brace pattern or a glob into these, quote it so that "
+                f"it reaches the run whole: \"{key}='/data/train-{{0000..0003}}.tar'\"."
+            )
+        raise OverrideError(f"{key} is given {len(given)} times ({shown}); give it once.{hint}")
+
+
 def check_overrides(args: Sequence[str]) -> None:
     """Fail fast on ``group.key=value`` overrides whose key no schema has.
 

@@ -215,7 +215,8 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     validate_labels(cfg, datamodule.num_unlabelled)
     method = build_method(cfg)
-    validate_neighbour_counts("method.knn_k", [int(cfg.method.knn_k)], datamodule.num_train)
+    if datamodule.monitored:  # no kNN monitor or report without labels: knn_k is unused
+        validate_neighbour_counts("method.knn_k", [int(cfg.method.knn_k)], datamodule.num_train)
     trainer = build_trainer(cfg, **({} if datamodule.monitored else {"limit_val_batches": 0}))
     say_monitoring(datamodule)
     command = resume_command(cfg)

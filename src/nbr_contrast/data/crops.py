@@ -154,7 +154,8 @@ class CropDataset(Dataset[dict[str, Any]]):
 
     The GPU pipeline's dataset for lazily decoded sources. While a neighbour table is active,
     items also carry ``"neighbour_crops"`` (the first two views of one served neighbour) and
-    ``"neighbour_id"``. An item keyed ``(index, seed)`` is made under :func:`~nbr_contrast.data.datasets.seeded_rng`.
+    ``"neighbour_id"``. An item keyed ``(index, seed)`` is made under
+    :func:`~nbr_contrast.data.datasets.seeded_rng`.
 
     Args:
         source: The images and labels.

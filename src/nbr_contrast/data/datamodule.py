@@ -358,7 +358,9 @@ class ViewsDataModule(L.LightningDataModule):
             self._resume_position = (int(epoch), int(batches))
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """Shuffled, ``drop_last`` training batches in a :class:`~nbr_contrast.data.sampling.ResumableSampler` order.
+        """Shuffled, ``drop_last`` training batches in a resumable order.
+
+        The order is :class:`~nbr_contrast.data.sampling.ResumableSampler`'s.
 
         Raises:
             ValueError: If the training set is smaller than one batch.

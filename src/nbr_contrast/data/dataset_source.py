@@ -112,7 +112,9 @@ class DatasetSource(ImageSource):
 
 
 def as_source(data: Dataset[Any] | ImageSource, name: str) -> ImageSource:
-    """The :class:`~nbr_contrast.data.image_source.ImageSource` a datamodule trains on, for any dataset it is given.
+    """The image source a datamodule trains on, for any dataset it is given.
+
+    The result is an :class:`~nbr_contrast.data.image_source.ImageSource`.
 
     An :class:`~nbr_contrast.data.images.Images` split gives its own source, any other
     source is taken as it is, any other dataset is wrapped in :class:`DatasetSource`.

@@ -51,7 +51,9 @@ def seeded_rng(key: SampleKey) -> Iterator[int]:
 
 
 class SourceDataset(Dataset[dict[str, Any]]):
-    """Items ``{key: transform(image), "label", "sample_id"}`` of an :class:`~nbr_contrast.data.image_source.ImageSource`.
+    """Items ``{key: transform(image), "label", "sample_id"}`` of an image source.
+
+    The source is an :class:`~nbr_contrast.data.image_source.ImageSource`.
 
     The transform receives a ``uint8`` ``[3, H, W]`` tensor; in-memory sources skip PIL.
 

@@ -87,6 +87,11 @@ class PathSource(ImageSource):
                 f"data.root: no images found in {str(root)!r} for classes {classes[:5]}"
                 f"{' ...' if len(classes) > 5 else ''}; expected {root}/<class>/<image>."
             )
+        if not paths and root.name in ("train", *TEST_FOLDERS):
+            raise DataSourceError(
+                f"data.root: no class folders with images in {str(root)!r}; expected "
+                f"{root}/<class>/<image>, one folder per class."
+            )
         if not paths:
             raise DataSourceError(
                 f"data.root: no images found in {str(root)!r}; expected {root}/train/<class>/ "
@@ -106,7 +111,9 @@ class PathSource(ImageSource):
 
     @contextmanager
     def open_image(self, i: int) -> Iterator[Image.Image]:
-        """Open file ``i``, not yet decoded (see :meth:`~nbr_contrast.data.image_source.ImageSource.open_image`).
+        """Open file ``i``, not yet decoded.
+
+        See :meth:`~nbr_contrast.data.image_source.ImageSource.open_image`.
 
         Yields:
             The opened file, valid inside the ``with`` block.

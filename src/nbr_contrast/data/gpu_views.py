@@ -35,10 +35,13 @@ from nbr_contrast.data.gpu_params import sample_view_params
 def apply_view(
     images: Tensor, params: dict[str, Tensor], view: ViewConfig, mean: Tensor, std: Tensor
 ) -> Tensor:
-    """Make one view of a ``uint8`` batch from parameters drawn by :func:`~nbr_contrast.data.gpu_params.sample_view_params`.
+    """Make one view of a ``uint8`` batch from drawn parameters.
+
+    The parameters come from :func:`~nbr_contrast.data.gpu_params.sample_view_params`.
 
     Crop, flip, colour jitter, grayscale, blur, solarise and normalise, in that order. An
-    ``rrc`` view without ``"boxes"`` (``cropped`` images, see :func:`~nbr_contrast.data.gpu_params.sample_view_params`)
+    ``rrc`` view without ``"boxes"`` (``cropped`` images, see
+    :func:`~nbr_contrast.data.gpu_params.sample_view_params`)
     keeps the images' own framing. Has no randomness of its own, so it can be compiled
     (:class:`GpuViews` with ``compile=True``).
 
@@ -79,7 +82,8 @@ def random_view(
 ) -> Tensor:
     """One view of a ``uint8`` batch with parameters from torch's global generator.
 
-    :func:`~nbr_contrast.data.gpu_params.sample_view_params` followed by :func:`apply_view`, as one function so that
+    :func:`~nbr_contrast.data.gpu_params.sample_view_params` followed by
+    :func:`apply_view`, as one function so that
     compiling it also fuses the parameter sampling.
 
     Args:
@@ -98,7 +102,9 @@ def random_view(
 
 
 class GpuViews(torch.nn.Module):
-    """Make one augmented, normalised view per :class:`~nbr_contrast.data.config.ViewConfig` from ``uint8`` images.
+    """Make one augmented, normalised view per view config from ``uint8`` images.
+
+    Views are :class:`~nbr_contrast.data.config.ViewConfig`.
 
     Each view runs crop, flip, colour jitter, grayscale, blur, solarise and normalise; ops
     whose probability is zero are skipped. In eager mode a view is a few hundred small ops,

@@ -1,7 +1,8 @@
 """An image folder's training images given as a list file (``data.train_list``).
 
 One image per line: a path, relative to the list file's folder or absolute, optionally
-followed by a tab and the image's class name; blank lines are ignored. Classes are those
+followed by a tab and the image's class name; blank lines are ignored. The file is UTF-8
+text (a byte-order mark is dropped). Classes are those
 of ``data.class_list`` (in its order) or the names the list uses, sorted (numerically when
 every name is a number). Labelled lists take their test images from ``data.root``'s
 ``val/`` (or ``test/``) class folders when ``data.root`` is set; unlabelled lists are
@@ -22,16 +23,30 @@ def read_list(path: str | Path) -> list[tuple[int, Path, str | None]]:
     """``(line number, image path, class name or None)`` of every entry of a list file.
 
     Raises:
-        DataSourceError: If the file is missing, lists nothing or names a missing image.
+        DataSourceError: If the file is missing or not text, has a line with more than two
+            tab-separated fields, lists nothing or names a missing image.
     """
     listing = Path(path)
     if not listing.is_file():
         raise DataSourceError(f"{SETTING}={str(listing)!r} does not exist.")
+    try:
+        text = listing.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataSourceError(
+            f"{SETTING}={str(listing)!r} is not a text file (byte {err.start} is not UTF-8); "
+            "give a list of image paths, one per line, optionally a tab and a class name."
+        ) from err
     entries = []
-    for number, line in enumerate(listing.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        name, _, label = line.partition("\t")
+        fields = line.split("\t")
+        if len(fields) > 2:
+            raise DataSourceError(
+                f"{SETTING}={str(listing)!r} line {number} has {len(fields)} tab-separated "
+                "fields; a line is an image path, optionally a tab and one class name."
+            )
+        name, label = fields[0], fields[1] if len(fields) == 2 else ""
         entries.append((number, listing.parent / name.strip(), label.strip() or None))
     if not entries:
         raise DataSourceError(f"{SETTING}={str(listing)!r} lists no image.")

@@ -100,7 +100,10 @@ class Images(ImageSource):
 
     @contextmanager
     def open_image(self, i: int) -> Iterator[Image.Image]:
-        """Image ``i`` opened for one use (see :meth:`~nbr_contrast.data.image_source.ImageSource.open_image`)."""
+        """Image ``i`` opened for one use.
+
+        See :meth:`~nbr_contrast.data.image_source.ImageSource.open_image`.
+        """
         with self.source.open_image(i) as image:
             yield image
 

@@ -85,7 +85,8 @@ class ResidentBatchSampler(ResumableSampler):
     device once; each batch is a slice of it, yielded with its seed
     (:func:`item_seed` of the batch's first position), so the loader runs no Python per
     image. Incomplete last batches are dropped. Used with ``batch_size=None``. Takes
-    :class:`ResumableSampler`'s arguments, with a :class:`~nbr_contrast.data.datasets.ResidentDataset` as ``dataset``.
+    :class:`ResumableSampler`'s arguments, with a
+    :class:`~nbr_contrast.data.datasets.ResidentDataset` as ``dataset``.
     """
 
     @property

@@ -1,9 +1,10 @@
 """Methods: one LightningModule per paper, sharing :class:`~nbr_contrast.methods.base.BaseMethod`.
 
 Each baseline is its method's class with the neighbour part switched off, as a subclass
-that fixes the switch: :class:`~nbr_contrast.methods.co2.MoCoV2` is CO2 with α = 0 (also CLIM's baseline),
-:class:`~nbr_contrast.methods.snclr.MoCoV3` SNCLR with no neighbours, :class:`~nbr_contrast.methods.cone.Supervised` CoNe with both neighbour
-weights 0, :class:`~nbr_contrast.methods.msf.BYOL` MSF with k = 1; NNCLR's is ``NNCLR(use_nn=False)``.
+that fixes the switch: :class:`~nbr_contrast.methods.co2.MoCoV2` is CO2 with α = 0 (also
+CLIM's baseline), :class:`~nbr_contrast.methods.snclr.MoCoV3` SNCLR with no neighbours,
+:class:`~nbr_contrast.methods.cone.Supervised` CoNe with both neighbour weights 0,
+:class:`~nbr_contrast.methods.msf.BYOL` MSF with k = 1; NNCLR's is ``NNCLR(use_nn=False)``.
 """
 
 from __future__ import annotations

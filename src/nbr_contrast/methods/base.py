@@ -6,8 +6,9 @@ rate scaled by the *global* batch the Trainer runs), the NaN guard and the read 
 the neighbour index; :class:`~nbr_contrast.methods.momentum.MomentumMethod` adds momentum
 encoders. A steady-state step never reads a device value back to the host: metrics are
 logged on logging steps only and the NaN guard is a device-side record checked there (see
-:mod:`nbr_contrast.methods.guard`). A method implements :meth:`~nbr_contrast.methods.base.BaseMethod.step` (its heads
-and loss wiring) and, if it uses neighbours, :meth:`BaseMethod.neighbour_specs`.
+:mod:`nbr_contrast.methods.guard`). A method implements
+:meth:`~nbr_contrast.methods.base.BaseMethod.step` (its heads and loss wiring) and, if it
+uses neighbours, :meth:`~nbr_contrast.methods.base.BaseMethod.neighbour_specs`.
 
 Every method is built from typed keyword arguments whose defaults are its recipe, and
 records them with ``save_hyperparameters`` (a backbone passed as a module excepted), so
@@ -424,9 +425,9 @@ class BaseMethod(L.LightningModule):
         """Refuse to save after a non-finite loss (diagnostic ones excepted); keep the monitor.
 
         The checkpoint names the method's class and the package version
-        (:data:`~nbr_contrast.methods.checkpoints.METHOD_KEY`). A checkpoint saved mid-epoch (SIGTERM,
-        ``checkpoint_every_n_steps``) also holds the kNN monitor's training features of the
-        epoch so far (at most ``knn_max_train`` rows), so a resumed epoch's
+        (:data:`~nbr_contrast.methods.checkpoints.METHOD_KEY`). A checkpoint saved mid-epoch
+        (SIGTERM, ``checkpoint_every_n_steps``) also holds the kNN monitor's training features
+        of the epoch so far (at most ``knn_max_train`` rows), so a resumed epoch's
         ``val/knn_acc`` is the uninterrupted one's.
         """
         checkpoint[METHOD_KEY] = method_record(type(self))

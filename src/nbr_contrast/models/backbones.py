@@ -157,7 +157,8 @@ def resolve_backbone(
 
     Args:
         backbone: A module mapping images ``[B, 3, H, W]`` to features ``[B, F]``, a
-            torchvision name (``"resnet18"``), or a :class:`~nbr_contrast.models.backbone_config.BackboneConfig` (or a mapping of
+            torchvision name (``"resnet18"``), or a
+            :class:`~nbr_contrast.models.backbone_config.BackboneConfig` (or a mapping of
             its fields).
 
     Returns:

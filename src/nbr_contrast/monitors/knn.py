@@ -130,7 +130,8 @@ def neighbour_chunks(
         test_feats: ``[M, F]`` queries (normalised here).
         k: Neighbours per query (sorted, so the first ``k'`` columns serve any ``k' <= k``).
         chunk_size: Queries searched at once.
-        backend: Search backend (default: float32 :class:`~nbr_contrast.neighbours.search.TorchSearch` by :data:`KEY_BLOCK`).
+        backend: Search backend (default: float32
+            :class:`~nbr_contrast.neighbours.search.TorchSearch` by :data:`KEY_BLOCK`).
         train_ids: ``[N]`` distinct ids ordering ties (default: the row positions).
         combine: Turns this process's neighbours into the global ones (default: none).
 
@@ -221,7 +222,8 @@ def knn_predict(
         temperature: Softness of the vote weights ``exp(sim / temperature)``.
         num_classes: Number of classes ``C``.
         chunk_size: Query rows searched at once.
-        backend: Search backend (default: float32 :class:`~nbr_contrast.neighbours.search.TorchSearch` by :data:`KEY_BLOCK`).
+        backend: Search backend (default: float32
+            :class:`~nbr_contrast.neighbours.search.TorchSearch` by :data:`KEY_BLOCK`).
 
     Returns:
         Scores ``[M, C]`` on the device of ``train_feats``; ``argmax(dim=1)`` is the
@@ -263,7 +265,8 @@ def knn_accuracy(
         temperature: Softness of the vote weights.
         num_classes: Number of classes.
         chunk_size: Query rows searched at once.
-        backend: Search backend (default: float32 :class:`~nbr_contrast.neighbours.search.TorchSearch` by :data:`KEY_BLOCK`).
+        backend: Search backend (default: float32
+            :class:`~nbr_contrast.neighbours.search.TorchSearch` by :data:`KEY_BLOCK`).
 
     Returns:
         ``{k: accuracy in percent}`` in the order of ``ks``.

@@ -89,7 +89,8 @@ class NeighbourBank:
         init: ``random``: L2-normalised Gaussian vectors, as the NNCLR paper and solo-learn
             (drawn from a generator seeded by ``torch.initial_seed()`` and the bank's name,
             so ranks seeded alike start with identical banks); ``zeros``: zero vectors.
-        backend: Search backend (default: :class:`~nbr_contrast.neighbours.search.TorchSearch` in fp32;
+        backend: Search backend (default:
+            :class:`~nbr_contrast.neighbours.search.TorchSearch` in fp32;
             :func:`~nbr_contrast.neighbours.search.search_backend` picks one by name).
         device: Where the tensors live.
     """

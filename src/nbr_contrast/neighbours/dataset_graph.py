@@ -3,8 +3,9 @@
 CLIM rebuilds these every few epochs from the momentum encoder's embeddings of every
 training image (and they are useful to analyse any method): each image's ``k`` nearest other
 images, its cluster, and its cosine similarity to that cluster's centroid ("distance" is
-``1 - centroid_sim``). The kNN graph is exact, except with a :class:`~nbr_contrast.neighbours.search.FaissSearch` backend on
-more than ``ivf_threshold`` images, where an approximate IVF index is used.
+``1 - centroid_sim``). The kNN graph is exact, except with a
+:class:`~nbr_contrast.neighbours.search.FaissSearch` backend on more than ``ivf_threshold``
+images, where an approximate IVF index is used.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ class DatasetGraph:
             labels: ``[N]`` labels for :meth:`neighbour_purity`, or ``None``.
             k: Neighbours per image.
             n_clusters: Spherical k-means clusters, or ``None`` to skip clustering.
-            backend: Search backend for the kNN graph; a :class:`~nbr_contrast.neighbours.search.FaissSearch` also clusters
-                with FAISS.
+            backend: Search backend for the kNN graph; a
+                :class:`~nbr_contrast.neighbours.search.FaissSearch` also clusters with FAISS.
             kmeans_iters: k-means iterations.
             seed: k-means seed.
             exclude_self: Leave each image out of its own neighbours.

@@ -44,6 +44,9 @@ RULES = (
     Rule(lambda n: n == "weight_decay", lambda v: v >= 0, "must be >= 0"),
     Rule(lambda n: n.endswith("_pct"), lambda v: 0 < v <= 1, "must be in (0, 1]"),
     Rule(lambda n: n == "epochs" or n.endswith("_iters"), lambda v: v >= 1, "must be at least 1"),
+    Rule(lambda n: n == "label_smoothing", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    Rule(lambda n: n == "layer_decay", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    Rule(lambda n: n in ("mixup", "cutmix"), lambda v: v >= 0, "must be >= 0 (0: off)"),
 )
 
 

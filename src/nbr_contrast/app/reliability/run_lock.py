@@ -56,12 +56,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+EMPTY_LOCK_GRACE_S = 10.0
+"""An empty lock younger than this is being written; an older one was left by a crash."""
+
+
 def _read(lock: Path) -> dict[str, Any]:
     try:
         owner = json.loads(lock.read_text())
     except (OSError, ValueError):
         return {}
     return owner if isinstance(owner, dict) else {}
+
+
+def _age(lock: Path) -> float:
+    """Seconds since ``lock`` was last written (0 if it is gone)."""
+    try:
+        return time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _create(lock: Path) -> bool:
@@ -119,7 +131,12 @@ def _lock(folder: Path, setting: str) -> None:
     host, pid = owner.get("host"), owner.get("pid")
     mine = host == socket.gethostname() and pid == os.getpid()
     stale = host == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
-    if not (mine or stale):
+    if not owner and _age(lock) < EMPTY_LOCK_GRACE_S:
+        raise RunFolderBusyError(
+            f"{setting}={str(folder)!r} is being taken by another run right now (its "
+            f"{LOCK_NAME} is still empty); give this run its own folder, or try again."
+        )
+    if not (mine or stale or not owner):  # an older empty lock: its writer died
         raise _busy(folder, owner, setting)
     with contextlib.suppress(FileNotFoundError):
         lock.unlink()
