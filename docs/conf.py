@@ -21,6 +21,7 @@ from sphinx.util import logging  # noqa: E402
 
 project = "nbr_contrast"
 author = "the nbr_contrast developers"
+copyright = f"2026, {author}"
 release = version = nbr_contrast.__version__
 extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode"]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
