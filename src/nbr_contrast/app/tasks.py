@@ -49,7 +49,11 @@ from nbr_contrast.app.reliability import (
     validate_neighbour_counts,
     write_resume_note,
 )
-from nbr_contrast.app.reliability.checkpoint_io import read_checkpoint, stored_run_config
+from nbr_contrast.app.reliability.checkpoint_io import (
+    check_kind,
+    read_checkpoint,
+    stored_run_config,
+)
 from nbr_contrast.app.reliability.resume import HEAD_TASKS, launch_overrides
 from nbr_contrast.data.datamodule import ViewsDataModule
 from nbr_contrast.data.image_source import DataSourceError, ImageSource
@@ -136,7 +140,8 @@ def load_method(path: str | Path) -> BaseMethod:
 
     Raises:
         FileNotFoundError: Naming the ``ckpt`` setting when the file does not exist.
-        CheckpointReadError: When it is truncated, corrupt or not such a checkpoint.
+        CheckpointReadError: When it is truncated, corrupt or not such a checkpoint (a
+            linear or fine-tuning head's is named as such).
     """
     path = Path(path)
     if not path.is_file():
@@ -145,7 +150,10 @@ def load_method(path: str | Path) -> BaseMethod:
             "(its folder's checkpoints/last.ckpt)."
         )
     ckpt = read_checkpoint(path)
-    cfg = OmegaConf.create(stored_run_config(ckpt))
+    config = stored_run_config(ckpt)
+    assert config is not None  # read_checkpoint refuses a checkpoint without one
+    check_kind(config, path, "fit")
+    cfg = OmegaConf.create(config)
     if cfg.backbone.get("weights"):
         cfg.backbone.weights = None  # the checkpoint holds the weights; the init file may be gone
     method = build_method(cfg)

@@ -1,7 +1,8 @@
 """Atomic checkpoint writes, one-line failures for unreadable checkpoints, NaN diagnostics.
 
 Checkpoints get the permissions of any other file the run writes (``0666`` less the
-umask), so colleagues on a shared cluster can read them; a full disk is reported as such.
+umask), so colleagues on a shared cluster can read them; a full disk, a file-size limit, a
+read-only or unwritable folder is named in one line, however torch wrapped the error.
 :class:`RunStateCallback` is the base of the callbacks that add run state to them.
 """
 
@@ -23,8 +24,61 @@ from nbr_contrast.app.reliability.validation import ConfigError
 from nbr_contrast.app.renames import upgrade_config
 
 
-class DiskFullError(ConfigError):
-    """A checkpoint could not be written: the disk is full."""
+class CheckpointWriteError(ConfigError):
+    """The operating system refused a checkpoint write (full disk, size limit, permissions)."""
+
+
+class DiskFullError(CheckpointWriteError):
+    """A checkpoint could not be written: the disk (or the quota) is full."""
+
+
+WRITE_ERRORS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("No space left on the device", "Free space in {folder}"),
+    errno.EDQUOT: ("The disk quota is exceeded", "Free space in your quota for {folder}"),
+    errno.EFBIG: (
+        "The file is larger than this file system or the process's file-size limit allows",
+        "Raise the limit (ulimit -f) or use a file system that takes larger files for {folder}",
+    ),
+    errno.EACCES: ("Permission denied", "Make {folder} writable for this user"),
+    errno.EROFS: ("The file system is read-only", "Put the run on a writable disk"),
+}
+"""What an operating-system error while writing a checkpoint means, and what to do."""
+
+
+def os_error(err: BaseException) -> OSError | None:
+    """The operating-system error under ``err``, however torch wrapped it.
+
+    torch's zip writer reports a failed write of a real file as a ``RuntimeError``
+    (``[enforce fail at inline_container.cc] ...``) whose context is the ``OSError``.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in WRITE_ERRORS:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def write_error(err: BaseException, target: Path) -> CheckpointWriteError | None:
+    """One line for an operating-system error while writing ``target``, else ``None``."""
+    found = os_error(err)
+    if found is None or found.errno is None:
+        return None
+    what, fix = WRITE_ERRORS[found.errno]
+    folder = repr(str(target.parent))
+    kind = DiskFullError if found.errno in (errno.ENOSPC, errno.EDQUOT) else CheckpointWriteError
+    intact = (
+        "the previous checkpoint there is intact"
+        if target.exists()
+        else "no earlier checkpoint was there"
+    )
+    return kind(
+        f"{what} while writing {str(target)!r} ({errno.errorcode[found.errno]}); {intact}. "
+        f"{fix.format(folder=folder)} (or set hydra.run.dir to another folder) and run again "
+        "(resume=true continues from the last checkpoint)."
+    )
 
 
 class CheckpointReadError(ConfigError):
@@ -126,6 +180,30 @@ def read_run_config(path: str | Path, setting: str = "ckpt") -> dict[str, Any]:
     return config
 
 
+def check_kind(config: dict[str, Any], path: str | Path, task: str, setting: str = "ckpt") -> None:
+    """Refuse a checkpoint written by another task than ``task`` (a head for a pretraining).
+
+    Raises:
+        CheckpointReadError: Naming the checkpoint's task and, for a linear or fine-tuning
+            head, the pretraining checkpoint it was made from (as its run recorded it).
+    """
+    written_by = str((config.get("task") or {}).get("name", "fit"))
+    if written_by == task:
+        return
+    if written_by == "fit":
+        raise CheckpointReadError(
+            f"{setting}={path} is a pretraining checkpoint (task=fit), not a task={task} one; "
+            f"pass the task={task} run's own checkpoints/last.ckpt."
+        )
+    source = config.get("ckpt")
+    origin = f": {source}" if source else " (its run did not record it)"
+    raise CheckpointReadError(
+        f"{setting}={path} is a task={written_by} checkpoint (a {written_by} head on a "
+        f"frozen or fine-tuned backbone), not a pretraining one; pass the pretraining "
+        f"checkpoint it was made from{origin}."
+    )
+
+
 def readable(path: str | Path) -> bool:
     """Whether ``path`` is a checkpoint :func:`read_checkpoint` can load."""
     try:
@@ -179,10 +257,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException as err:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-                raise DiskFullError(
-                    f"No space left on the device while writing {str(target)!r}; the previous "
-                    f"checkpoint there is intact. Free space in {str(target.parent)!r} (or set "
-                    "hydra.run.dir to a folder on a disk with room) and resume."
-                ) from err
+            named = write_error(err, target)
+            if named is not None:
+                raise named from err
             raise

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from nbr_contrast.app.rank_launch import hydra_quote
 from nbr_contrast.app.reliability.checkpoint_io import (
     RunStateCallback,
+    check_kind,
     read_checkpoint,
     read_run_config,
     readable,
@@ -278,7 +279,9 @@ def check_resumable(cfg: DictConfig, ckpt: str | Path) -> None:
             weight-size setting (``resume=true``: trajectory setting), in one line with
             the fix.
     """
-    saved_cfg = read_run_config(ckpt, "resume=true: checkpoint" if cfg.resume else "ckpt")
+    setting = "resume=true: checkpoint" if cfg.resume else "ckpt"
+    saved_cfg = read_run_config(ckpt, setting)
+    check_kind(saved_cfg, ckpt, str(cfg.task.name), setting)
     for key in RESUME_KEYS:
         group, name = key.split(".")
         old = saved_cfg.get(group, {}).get(name)
