@@ -42,12 +42,15 @@ SMALL_NNCLR = [
 
 
 def run_cli(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, keep_repeats: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m nbr_contrast ARGS`` in ``cwd`` (``HYDRA_FULL_ERROR`` unset, ``env`` added)."""
+    """``python -m nbr_contrast ARGS`` in ``cwd`` (``HYDRA_FULL_ERROR`` unset, ``env`` added).
+
+    A key given more than once keeps its last value, unless ``keep_repeats``.
+    """
     full = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
     return subprocess.run(
-        [sys.executable, "-m", "nbr_contrast", *last_wins(args)],
+        [sys.executable, "-m", "nbr_contrast", *(args if keep_repeats else last_wins(args))],
         capture_output=True,
         text=True,
         env=full,

@@ -79,9 +79,19 @@ def test_unknown_top_level_key() -> None:
         check_overrides(["sed=3"])
 
 
-def test_wrong_type_fails_at_composition(tmp_path: Path) -> None:
-    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+def test_wrong_type_fails_before_composition(tmp_path: Path) -> None:
+    with pytest.raises(OverrideError, match=r"trainer\.max_epochs=many is not an integer; write"):
         api.compose(["trainer.max_epochs=many"], output_dir=tmp_path)
+
+
+def test_the_schema_refuses_a_wrong_type_even_without_the_precheck(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    with (
+        initialize_config_dir(str(api.CONF_DIR), version_base="1.3"),
+        pytest.raises((ConfigCompositionException, ValidationError)) as err,
+    ):
+        compose("config", ["trainer.max_epochs=many"])
     assert "max_epochs" in str(err.value)
 
 
@@ -132,7 +142,8 @@ def test_quickstart_composes_with_auto_precision(tmp_path: Path) -> None:
 
 def test_a_key_given_twice_on_the_command_line_is_refused(tmp_path: Path) -> None:
     shards = [f"data.shards={tmp_path}/train-{i:04d}.tar" for i in range(4)]
-    done = run_cli(["data=webdataset", *shards, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    args = ["data=webdataset", *shards, f"hydra.run.dir={tmp_path / 'run'}"]
+    done = run_cli(args, tmp_path, keep_repeats=True)
     assert done.returncode == 2
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: data.shards is given 4 times")
@@ -142,7 +153,7 @@ def test_a_key_given_twice_on_the_command_line_is_refused(tmp_path: Path) -> Non
 
 
 def test_a_plain_value_given_twice_is_refused_without_the_quoting_hint(tmp_path: Path) -> None:
-    done = run_cli(["optim.lr=0.1", "seed=3", "++optim.lr=0.2"], tmp_path)
+    done = run_cli(["optim.lr=0.1", "seed=3", "++optim.lr=0.2"], tmp_path, keep_repeats=True)
     assert done.returncode == 2
     assert "Error: optim.lr is given 2 times (optim.lr=0.1 and optim.lr=0.2); give it once." in (
         done.stderr

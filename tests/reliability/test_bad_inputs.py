@@ -51,6 +51,29 @@ CASES = [
         ["data.train_path={labels}"],
         "data.num_classes=10 but 1 training label(s) fall outside [0, 10) (e.g. 12)",
     ),
+    (
+        ["+backbone.kwargs.no_such_arg=3"],
+        "backbone.kwargs={{'no_such_arg': 3}} but backbone.name=resnet18 is built by this project",
+    ),
+    (
+        ["backbone=custom", "backbone._target_=torch.nn.Linear"],
+        "backbone._target_=torch.nn.Linear cannot be built with backbone.kwargs={{}} "
+        "(Linear.__init__() missing 2 required positional arguments",
+    ),
+    (["data.batch_size=abc"], "data.batch_size=abc is not an integer; write data.batch_size="),
+    (["seed=abc"], "seed=abc is not an integer; write seed=<integer>, e.g. seed=3."),
+    (["optim.lr=fast"], "optim.lr=fast is not a number; write optim.lr=<number>"),
+    (
+        ["data.root=/my photos"],
+        "data.root=/my photos: a value with spaces needs quotes that reach Hydra: "
+        "\"data.root='/my photos'\"",
+    ),
+    (
+        ["data.root=/my", "photos"],
+        "'photos' is not a key=value setting. If it is the rest of a value with spaces, quote "
+        "the value for the shell and for Hydra: \"data.root='/my photos'\".",
+    ),
+    (["data.batch_size=200"], "data.batch_size) is larger than the 100 training images"),
     (["task=knn"], "task=knn needs a checkpoint: add ckpt=PATH/TO/last.ckpt (or ckpt=last)."),
     (["task=knn", "ckpt=/no/such.ckpt"], "ckpt=/no/such.ckpt does not exist."),
     (["task=knn", "ckpt=last"], "ckpt=last: no run of method nnclr has a checkpoints/last.ckpt"),

@@ -28,7 +28,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from nbr_contrast.app.overrides import OverrideError, check_duplicates, check_overrides
+from nbr_contrast.app.overrides import (
+    OverrideError,
+    check_duplicates,
+    check_overrides,
+    check_words,
+)
 from nbr_contrast.app.rank_launch import (
     RUN_STAMP_ENV,
     rank_command,
@@ -116,6 +121,7 @@ def main() -> None:
     for note in notes:
         print(note, file=sys.stderr)
     try:
+        check_words(sys.argv[1:])
         check_duplicates(sys.argv[1:])
         check_overrides(sys.argv[1:])
     except OverrideError as err:

@@ -125,6 +125,38 @@ def check_duplicates(args: Sequence[str]) -> None:
         raise OverrideError(f"{key} is given {len(given)} times ({shown}); give it once.{hint}")
 
 
+WORD_FLAGS = ("--cfg", "-c", "--package", "-p", "--info", "--config-path", "-cp")
+WORD_FLAGS += ("--config-name", "-cn", "--config-dir", "-cd")
+"""Hydra flags followed by a word of their own (``--cfg job``), which is no override."""
+
+
+def check_words(args: Sequence[str]) -> None:
+    """Refuse a command-line word that is no override: often the rest of a spaced value.
+
+    ``data.root=/data/my photos`` unquoted reaches the program as ``data.root=/data/my`` and
+    ``photos``; Hydra's message (``missing EQUAL``) does not say to quote it.
+
+    Raises:
+        OverrideError: Naming the word and the quoting of the value it likely belongs to.
+    """
+    previous, after_flag = "", False
+    for arg in args:
+        if after_flag or arg.startswith("-"):
+            after_flag = arg in WORD_FLAGS
+            continue
+        if "=" in arg or arg.startswith("~"):
+            previous = arg
+            continue
+        hint = ""
+        if previous:
+            key, value = previous.split("=", 1)
+            hint = (
+                f" If it is the rest of a value with spaces, quote the value for the shell and "
+                f"for Hydra: \"{key}='{value} {arg}'\"."
+            )
+        raise OverrideError(f"'{arg}' is not a key=value setting.{hint}")
+
+
 def check_overrides(args: Sequence[str]) -> None:
     """Fail fast on ``group.key=value`` overrides whose key no schema has.
 
@@ -144,6 +176,8 @@ def check_overrides(args: Sequence[str]) -> None:
             _check_group_option(key, value)
         if parts[0] not in top:
             raise OverrideError(_unknown(key, parts[0], sorted(top), "the run config"))
+        if len(parts) == 1 and key not in schemas and _scalar(value):
+            _check_type([RunConfig], key, key, value)
         if len(parts) < 2 or parts[0] not in schemas:
             continue
         fields = {
@@ -156,6 +190,38 @@ def check_overrides(args: Sequence[str]) -> None:
             raise OverrideError(_unknown(key, parts[1], sorted(fields), f"'{parts[0]}'"))
         if len(parts) == 2 and _is_list(schemas[parts[0]], parts[1]) and _scalar(value):
             raise OverrideError(f"{key}={value}: {key} takes a list; write {key}=[{value}].")
+        if len(parts) == 2 and _scalar(value):
+            _check_type(schemas[parts[0]], parts[1], key, value)
+
+
+NUMBER_KINDS = {"int": ("an integer", "3"), "float": ("a number", "0.5")}
+
+
+def _check_type(schemas: Sequence[Any], name: str, key: str, value: str) -> None:
+    """Refuse a value that cannot become the field's type (``data.batch_size=abc``)."""
+    if any(ch.isspace() for ch in value) and not value.startswith(("'", '"')):
+        raise OverrideError(
+            f"{key}={value}: a value with spaces needs quotes that reach Hydra: "
+            f"\"{key}='{value}'\" (the outer quotes are the shell's)."
+        )
+    types = {
+        str(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", f.type))
+        for schema in schemas
+        for f in dataclasses.fields(schema)
+        if f.name == name
+    }
+    for kind, (what, example) in NUMBER_KINDS.items():
+        if not types or not types <= {kind, f"{kind} | None", f"Optional[{kind}]"}:
+            continue
+        if value == "null" and any("None" in t or "Optional" in t for t in types):
+            return
+        try:
+            float(value) if kind == "float" else int(value)
+        except ValueError:
+            raise OverrideError(
+                f"{key}={value} is not {what}; write {key}=<{what.split()[-1]}>, e.g. "
+                f"{key}={example}."
+            ) from None
 
 
 def _is_list(schemas: Sequence[Any], name: str) -> bool:

@@ -84,7 +84,8 @@ def build_backbone(cfg: BackboneConfig | DictConfig, image_size: int) -> nn.Modu
 
     Raises:
         ValueError: For an unknown ``backbone.source`` or ``backbone.name`` (the message
-            lists the valid ones), or a ``drop_path_rate`` the backbone cannot take.
+            lists the valid ones), or a ``drop_path_rate`` or ``kwargs`` the backbone cannot
+            take.
     """
     cfg = OmegaConf.merge(OmegaConf.structured(BackboneConfig), cfg)  # fields older runs lack
     if cfg.source not in BACKBONE_SOURCES:
@@ -95,6 +96,12 @@ def build_backbone(cfg: BackboneConfig | DictConfig, image_size: int) -> nn.Modu
         raise ValueError(
             f"backbone.drop_path_rate={cfg.drop_path_rate} needs a timm backbone (backbone=timm); "
             "set it to 0."
+        )
+    if cfg.kwargs and cfg.source == "torchvision":
+        raise ValueError(
+            f"backbone.kwargs={dict(cfg.kwargs)} but backbone.name={cfg.name} is built by this "
+            "project and takes no constructor arguments; pass them to backbone=timm or "
+            "backbone=custom, or remove them."
         )
     classifier: tuple[str, ...] = ()
     if cfg.source == "timm":

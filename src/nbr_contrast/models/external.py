@@ -47,9 +47,19 @@ def _create_timm(name: str, kwargs: dict[str, Any], image_size: int) -> tuple[nn
         return timm.create_model(name, **args), args
     except TypeError as error:
         if IMG_SIZE_ERROR not in str(error) or "img_size" in kwargs:
-            raise
+            raise _unusable_kwargs(name, kwargs, error) from error
     del args["img_size"]
-    return timm.create_model(name, **args), args
+    try:
+        return timm.create_model(name, **args), args
+    except TypeError as error:
+        raise _unusable_kwargs(name, kwargs, error) from error
+
+
+def _unusable_kwargs(name: str, kwargs: dict[str, Any], error: TypeError) -> ValueError:
+    return ValueError(
+        f"backbone.name={name} cannot be built with backbone.kwargs={kwargs} ({error}); "
+        "remove or correct them."
+    )
 
 
 def build_timm(cfg: BackboneConfig, image_size: int) -> nn.Module:
@@ -116,8 +126,8 @@ def build_custom(cfg: BackboneConfig, image_size: int) -> nn.Module:
     """The user's module: ``cfg._target_`` called with ``backbone.kwargs``.
 
     Raises:
-        ValueError: When ``_target_`` is unset or cannot be imported, or the module's
-            output is not per-image features.
+        ValueError: When ``_target_`` is unset or cannot be imported, does not take
+            ``backbone.kwargs``, or the module's output is not per-image features.
     """
     target = cfg._target_
     if not target:
@@ -131,7 +141,13 @@ def build_custom(cfg: BackboneConfig, image_size: int) -> nn.Module:
     except Exception as error:
         raise ValueError(f"backbone._target_={target} cannot be imported: {error}") from error
     kwargs = constructor_kwargs(cfg)
-    model = factory(**kwargs)
+    try:
+        model = factory(**kwargs)
+    except TypeError as error:
+        raise ValueError(
+            f"backbone._target_={target} cannot be built with backbone.kwargs={kwargs} "
+            f"({error}); set its arguments with +backbone.kwargs.<name>=<value>."
+        ) from error
     if not isinstance(model, nn.Module):
         raise ValueError(f"backbone._target_={target} made a {type(model).__name__}, not a module.")
     model.out_dim = detect_dim(model, image_size)

@@ -156,18 +156,30 @@ def release(folder: str | Path) -> None:
             (folder / LOCK_NAME).unlink()
 
 
-def discard_if_unused(folder: str | Path, log_name: str) -> bool:
-    """Remove a run folder that holds nothing but Hydra's bookkeeping.
+RUN_RECORDS = (".hydra", LOCK_NAME, "RESUME.md", "csv", "tensorboard", "checkpoints")
+"""What a run writes before its first checkpoint: Hydra's bookkeeping, the lock, the resume
+note and the loggers' first lines. A folder holding only these (and an empty
+``checkpoints/``) has nothing a user could keep."""
 
-    A run that fails before it writes anything (a setting that cannot work) would leave a
-    folder with only ``.hydra/``, Hydra's ``<job>.log`` (``log_name``) and ``run.lock``.
+
+def discard_if_unused(folder: str | Path, log_name: str) -> bool:
+    """Remove a run folder that holds nothing worth keeping.
+
+    A run that fails before its first checkpoint (a setting that cannot work, found while
+    composing, building, in ``setup``, in the first batch or at the first step) would leave
+    a folder with only :data:`RUN_RECORDS` and Hydra's ``<job>.log`` (``log_name``). A folder
+    with a checkpoint, a summary or anything else is kept.
 
     Returns:
         Whether the folder was removed.
     """
     folder = Path(folder)
-    bookkeeping = {".hydra", log_name, LOCK_NAME}
-    if not folder.is_dir() or any(p.name not in bookkeeping for p in folder.iterdir()):
+    if not folder.is_dir():
+        return False
+    checkpoints = folder / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()):
+        return False
+    if any(p.name not in {*RUN_RECORDS, log_name} for p in folder.iterdir()):
         return False
     shutil.rmtree(folder)
     return True
