@@ -22,7 +22,6 @@ def saved_step(path: Path) -> int:
         (3, 1, 3),  # the cadence divides the run's steps
         (2, 1, 3),  # it does not: step 2 is saved by the cadence, step 3 only at the end
         (5, 1, 3),  # the cadence is longer than the run
-        (2, 2, 6),  # the first epoch ends off the cadence
     ],
 )
 def test_last_and_epoch_checkpoints_hold_the_final_step(

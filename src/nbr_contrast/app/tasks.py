@@ -6,7 +6,6 @@ JSON in the run folder; the CLI and the notebook API call the same functions.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +16,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.table import Table
 
 from nbr_contrast.app.build import (
     build_datamodule,
@@ -55,6 +53,7 @@ from nbr_contrast.app.reliability.checkpoint_io import (
     stored_run_config,
 )
 from nbr_contrast.app.reliability.resume import HEAD_TASKS, launch_overrides
+from nbr_contrast.app.summaries import neighbour_summary, print_table, write_json
 from nbr_contrast.data.datamodule import ViewsDataModule
 from nbr_contrast.data.image_source import DataSourceError, ImageSource
 from nbr_contrast.methods.base import BaseMethod
@@ -162,32 +161,6 @@ def load_method(path: str | Path) -> BaseMethod:
     return method
 
 
-def neighbour_summary(metrics: dict[str, float]) -> dict[str, float]:
-    """The last epoch's neighbour diagnostics (``train/nbr/*``), by name."""
-    prefix, suffix = "train/nbr/", "_epoch"
-    return {
-        key[len(prefix) : -len(suffix)]: value
-        for key, value in sorted(metrics.items())
-        if key.startswith(prefix) and key.endswith(suffix)
-    }
-
-
-def _write_json(cfg: DictConfig, name: str, result: dict[str, Any]) -> Path:
-    out = Path(cfg.output_dir) / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
-    return out
-
-
-def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold cyan")
-    table.add_column()
-    for key, value in rows:
-        table.add_row(key, value)
-    Console().print(table)
-
-
 def fit(cfg: DictConfig) -> dict[str, Any]:
     """Pretrain the configured method; report kNN accuracy before and after training.
 
@@ -273,12 +246,12 @@ def _fit(cfg: DictConfig) -> dict[str, Any]:
             datamodule.test_source,
         )
         summary["plots"] = [str(p) for p in plots]
-    _write_json(cfg, "summary.json", summary)
+    write_json(cfg, "summary.json", summary)
 
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f}%"
 
-    _print_table(
+    print_table(
         f"nbr_contrast · {cfg.method.name} · {trainer.current_epoch} epochs "
         f"in {elapsed / 60:.1f} min",
         [
@@ -325,7 +298,7 @@ def knn(cfg: DictConfig) -> dict[str, Any]:
         "accuracy": {str(t): {str(k): v for k, v in by_k.items()} for t, by_k in accs.items()},
     }
     if first:
-        path = _write_json(cfg, "knn.json", result)
+        path = write_json(cfg, "knn.json", result)
         Console().print(accuracy_table(accs))
         print(f"results: {path}")
     return result
@@ -348,9 +321,9 @@ def _head(cfg: DictConfig) -> dict[str, Any]:
         result = train_head(cfg, load_method(cfg.ckpt))
     if result is None:
         return {"task": name, "output_dir": str(cfg.output_dir)}
-    path = _write_json(cfg, f"{name}.json", result)
-    _write_json(cfg, "summary.json", result)
-    _print_table(
+    path = write_json(cfg, f"{name}.json", result)
+    write_json(cfg, "summary.json", result)
+    print_table(
         f"{name} evaluation · {result['epochs']} epochs in {result['train_seconds'] / 60:.1f} min",
         [
             ("top-1", f"{result['top1']:.2f}%"),
