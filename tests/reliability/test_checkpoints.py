@@ -94,6 +94,20 @@ def test_a_file_size_limit_is_named(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _error_line(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    """The one ``Error:`` line of ``python -m nbr_contrast ARGV``, asserted to exit 2."""
+    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
 def _damaged(kind: str, folder: Path) -> Path:
     path = folder / f"{kind}.ckpt"
     torch.save({"hyper_parameters": {"cfg": {"x": list(range(2000))}}}, path)
@@ -120,13 +134,7 @@ def test_a_damaged_checkpoint_gives_one_line(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     argv = [f"task={task}", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}"]
-    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *argv])
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1 and "Traceback" not in err
+    lines = [_error_line(argv, monkeypatch, capsys)]
     expected = "is not a checkpoint written by task=fit" if kind == "foreign" else "cannot be read"
     assert f"ckpt={str(ckpt)!r} {expected}" in lines[0]
 
@@ -174,13 +182,7 @@ def test_a_head_checkpoint_given_for_pretraining_is_named(
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     for task in ("knn", "export", "fit"):
         argv = [f"task={task}", f"ckpt={head}", f"hydra.run.dir={tmp_path / task}"]
-        monkeypatch.setattr(sys, "argv", ["nbr_contrast", *argv])
-        with pytest.raises(SystemExit) as exit_:
-            cli.main()
-        err = capsys.readouterr().err
-        assert exit_.value.code == 2, err
-        lines = [line for line in err.splitlines() if line.startswith("Error: ")]
-        assert len(lines) == 1 and "Traceback" not in err, err
+        lines = [_error_line(argv, monkeypatch, capsys)]
         assert f"ckpt={head} is a task=linear checkpoint" in lines[0]
         assert lines[0].endswith(f"pass the pretraining checkpoint it was made from: {pretrained}.")
         assert not (tmp_path / task).exists()
