@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import re
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +26,13 @@ from nbr_contrast.app.schemas import CONF_DIR
 GROUP_DEFAULTS = {"method": "nnclr"}
 USER_TARGETS = ("backbone",)
 """Groups whose ``_target_`` is a user setting (``backbone=custom backbone._target_=...``)."""
+
+SET_ELSEWHERE = {
+    "output_dir": "the run folder is Hydra's: pass hydra.run.dir=<folder>",
+    "method.name": "it names the method option: choose the method with method=<name>",
+    "task.name": "it names the task option: choose the task with task=<name>",
+}
+"""Keys a run sets itself, and where the command line sets what they hold."""
 
 
 class OverrideError(ValueError):
@@ -172,12 +182,14 @@ def check_overrides(args: Sequence[str]) -> None:
     for a in overrides:
         key, value = a.split("=", 1)
         parts = key.split(".")
+        if key in SET_ELSEWHERE:
+            raise OverrideError(f"{key} cannot be set on the command line; {SET_ELSEWHERE[key]}.")
         if len(parts) == 1 and (CONF_DIR / key).is_dir():
             _check_group_option(key, value)
         if parts[0] not in top:
             raise OverrideError(_unknown(key, parts[0], sorted(top), "the run config"))
-        if len(parts) == 1 and key not in schemas and _scalar(value):
-            _check_type([RunConfig], key, key, value)
+        if len(parts) == 1 and key not in schemas:
+            _check_value([RunConfig], key, key, value)
         if len(parts) < 2 or parts[0] not in schemas:
             continue
         fields = {
@@ -188,51 +200,145 @@ def check_overrides(args: Sequence[str]) -> None:
         }
         if parts[1] not in fields:
             raise OverrideError(_unknown(key, parts[1], sorted(fields), f"'{parts[0]}'"))
-        if len(parts) == 2 and _is_list(schemas[parts[0]], parts[1]) and _scalar(value):
-            raise OverrideError(f"{key}={value}: {key} takes a list; write {key}=[{value}].")
-        if len(parts) == 2 and _scalar(value):
-            _check_type(schemas[parts[0]], parts[1], key, value)
+        if len(parts) == 2:
+            _check_value(schemas[parts[0]], parts[1], key, value)
 
 
-NUMBER_KINDS = {"int": ("an integer", "3"), "float": ("a number", "0.5")}
+KINDS = (
+    ("to Integer", "is not an integer; write {key}=<integer>, e.g. {key}=3."),
+    ("to Float", "is not a number; write {key}=<number>, e.g. {key}=0.5."),
+    ("not a valid bool", "is not true or false; write {key}=true or {key}=false."),
+    ("to string", "is not a single value; write {key}=<text> (quote it: \"{key}='...'\")."),
+    ("to Dict", "is not a mapping; write {key}={{name:value}}."),
+    ("Incompatible value 'None'", "cannot be null; give {key} a value."),
+)
+"""How OmegaConf's conversion errors read, and the line each becomes."""
 
 
-def _check_type(schemas: Sequence[Any], name: str, key: str, value: str) -> None:
-    """Refuse a value that cannot become the field's type (``data.batch_size=abc``)."""
-    if any(ch.isspace() for ch in value) and not value.startswith(("'", '"')):
+def _check_value(schemas: Sequence[Any], name: str, key: str, value: str) -> None:
+    """Refuse a value that cannot become the field's type, as Hydra would when composing.
+
+    The value is parsed by Hydra's override grammar (each value of a sweep) and merged into
+    every schema that has the field, so every type OmegaConf checks (integers, numbers,
+    booleans, strings, lists and their items, mappings, views) is refused here with one line
+    naming the key (``data.views[1].flip_p``) instead of Hydra's error after composing.
+
+    Raises:
+        OverrideError: For a value with unquoted spaces, one Hydra cannot parse, or one of
+            the wrong type.
+    """
+    if _scalar(value) and any(ch.isspace() for ch in value) and value[:1] not in "'\"":
         raise OverrideError(
             f"{key}={value}: a value with spaces needs quotes that reach Hydra: "
             f"\"{key}='{value}'\" (the outer quotes are the shell's)."
         )
-    types = {
-        str(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", f.type))
-        for schema in schemas
-        for f in dataclasses.fields(schema)
-        if f.name == name
-    }
-    for kind, (what, example) in NUMBER_KINDS.items():
-        if not types or not types <= {kind, f"{kind} | None", f"Optional[{kind}]"}:
+    values = _parsed_values(key, value)
+    for schema in schemas:
+        if name not in {f.name for f in dataclasses.fields(schema)}:
             continue
-        if value == "null" and any("None" in t or "Optional" in t for t in types):
-            return
-        try:
-            float(value) if kind == "float" else int(value)
-        except ValueError:
-            raise OverrideError(
-                f"{key}={value} is not {what}; write {key}=<{what.split()[-1]}>, e.g. "
-                f"{key}={example}."
-            ) from None
+        for parsed in values:
+            if isinstance(parsed, dict) and parsed and _is_mapping(schema, name):
+                raise OverrideError(
+                    f"{key}={value}: Hydra adds no keys to {key} this way; set them one by one "
+                    f"(+{key}.<name>=<value>) or replace the mapping: ++{key}={value}."
+                )
+            problem = _misfit(schema, name, parsed)
+            if problem is not None:
+                setting, shown, reason = problem
+                full = f"{key.rsplit('.', 1)[0]}.{setting}" if "." in key else setting
+                if reason == "list":
+                    raise OverrideError(
+                        f"{key}={value}: {key} takes a list; write {key}=[{value}]."
+                    )
+                given = "" if shown == "" else f"={value if shown is None else shown}"
+                raise OverrideError(f"{full}{given} {reason.format(key=full)}")
 
 
-def _is_list(schemas: Sequence[Any], name: str) -> bool:
-    """Whether field ``name`` of the schemas that have it is a list."""
-    fields = [f for schema in schemas for f in dataclasses.fields(schema) if f.name == name]
-    return any(str(f.type).startswith(("list[", "typing.List")) for f in fields)
+def _parsed_values(key: str, value: str) -> list[Any]:
+    """The values an override gives (each of a sweep), as Hydra's grammar parses them.
+
+    A sweep without a finite list of values (``interval``) gives none to check.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        override = OverridesParser.create().parse_override(f"{key}={value}")
+    except HydraException as err:
+        first = str(err).strip().splitlines()[0]
+        raise OverrideError(
+            f"{key}={value} cannot be read ({first}); quote a value with special characters: "
+            f"\"{key}='...'\"."
+        ) from None
+    if not override.is_sweep_override():
+        return [override.value()]
+    try:
+        return list(override.sweep_iterator())
+    except HydraException:
+        return []
+
+
+def _misfit(schema: Any, name: str, value: Any) -> tuple[str, Any, str] | None:
+    """``(setting, value, reason)`` when ``value`` cannot be field ``name`` of ``schema``.
+
+    The items of a list of configs (``data.views``) are merged one by one, so the setting
+    names the item: ``views[1].flip_p``.
+    """
+    item = _list_item_schema(typing.get_type_hints(schema)[name])
+    if item is None or not isinstance(value, list):
+        return _merge_problem(schema, {name: value})
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            return f"{name}[{i}]", entry, "is not a mapping; write each item as {{name:value}}."
+        problem = _merge_problem(item, entry)
+        if problem is not None:
+            return f"{name}[{i}].{problem[0]}", problem[1], problem[2]
+    return None
+
+
+def _merge_problem(schema: Any, update: dict[str, Any]) -> tuple[str, Any, str] | None:
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    try:
+        OmegaConf.merge(_blank(schema), update)
+    except ConfigKeyError as err:
+        valid = ", ".join(_schema_fields(schema))
+        return str(err.full_key), "", f"is not a setting here; valid keys: {valid}."
+    except ValidationError as err:
+        text = str(err.msg)
+        if "is not a ListConfig" in text:
+            return str(err.full_key), None, "list"
+        shown = re.search(r"Value '(.*)' of type", text)
+        reason = next((line for marker, line in KINDS if marker in text), None)
+        if reason is None:
+            reason = f"does not fit this setting ({text.splitlines()[0]})."
+        return str(err.full_key), shown.group(1) if shown else None, reason
+    return None
 
 
 def _scalar(value: str) -> bool:
     """Whether an override value is a plain scalar (not a list, sweep, function or null)."""
     return not any(ch in value for ch in "[](){}$,") and value.strip() != "null"
+
+
+@functools.cache
+def _blank(schema: Any) -> Any:
+    """An empty structured config of ``schema`` to merge values into."""
+    return OmegaConf.structured(schema)
+
+
+def _is_mapping(schema: Any, name: str) -> bool:
+    """Whether field ``name`` of ``schema`` is a ``dict``."""
+    kind = typing.get_type_hints(schema)[name]
+    return (typing.get_origin(kind) or kind) is dict
+
+
+def _list_item_schema(kind: Any) -> Any:
+    """The dataclass of a ``list[<dataclass>]`` field's items, else ``None``."""
+    args = typing.get_args(kind)
+    if args and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
 
 
 def _check_group_option(group: str, value: str) -> None:
