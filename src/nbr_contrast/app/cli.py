@@ -8,16 +8,18 @@ into its job's one folder (:mod:`nbr_contrast.app.rank_launch`).
 Exit codes: 0 done; 2 a setting cannot work (one ``Error:`` line on stderr naming the
 setting and the fix, no traceback; a run folder holding nothing yet is removed); 1 the
 loss became NaN/inf (one ``Error:`` line; a diagnostic checkpoint is saved) or a bug (full
-traceback); 128 + signal number when SIGTERM/SIGINT stopped the run after saving
-``last.ckpt``. ``HYDRA_FULL_ERROR=1`` shows the traceback for every error. A multirun goes
-on past a failed job: each failure is reported and listed in ``failures.txt`` in the sweep
-folder, and the sweep exits with the first failed job's code.
+traceback); 128 + signal number when SIGTERM/SIGINT stopped the run: after saving
+``last.ckpt`` once training has started, and with nothing saved (a new run's folder
+removed) before its first training batch. ``HYDRA_FULL_ERROR=1`` shows the traceback for
+every error. A multirun goes on past a failed job: each failure is reported and listed in
+``failures.txt`` in the sweep folder, and the sweep exits with the first failed job's code.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -79,7 +81,12 @@ def _record_failure(hydra_cfg: Any, error: BaseException, code: int | None) -> N
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from nbr_contrast.app.reliability import RunInterrupted, is_user_error, resume_command
+    from nbr_contrast.app.reliability import (
+        RunInterrupted,
+        StoppedBeforeStep,
+        is_user_error,
+        resume_command,
+    )
     from nbr_contrast.app.reliability.run_lock import discard_if_unused
     from nbr_contrast.app.tasks import run_task
     from nbr_contrast.methods.guard import NonFiniteLossError
@@ -93,6 +100,19 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except RunInterrupted as stop:
         print(f"{stop} Resume with:\n  {resume_command(cfg)}", file=sys.stderr)
         sys.exit(128 + stop.signum)
+    except (StoppedBeforeStep, KeyboardInterrupt) as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        if discard_if_unused(cfg.output_dir, f"{hydra_cfg.job.name}.log"):
+            print(
+                f"Stopped on {name} before anything was saved; the run folder is removed.",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"Stopped on {name}; nothing more was saved in {cfg.output_dir}.", file=sys.stderr
+            )
+        sys.exit(128 + signum)
     except Exception as err:
         code = 1 if isinstance(err, NonFiniteLossError) else 2 if is_user_error(err) else None
         if hydra_cfg.mode == RunMode.MULTIRUN and os.environ.get("HYDRA_FULL_ERROR") != "1":

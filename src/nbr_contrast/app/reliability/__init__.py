@@ -23,7 +23,7 @@ from nbr_contrast.app.reliability.resume import (
     write_resume_note,
 )
 from nbr_contrast.app.reliability.run_lock import RunFolderBusyError, run_folder
-from nbr_contrast.app.reliability.signals import RunInterrupted, StopOnSignal
+from nbr_contrast.app.reliability.signals import RunInterrupted, StopOnSignal, StoppedBeforeStep
 from nbr_contrast.app.reliability.validation import (
     ConfigError,
     is_user_error,
@@ -40,6 +40,7 @@ __all__ = [
     "RunFolderBusyError",
     "RunInterrupted",
     "StopOnSignal",
+    "StoppedBeforeStep",
     "check_resumable",
     "is_user_error",
     "pretrained_checkpoint",

@@ -33,48 +33,92 @@ class RunInterrupted(Exception):  # noqa: N818 (an outcome, not an error)
         super().__init__(f"Stopped on {name} at global step {step}; saved {checkpoint}.")
 
 
+class StoppedBeforeStep(Exception):  # noqa: N818 (an outcome, not an error)
+    """A signal arrived before the fit's first training batch: there was nothing to save.
+
+    Attributes:
+        signum: The signal received.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(f"Stopped on {name} before the first training step")
+
+
 class StopOnSignal(Callback):
     """Turn SIGTERM and SIGINT into "save ``last.ckpt``, then stop".
 
-    The handlers are installed when training starts (after Lightning installed its own, so
-    ours take precedence) and the previous ones are put back when training ends or fails.
-    A signal only sets a flag; at the end of the current training batch (or epoch) the
-    state is saved to ``<checkpoints>/last.ckpt`` and :class:`RunInterrupted` ends the fit.
-    A second SIGINT while waiting raises ``KeyboardInterrupt`` at once. Under DDP the flag
-    is shared, so every rank stops at the same batch.
+    The handlers are installed when a fit sets up, again when training starts (over the
+    SIGTERM handler Lightning installs in between, so ours take precedence), and the ones
+    from before are put back when the fit ends or fails. Before the first training batch
+    starts (setup, the kNN pass, the sanity check) a signal stops the fit at once with
+    :class:`StoppedBeforeStep`: no step was taken, so there is nothing to save. From then on a
+    signal only sets a flag; at the end of the current training batch (or epoch) the state
+    is saved to ``<checkpoints>/last.ckpt`` and :class:`RunInterrupted` ends the fit. A second
+    SIGINT while waiting raises ``KeyboardInterrupt`` at once. Under DDP the flag is shared,
+    so every rank stops at the same batch.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.training = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if not self.training:
+            raise StoppedBeforeStep(signum)
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = signum
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Install the handlers (only the main thread may)."""
-        self.received = None
+    def _install(self) -> None:
+        """Install the handlers (only the main thread may), keeping the first ones found."""
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
+            self._previous.setdefault(signum, signal.signal(signum, self._handle))
 
-    def _restore(self) -> None:
+    def _restore(self, trainer: L.Trainer) -> None:
+        """Put back the handlers from before the fit, and have Lightning put back the same.
+
+        Lightning restores, after the fit, the handlers it found when it installed its own
+        (ours, installed at setup); it is given the ones from before ours instead.
+        """
+        found = getattr(getattr(trainer, "_signal_connector", None), "_original_handlers", {})
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+            if signum in found:
+                found[signum] = handler
         self._previous = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Install the handlers when a fit starts."""
+        self.received, self.training = None, False
+        if stage == "fit":
+            self._install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Install the handlers again, over the SIGTERM handler Lightning added."""
+        self._install()
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        """From the first batch on, a signal waits for the batch's end to save."""
+        self.training = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Put the previous handlers back."""
-        self._restore()
+        self._restore(trainer)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         """Put the previous handlers back when the fit fails or is interrupted."""
-        self._restore()
+        self._restore(trainer)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Put the previous handlers back when a fit that never trained ends."""
+        self._restore(trainer)
 
     def _stop_if_signalled(self, trainer: L.Trainer, batch_end: bool = False) -> None:
         received = self.received is not None
