@@ -73,7 +73,7 @@ CASES = [
         "'photos' is not a key=value setting. If it is the rest of a value with spaces, quote "
         "the value for the shell and for Hydra: \"data.root='/my photos'\".",
     ),
-    (["data.batch_size=200"], "data.batch_size) is larger than the 100 training images"),
+    (["data.batch_size=200"], "data.batch_size=200 is larger than the 100 training images"),
     (["task=knn"], "task=knn needs a checkpoint: add ckpt=PATH/TO/last.ckpt (or ckpt=last)."),
     (["task=knn", "ckpt=/no/such.ckpt"], "ckpt=/no/such.ckpt does not exist."),
     (["task=knn", "ckpt=last"], "ckpt=last: no run of method nnclr has a checkpoints/last.ckpt"),
@@ -107,6 +107,24 @@ CASES = [
         ["task=knn", "task.temperature=0.1"],
         "task.temperature=0.1: task.temperature takes a list; write task.temperature=[0.1].",
     ),
+    (["trainer.compile=maybe"], "trainer.compile=maybe is not true or false"),
+    (["task=knn", "task.k=[abc]"], "task.k[0]=abc is not an integer"),
+    (["data.views=[{{size:16}},{{sizee:3}}]"], "data.views[1].sizee is not a setting here"),
+    (
+        ["data.views=[{{size:16,crop_scale:[0.9,0.1]}},{{size:16}}]"],
+        "data.views[0].crop_scale=[0.9, 0.1] must be 0 < low <= high <= 1",
+    ),
+    (["backbone.kwargs={{width:64}}"], "set them one by one (+backbone.kwargs.<name>=<value>)"),
+    (["output_dir=/tmp/x"], "output_dir cannot be set on the command line"),
+    (["seed=-1"], "seed=-1 must be between 0 and 2**32 - 1"),
+    (["trainer.devices=0"], "trainer.devices=0 is not a device count"),
+    (["trainer.strategy=fsdp_magic"], "trainer.strategy='fsdp_magic' is unknown"),
+    (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0 trains on no batch"),
+    (["optim.betas=[0.9]"], "optim.betas=[0.9] must be two numbers"),
+    (["search.backend=annoy"], "search.backend='annoy' is unknown; valid: auto, torch, faiss."),
+    (["method.knn_max_train=3"], "method.knn_max_train=3 must be at least"),
+    (["method=snclr", "method.k=100"], "is smaller than the method.k=100 neighbours method=snclr"),
+    (["method=mocov3", "method.k=5"], "method.k=5: method=mocov3 is method=snclr with k=0"),
 ]
 
 

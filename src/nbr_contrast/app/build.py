@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.app.method_schemas import FROM_OTHER_GROUPS
+from nbr_contrast.app.method_schemas import FROM_OTHER_GROUPS, METHODS, neighbour_method
 from nbr_contrast.app.reliability import (
     AtomicCheckpointIO,
     ConfigError,
@@ -76,15 +76,25 @@ def build_method(cfg: DictConfig) -> BaseMethod:
     except InstantiationException as err:  # the constructor's own one-line error
         cause = err.__cause__ or err
         if isinstance(cause, ArgumentError) and cause.name not in FROM_OTHER_GROUPS:
-            raise ConfigError(
-                f"method.{cause.name}={cause.value} {cause.reason} (method={cfg.method.name}); "
-                f"change method.{cause.name}."
-            ) from None
+            raise ConfigError(_argument_line(cause, str(cfg.method.name))) from None
         raise cause from None
     if cfg.trainer.compile:
         for module in method.compile_targets():
             module.compile(mode=str(cfg.trainer.compile_mode))
     return method
+
+
+def _argument_line(error: ArgumentError, method: str) -> str:
+    """The command line's words for a constructor argument that cannot work."""
+    setting = f"method.{error.name}={error.value}"
+    parent = neighbour_method(method)
+    if parent is not None and error.name in METHODS[method].fixed:
+        return (
+            f"{setting}: method={method} is method={parent} with {error.name}="
+            f"{METHODS[method].fixed[error.name]} (its neighbour switch); for {setting} use "
+            f"method={parent}."
+        )
+    return f"{setting} {error.reason} (method={method}); change method.{error.name}."
 
 
 def build_datamodule(cfg: DictConfig) -> ViewsDataModule:

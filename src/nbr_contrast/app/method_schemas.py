@@ -45,6 +45,15 @@ METHODS: dict[str, type[BaseMethod]] = {
 }
 """Each ``method=<name>`` choice and the LightningModule class it builds."""
 
+
+def neighbour_method(name: str) -> str | None:
+    """The ``method=`` option a baseline switches the neighbours off in, else ``None``."""
+    cls = METHODS.get(name)
+    if cls is None or not getattr(cls, "fixed", None):
+        return None
+    return next(option for option, klass in METHODS.items() if klass is cls.__mro__[1])
+
+
 FROM_OTHER_GROUPS = (
     "backbone",
     "optim",

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
@@ -36,14 +35,13 @@ from nbr_contrast.app.evaluation.knn_run import (
     pair_accuracies,
 )
 from nbr_contrast.app.evaluation.report import SplitFeatures, write_run_plots
+from nbr_contrast.app.preflight import prepare_fit
 from nbr_contrast.app.reliability import (
-    check_resumable,
     pretrained_checkpoint,
     resolve_checkpoint,
     resume_command,
     run_folder,
     validate_config,
-    validate_labels,
     validate_neighbour_counts,
     write_resume_note,
 )
@@ -59,8 +57,6 @@ from nbr_contrast.data.image_source import DataSourceError, ImageSource
 from nbr_contrast.methods.base import BaseMethod
 from nbr_contrast.monitors.features import extract_features
 from nbr_contrast.utils.dist import rank
-
-TASKS = ("fit", "knn", "linear", "finetune", "export")
 
 
 def eval_device(cfg: DictConfig) -> torch.device:
@@ -188,16 +184,8 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _fit(cfg: DictConfig) -> dict[str, Any]:
-    validate_config(cfg)
-    ckpt = resolve_checkpoint(cfg)
-    if ckpt is not None:
-        check_resumable(cfg, ckpt)
-    L.seed_everything(int(cfg.seed), workers=True)
-    datamodule = build_datamodule(cfg)
-    validate_labels(cfg, datamodule.num_unlabelled)
-    method = build_method(cfg)
-    if datamodule.monitored:  # no kNN monitor or report without labels: knn_k is unused
-        validate_neighbour_counts("method.knn_k", [int(cfg.method.knn_k)], datamodule.num_train)
+    parts = prepare_fit(cfg)
+    datamodule, method, ckpt = parts.datamodule, parts.method, parts.ckpt
     trainer = build_trainer(cfg, **({} if datamodule.monitored else {"limit_val_batches": 0}))
     say_monitoring(datamodule)
     command = resume_command(cfg)
@@ -366,8 +354,6 @@ def run_task(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
         "export": export,
     }
     name = str(cfg.task.name)
-    if name not in tasks:
-        raise ValueError(f"Unknown task={name!r}. Valid: {', '.join(TASKS)}.")
     validate_config(cfg)
     if name != "fit":
         if not cfg.ckpt:

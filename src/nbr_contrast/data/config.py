@@ -84,6 +84,66 @@ class ViewConfig:
     solarize_threshold: float = 0.5
 
 
+def _range_problem(view: Any, name: str, low: float, high: float | None) -> str | None:
+    """Why the ``[lo, hi]`` range ``view.<name>`` cannot work, or ``None``."""
+    pair = [float(v) for v in getattr(view, name)]
+    if len(pair) != 2:
+        return "must be a [low, high] pair"
+    lo, hi = pair
+    top = "" if high is None else f" <= {high:g}"
+    if not (lo > low and lo <= hi and (high is None or hi <= high)):
+        return f"must be {low:g} < low <= high{top}"
+    return None
+
+
+VIEW_RANGES: dict[str, tuple[float, float | None]] = {
+    "crop_scale": (0.0, 1.0),
+    "crop_ratio": (0.0, None),
+    "blur_sigma": (0.0, None),
+}
+"""``[low, high]`` fields: the bound ``low`` stays under, and the one ``high`` stays within."""
+
+VIEW_LIMITS: dict[str, tuple[float, float]] = {
+    "pad": (0.0, float("inf")),
+    "brightness": (0.0, float("inf")),
+    "contrast": (0.0, float("inf")),
+    "saturation": (0.0, float("inf")),
+    "hue": (0.0, 0.5),
+    "solarize_threshold": (0.0, 1.0),
+}
+"""Inclusive ranges of a view's numbers beyond the shared rules (sizes, probabilities)."""
+
+
+def check_view(view: Any, setting: str) -> None:
+    """Raise one line naming ``<setting>.<field>`` for a view field that cannot work.
+
+    Checks the crop kind, the ``[low, high]`` ranges (``crop_scale`` within (0, 1],
+    ``crop_ratio`` and ``blur_sigma`` positive) and the jitter, padding and solarisation
+    limits; sizes and probabilities follow :mod:`nbr_contrast.utils.ranges` like every
+    other number.
+
+    Args:
+        view: A :class:`ViewConfig` (or a config node with its fields).
+        setting: How the caller names the view (``data.views[1]``).
+
+    Raises:
+        ValueError: Naming the field, its value and what it must be.
+    """
+    if view.crop not in CROP_KINDS:
+        raise ValueError(
+            f"{setting}.crop={view.crop!r} is unknown; valid: {', '.join(CROP_KINDS)}."
+        )
+    for name, (low, high) in VIEW_RANGES.items():
+        problem = _range_problem(view, name, low, high)
+        if problem:
+            raise ValueError(f"{setting}.{name}={list(getattr(view, name))} {problem}.")
+    for name, (low, high) in VIEW_LIMITS.items():
+        value = float(getattr(view, name))
+        if not low <= value <= high:
+            bound = f">= {low:g}" if high == float("inf") else f"in [{low:g}, {high:g}]"
+            raise ValueError(f"{setting}.{name}={value:g} must be {bound}.")
+
+
 @dataclass
 class DataConfig:
     """Dataset, views and loader settings.

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from nbr_contrast.data.config import ViewConfig  # also registers the recipes' resolvers
+from nbr_contrast.data.config import ViewConfig, check_view  # also registers the recipes' resolvers
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "conf" / "views"
 """Where the view recipes live (``conf/views/<name>.yaml``)."""
@@ -68,11 +68,14 @@ def as_views(
     """The views a recipe name or a list describes (a name is taken at ``image_size``).
 
     Raises:
-        ValueError: For an unknown recipe, an unknown key or an empty list.
+        ValueError: For an unknown recipe, an unknown key, an empty list or a view field
+            that cannot work.
     """
     if isinstance(views, str):
         return view_recipe(views, image_size)
     resolved = [as_view(v) for v in views]
     if not resolved:
         raise ValueError("views is empty; give a recipe name (e.g. 'byol') or at least one view.")
+    for i, view in enumerate(resolved):
+        check_view(view, f"views[{i}]")
     return resolved

@@ -53,7 +53,11 @@ from nbr_contrast.methods.guard import (
     last_good_state,
     save_diagnostic_checkpoint,
 )
-from nbr_contrast.methods.hyperparameters import ArgumentError, check_hyperparameters
+from nbr_contrast.methods.hyperparameters import (
+    ArgumentError,
+    check_at_least,
+    check_hyperparameters,
+)
 from nbr_contrast.methods.optimisation import (
     OptimConfig,
     as_optim_config,
@@ -142,6 +146,13 @@ class BaseMethod(L.LightningModule):
             knn_temperature=knn_temperature,
             knn_max_train=knn_max_train,
             finite_check_every_n_steps=finite_check_every_n_steps,
+        )
+        check_at_least(
+            type(self).__name__,
+            "knn_max_train",
+            knn_max_train,
+            int(knn_k),
+            "the kNN monitor's knn_k neighbours come from these rows",
         )
         if not 0 <= collapse_warning < 1:
             raise ArgumentError(

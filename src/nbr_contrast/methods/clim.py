@@ -113,6 +113,8 @@ class CLIM(CO2):
         )
         check_at_least(name, "k", k, 1, "a kNN graph needs neighbours")
         check_at_least(name, "refresh_every", refresh_every, 1, "a period in epochs")
+        if n_clusters is not None:
+            check_at_least(name, "n_clusters", n_clusters, 1, "or null for the default")
         if not mix_alpha > 0:
             raise ArgumentError(name, "mix_alpha", mix_alpha, "must be > 0")
         if mixer not in MIXERS:

@@ -20,9 +20,11 @@ class ArgumentError(ValueError, TypeError):
         reason: What it must be (``must be > 0``).
     """
 
-    def __init__(self, who: str, name: str, value: Any, reason: str) -> None:
+    def __init__(
+        self, who: str, name: str, value: Any, reason: str, message: str | None = None
+    ) -> None:
         self.who, self.name, self.value, self.reason = who, name, value, reason
-        super().__init__(f"{who}({name}={value!r}): {name} {reason}; change {name}.")
+        super().__init__(message or f"{who}({name}={value!r}): {name} {reason}; change {name}.")
 
 
 def check_hyperparameters(who: str, **values: Any) -> None:
@@ -72,13 +74,19 @@ def with_fixed(baseline: type, kwargs: dict[str, Any]) -> dict[str, Any]:
             (``load_from_checkpoint`` passes every recorded argument back).
 
     Raises:
-        ValueError: When a fixed argument is given another value.
+        ArgumentError: When a fixed argument is given another value (its ``reason`` says
+            the value is fixed).
     """
     parent = baseline.__mro__[1].__name__
     for name, value in baseline.fixed.items():
         if name in kwargs and kwargs[name] != value:
-            raise ValueError(
-                f"{baseline.__name__} is {parent} with {name}={value}; for {name}="
-                f"{kwargs[name]!r} use {parent}({name}={kwargs[name]!r})."
+            given = kwargs[name]
+            raise ArgumentError(
+                baseline.__name__,
+                name,
+                given,
+                f"is fixed at {value} (the neighbour switch of this baseline)",
+                f"{baseline.__name__} is {parent} with {name}={value}; for {name}={given!r} use "
+                f"{parent}({name}={given!r}).",
             )
     return {**kwargs, **baseline.fixed}

@@ -121,6 +121,10 @@ def check_optim(optim: OptimConfig) -> None:
     for name in ("weight_decay", "warmup_epochs", "min_lr_ratio", "momentum", "eta"):
         if not float(getattr(optim, name)) >= 0:
             raise ValueError(f"optim.{name}={getattr(optim, name)} must be >= 0.")
+    if float(optim.min_lr_ratio) > 1:
+        raise ValueError(f"optim.min_lr_ratio={optim.min_lr_ratio} must be in [0, 1].")
+    if len(optim.betas) != 2:
+        raise ValueError(f"optim.betas={list(optim.betas)} must be two numbers, e.g. [0.9,0.999].")
 
 
 def param_groups(

@@ -114,7 +114,7 @@ def build_backbone(cfg: BackboneConfig | DictConfig, image_size: int) -> nn.Modu
         classifier = CLASSIFIER_PREFIXES
     model.arch = cfg.name
     model.source = cfg.source
-    if cfg.weights:
+    if cfg.weights is not None:
         load_weights(model, cfg.weights, classifier)
     return model
 

@@ -139,7 +139,9 @@ def build_custom(cfg: BackboneConfig, image_size: int) -> nn.Module:
 
         factory = get_object(str(target))
     except Exception as error:
-        raise ValueError(f"backbone._target_={target} cannot be imported: {error}") from error
+        lines = [line.strip().rstrip(":") for line in str(error).splitlines() if line.strip()]
+        reason = "; ".join(lines[:2]) or type(error).__name__
+        raise ValueError(f"backbone._target_={target} cannot be imported ({reason}).") from error
     kwargs = constructor_kwargs(cfg)
     try:
         model = factory(**kwargs)

@@ -53,9 +53,11 @@ def load_weights(model: nn.Module, path: str | Path, classifier: tuple[str, ...]
 
     Raises:
         FileNotFoundError: Naming ``backbone.weights`` when the file does not exist.
-        ValueError: Naming ``backbone.weights`` when it is unreadable or does not match
+        ValueError: Naming ``backbone.weights`` when it is empty, unreadable or does not match
             ``model`` (the keys and shapes that differ).
     """
+    if not str(path).strip():
+        raise ValueError("backbone.weights is empty; pass a state-dict file, or null for none.")
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"backbone.weights={path} does not exist; pass a state-dict file.")

@@ -16,25 +16,17 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from nbr_contrast.app.reliability.errors import ConfigError
+from nbr_contrast.app.reliability.trainer_checks import check_trainer
+from nbr_contrast.data.config import check_view
 from nbr_contrast.data.image_source import DataSourceError
+from nbr_contrast.methods.optimisation import check_optim
+from nbr_contrast.neighbours.search import BACKENDS
 from nbr_contrast.utils.ranges import RULES
 
-OPTIMIZERS = ("sgd", "lars", "adamw")
-PRECISIONS = (
-    "auto",
-    "32-true",
-    "32",
-    "16-mixed",
-    "16",
-    "bf16-mixed",
-    "bf16",
-    "16-true",
-    "bf16-true",
-    "64-true",
-    "64",
-    "transformer-engine",
-    "transformer-engine-float16",
-)
+TASKS = ("fit", "knn", "linear", "finetune", "export")
+"""The values of ``task=`` (``task.name``)."""
+
 SINGLE_VIEW_METHODS = ("cone", "supervised")
 SUPERVISED_METHODS = ("cone", "supervised")
 SETTING = re.compile(
@@ -45,18 +37,6 @@ SETTING = re.compile(
 # groups whose numeric fields are range-checked by name (the trainer's are checked one by one;
 # a method's constructor checks its arguments with the same rules, and more of its own)
 CHECKED_GROUPS = ("method", "backbone", "data", "optim", "search", "task")
-
-
-TRAINER_AT_LEAST_1 = (
-    "num_nodes",
-    "log_every_n_steps",
-    "accumulate_grad_batches",
-    "check_val_every_n_epoch",
-)
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message names the setting and the fix."""
 
 
 def is_user_error(error: BaseException) -> bool:
@@ -75,56 +55,78 @@ def _fail(message: str) -> None:
     raise ConfigError(message)
 
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
 def validate_config(cfg: DictConfig) -> None:
     """Check the settings that can be checked without loading data or building a model.
+
+    A setting of a feature the run does not use (the views of an evaluation task) is not
+    checked.
 
     Raises:
         ConfigError: For the first setting that cannot work.
     """
-    o, t, d = cfg.optim, cfg.trainer, cfg.data
+    d = cfg.data
     _check_finite(cfg)
-    validate_devices(t, torch.cuda.device_count())
-    if str(o.name) not in OPTIMIZERS:
-        _fail(f"optim.name={o.name!r} is unknown; valid: {', '.join(OPTIMIZERS)}.")
-    if float(o.lr) <= 0:
-        _fail(f"optim.lr={o.lr} must be positive.")
-    if str(t.precision) not in PRECISIONS:
-        _fail(f"trainer.precision={t.precision!r} is invalid; valid: {', '.join(PRECISIONS)}.")
-    if int(t.checkpoint_every_n_steps) < 0:
-        _fail(f"trainer.checkpoint_every_n_steps={t.checkpoint_every_n_steps} must be >= 0.")
-    if int(t.finite_check_every_n_steps) < 0:
-        _fail(f"trainer.finite_check_every_n_steps={t.finite_check_every_n_steps} must be >= 0.")
-    if int(t.progress_bar_refresh_rate) < 1:
-        _fail(f"trainer.progress_bar_refresh_rate={t.progress_bar_refresh_rate} must be >= 1.")
-    if int(t.progress_every_n_logs) < 0:
-        _fail(f"trainer.progress_every_n_logs={t.progress_every_n_logs} must be >= 0.")
-    if str(t.compile_mode) not in COMPILE_MODES:
-        _fail(
-            f"trainer.compile_mode={t.compile_mode!r} is unknown; "
-            f"valid: {', '.join(COMPILE_MODES)}."
-        )
+    _check_run(cfg)
+    check_trainer(cfg.trainer, torch.cuda.device_count())
+    try:
+        check_optim(cfg.optim)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if str(cfg.search.backend) not in BACKENDS:
+        _fail(f"search.backend={cfg.search.backend!r} is unknown; valid: {', '.join(BACKENDS)}.")
+    for name in ("ivf_threshold", "ivf_nprobe"):
+        if int(cfg.search[name]) < 1:
+            _fail(f"search.{name}={cfg.search[name]} must be at least 1; change search.{name}.")
     if int(d.num_workers) < 0:
         _fail(f"data.num_workers={d.num_workers} must be >= 0.")
     if int(d.eval_batch_size) < 1:
         _fail(f"data.eval_batch_size={d.eval_batch_size} must be at least 1.")
-    _check_trainer_counts(t)
+    for name in ("mean", "std"):
+        if len(d[name]) != 3:
+            _fail(f"data.{name}={list(d[name])} needs one value per colour channel (3).")
+    for name in ("k", "temperature"):
+        if not len(cfg.task[name]):
+            _fail(f"task.{name} is empty; give at least one value, e.g. task.{name}=[20].")
     _check_ranges(cfg)
     if str(cfg.task.name) != "fit":
         return
-    needed = 1 if str(cfg.method.name) in SINGLE_VIEW_METHODS else 2
-    if len(d.views) < needed:
-        _fail(
-            f"data.views has {len(d.views)} view(s) but method={cfg.method.name} needs at "
-            f"least {needed}; add views to data.views."
-        )
+    _check_views(cfg)
     if int(d.batch_size) < 2:
         _fail(
             f"data.batch_size={d.batch_size} is too small to train: BatchNorm layers and "
             "in-batch negatives need at least 2 samples; set data.batch_size >= 2."
         )
+
+
+def _check_run(cfg: DictConfig) -> None:
+    """The run-level settings: the task, the seed and the checkpoint."""
+    if str(cfg.task.name) not in TASKS:
+        _fail(
+            f"task.name={cfg.task.name!r} is unknown; choose a task with task=<{'|'.join(TASKS)}>."
+        )
+    if not 0 <= int(cfg.seed) < 2**32:
+        _fail(f"seed={cfg.seed} must be between 0 and 2**32 - 1.")
+    if cfg.ckpt is not None and not str(cfg.ckpt).strip():
+        _fail(
+            "ckpt is empty; pass a checkpoint path, ckpt=last for the newest run, or leave "
+            "ckpt out."
+        )
+
+
+def _check_views(cfg: DictConfig) -> None:
+    """Enough views for the method, each of them able to work."""
+    views = cfg.data.views
+    needed = 1 if str(cfg.method.name) in SINGLE_VIEW_METHODS else 2
+    if len(views) < needed:
+        _fail(
+            f"data.views has {len(views)} view(s) but method={cfg.method.name} needs at "
+            f"least {needed}; add views to data.views."
+        )
+    for i, view in enumerate(views):
+        try:
+            check_view(view, f"data.views[{i}]")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _leaves(node: Any, key: str, name: str) -> Iterator[tuple[str, str, Any]]:
@@ -167,26 +169,6 @@ def _check_ranges(cfg: DictConfig) -> None:
             _fail(f"{key}={value} must be at least 1; change task.k.")
 
 
-def _check_trainer_counts(t: DictConfig) -> None:
-    for name in TRAINER_AT_LEAST_1:
-        if int(t[name]) < 1:
-            _fail(f"trainer.{name}={t[name]} must be at least 1; change trainer.{name}.")
-    if int(t.max_steps) == 0 or int(t.max_steps) < -1:
-        _fail(f"trainer.max_steps={t.max_steps} must be at least 1, or -1 for no step limit.")
-    if int(t.max_epochs) == -1 and int(t.max_steps) == -1:
-        _fail(
-            "trainer.max_epochs=-1 (no epoch limit) needs a step limit; set trainer.max_steps "
-            "or trainer.max_epochs to at least 1."
-        )
-    if int(t.max_epochs) == 0 or int(t.max_epochs) < -1:
-        _fail(
-            f"trainer.max_epochs={t.max_epochs} must be at least 1 (or -1 for no epoch limit, "
-            "with trainer.max_steps set)."
-        )
-    if t.gradient_clip_val is not None and float(t.gradient_clip_val) < 0:
-        _fail(f"trainer.gradient_clip_val={t.gradient_clip_val} must be >= 0 (or null for none).")
-
-
 def validate_neighbour_counts(setting: str, ks: Iterable[int], num_train: int) -> None:
     """Fail when a kNN neighbour count exceeds the training set.
 
@@ -221,48 +203,4 @@ def validate_labels(cfg: DictConfig, unlabelled: int) -> None:
             f"method={cfg.method.name} trains on labels but {unlabelled} training image(s) of "
             f"data={cfg.data.name} have none; use a self-supervised method (e.g. "
             "method=nnclr) or labelled training data."
-        )
-
-
-def requested_devices(devices: object) -> int | None:
-    """How many devices ``trainer.devices`` asks for (``None`` for ``auto`` or ``-1``)."""
-    if isinstance(devices, int):
-        return None if devices == -1 else devices
-    text = str(devices).strip()
-    if text in ("auto", "-1"):
-        return None
-    if text.isdigit():
-        return int(text)
-    ids = [part for part in text.strip("[]").split(",") if part.strip()]
-    return len(ids)
-
-
-def validate_devices(trainer: DictConfig, gpus: int) -> None:
-    """Refuse a device count the machine cannot give, instead of changing its meaning.
-
-    ``trainer.devices=8`` on a machine without 8 GPUs would otherwise start 8 CPU
-    processes (``accelerator=auto``) or fail deep inside Lightning (``accelerator=gpu``).
-    An explicit ``trainer.accelerator=cpu`` (``trainer=ddp_cpu``) keeps CPU processes.
-
-    Args:
-        trainer: The ``trainer`` config.
-        gpus: GPUs visible to this process.
-
-    Raises:
-        ConfigError: Naming what was asked, what is present and the fix.
-    """
-    wanted = requested_devices(trainer.devices)
-    accelerator = str(trainer.accelerator)
-    if wanted is None or accelerator == "cpu" or wanted <= max(gpus, 1):
-        return
-    if gpus == 0:
-        _fail(
-            f"trainer.devices={wanted} asks for {wanted} GPUs but no GPU is present, so it "
-            f"would start {wanted} CPU processes: use trainer.devices=1 to train on the CPU, "
-            f"or trainer=ddp_cpu trainer.devices={wanted} for distributed CPU processes (gloo)."
-        )
-    if accelerator in ("auto", "gpu", "cuda") and wanted > gpus:
-        _fail(
-            f"trainer.devices={wanted} asks for {wanted} GPUs but {gpus} are visible; set "
-            f"trainer.devices={gpus} (the learning rate follows the global batch)."
         )
