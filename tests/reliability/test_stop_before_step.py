@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -14,7 +15,7 @@ import pytest
 from omegaconf import DictConfig
 
 from nbr_contrast.app import api, cli, tasks
-from nbr_contrast.app.reliability import StoppedBeforeStep
+from nbr_contrast.app.reliability import StopOnSignal, StoppedBeforeStep
 
 from ..runs import last_wins
 from .conftest import SMALL, TINY
@@ -87,4 +88,22 @@ def test_ctrl_c_before_the_first_step_exits_130_and_leaves_no_folder(
     assert "Stopped on SIGINT before anything was saved; the run folder is removed." in err
     assert "Traceback" not in err and "graceful shutdown" not in err
     assert not (tmp_path / "run").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _signal_self() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_forked_loader_worker_leaves_the_signal_to_the_main_process() -> None:
+    """Ctrl-C reaches the loader workers too; they must not fail with their own traceback."""
+    stop = StopOnSignal()
+    stop.setup(None, None, "fit")  # type: ignore[arg-type]
+    try:
+        worker = multiprocessing.get_context("fork").Process(target=_signal_self)
+        worker.start()
+        worker.join(30)
+    finally:
+        stop.teardown(None, None, "fit")  # type: ignore[arg-type]
+    assert worker.exitcode == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

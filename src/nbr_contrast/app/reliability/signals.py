@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -64,8 +65,11 @@ class StopOnSignal(Callback):
         self.received: int | None = None
         self.training = False
         self._previous: dict[int, Any] = {}
+        self._owner = os.getpid()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self._owner:
+            return  # a loader worker forked with our handler: the main process stops it
         if not self.training:
             raise StoppedBeforeStep(signum)
         if signum == signal.SIGINT and self.received == signal.SIGINT:
@@ -76,6 +80,7 @@ class StopOnSignal(Callback):
         """Install the handlers (only the main thread may), keeping the first ones found."""
         if threading.current_thread() is not threading.main_thread():
             return
+        self._owner = os.getpid()
         for signum in SIGNALS:
             self._previous.setdefault(signum, signal.signal(signum, self._handle))
 
