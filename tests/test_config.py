@@ -84,6 +84,32 @@ def test_wrong_type_fails_before_composition(tmp_path: Path) -> None:
         api.compose(["trainer.max_epochs=many"], output_dir=tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        (
+            "task.k=[abc]",
+            "task.k[0]=abc is not an integer; fix it in task.k=[...], e.g. task.k=[20,200].",
+        ),
+        (
+            "data.views=[{size:16},{size:abc}]",
+            "data.views[1].size=abc is not an integer; fix it in data.views=[...].",
+        ),
+        (
+            "trainer.compile=maybe",
+            "trainer.compile=maybe is not true or false; write trainer.compile=true or "
+            "trainer.compile=false.",
+        ),
+        ("seed=1,x", "seed=x is not an integer; write seed=<integer>, e.g. seed=3."),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_named_with_its_fix(override: str, line: str) -> None:
+    """A list's item is named by its index and fixed in the list; a sweep's values one by one."""
+    with pytest.raises(OverrideError) as err:
+        check_overrides([override])
+    assert str(err.value) == line
+
+
 def test_the_schema_refuses_a_wrong_type_even_without_the_precheck(tmp_path: Path) -> None:
     from hydra import compose, initialize_config_dir
 

@@ -251,7 +251,14 @@ def _check_value(schemas: Sequence[Any], name: str, key: str, value: str) -> Non
                         f"{key}={value}: {key} takes a list; write {key}=[{value}]."
                     )
                 given = "" if shown == "" else f"={value if shown is None else shown}"
-                raise OverrideError(f"{full}{given} {reason.format(key=full)}")
+                line = reason.format(key=full)
+                if "[" in setting and "; write" in line:  # an item: the fix is the whole list
+                    line = line.split("; write")[0] + f"; fix it in {key}=[...]"
+                    default = getattr(_blank(schema), name)
+                    if not _list_item_schema(typing.get_type_hints(schema)[name]):
+                        line += f", e.g. {key}={_shown(default)}"
+                    line += "."
+                raise OverrideError(f"{full}{given} {line}")
 
 
 def _parsed_values(key: str, value: str) -> list[Any]:
@@ -314,6 +321,11 @@ def _merge_problem(schema: Any, update: dict[str, Any]) -> tuple[str, Any, str] 
             reason = f"does not fit this setting ({text.splitlines()[0]})."
         return str(err.full_key), shown.group(1) if shown else None, reason
     return None
+
+
+def _shown(values: Any) -> str:
+    """A list as an override writes it: ``[20,200]``."""
+    return "[" + ",".join(str(v) for v in values) + "]"
 
 
 def _scalar(value: str) -> bool:
