@@ -74,9 +74,9 @@ METRICS_CSV = """epoch,step,lr-SGD,train/loss_step,train/loss_epoch,val/knn_acc,
 def test_curves_from_metrics_csv(tmp_path: Path) -> None:
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text(METRICS_CSV)
-    check_png(plot_curves(csv_path, tmp_path / "curves.png"), 16.0 / 4.0)
+    check_png(plot_curves(csv_path, tmp_path / "curves.png"), 16.0 / 5.0)
     out = plot_curves(csv_path, tmp_path / "some.png", keys=["val/knn_acc", "missing/acc"])
-    check_png(out, 16.0 / 4.0)
+    check_png(out, 16.0 / 5.0)
 
 
 NN_ACC_CSV = """epoch,step,train/loss_epoch,train/acc1_epoch,val/knn_acc,val/probe_acc1
@@ -122,6 +122,15 @@ def test_curves_have_a_neighbours_panel_with_ages_on_their_own_scale(tmp_path: P
     }
     ages = {line.get_label(): list(line.get_ydata()) for line in age_ax.get_lines()}
     assert ages == {"age_mean (steps)": [3.0, 12.0]} and age_ax.get_ylabel() == "age (steps)"
+    # one key for both scales, under the axes, so that it covers no curve
+    legend = nbr_ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [*lines, "age_mean (steps)"]
+    assert age_ax.get_legend() is None
+    figure = nbr_ax.get_figure()
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    box, axes = legend.get_window_extent(renderer), nbr_ax.get_window_extent(renderer)
+    assert box.y1 < axes.y0
 
 
 def test_curves_without_usable_metric(tmp_path: Path) -> None:
@@ -170,5 +179,5 @@ def test_log_figure_to_tensorboard(tmp_path: Path) -> None:
     assert log_figure_to_tensorboard(experiment, "plots/curves", png, 7)
     ((tag, image, step, dataformats),) = experiment.calls
     assert (tag, step, dataformats) == ("plots/curves", 7, "HWC")
-    assert image.shape == (400, 1600, 3) and image.dtype == np.uint8
+    assert image.shape == (500, 1600, 3) and image.dtype == np.uint8
     assert not log_figure_to_tensorboard(object(), "plots/curves", png, 7)

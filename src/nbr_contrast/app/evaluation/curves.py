@@ -11,6 +11,7 @@ import csv
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -57,10 +58,23 @@ def _draw_panel(
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if curves:
-        ax.legend(fontsize=8)
+        _legend_below(ax, *ax.get_legend_handles_labels())
         ax.grid(alpha=0.3)
     else:
         ax.text(0.5, 0.5, f"no {title} metrics", ha="center", va="center", transform=ax.transAxes)
+
+
+def _legend_below(ax: Axes, handles: list[Any], labels: list[str]) -> None:
+    """One legend under the axes, so that no key covers a curve."""
+    ax.legend(
+        handles,
+        labels,
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=3,
+        frameon=False,
+    )
 
 
 NEIGHBOUR_PREFIX = "train/nbr/"
@@ -83,15 +97,17 @@ def _draw_neighbours(ax: Axes, rows: list[dict[str, str]], columns: list[str]) -
     ax.set_xlabel("epoch")
     ax.set_ylabel("share / cosine")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = ax.get_legend_handles_labels()
     epochs, ages = _per_epoch(rows, f"{NEIGHBOUR_PREFIX}age_mean_epoch")
     if epochs:
         twin = ax.twinx()
         twin.plot(epochs, ages, "k--", marker="s", markersize=3, label="age_mean (steps)")
         twin.set_ylabel("age (steps)")
-        twin.legend(fontsize=8, loc="upper right")
+        more = twin.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
         drawn += 1
     if drawn:
-        ax.legend(fontsize=8, loc="upper left")
+        _legend_below(ax, handles, labels)
         ax.grid(alpha=0.3)
     else:
         ax.text(0.5, 0.5, "no neighbour metrics", ha="center", va="center", transform=ax.transAxes)
@@ -144,8 +160,8 @@ def curves_figure(metrics_csv: str | Path, keys: Sequence[str] | None = None) ->
         raise ValueError(
             f"{metrics_csv} has no usable metric among {list(keys)}; the columns are {columns}."
         )
-    fig = new_figure(16.0, 4.0)
-    acc_ax, loss_ax, nbr_ax = fig.subplots(1, 3)
+    fig = new_figure(16.0, 5.0)
+    acc_ax, loss_ax, nbr_ax = fig.subplots(1, 3, sharex=True)
     _draw_panel(acc_ax, acc, "accuracy", "accuracy (%)")
     _draw_panel(loss_ax, loss, "loss", "loss")
     _draw_neighbours(nbr_ax, rows, columns)
