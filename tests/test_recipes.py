@@ -279,7 +279,8 @@ def test_more_devices_than_gpus_is_one_line_not_cpu_processes(tmp_path: Path) ->
 
 
 def test_validate_devices_rules() -> None:
-    from nbr_contrast.app.reliability.trainer_checks import ConfigError, validate_devices
+    from nbr_contrast.app.reliability import ConfigError
+    from nbr_contrast.app.reliability.trainer_checks import validate_devices
 
     def trainer(devices: object, accelerator: str = "auto") -> Any:
         return OmegaConf.create({"devices": devices, "accelerator": accelerator})

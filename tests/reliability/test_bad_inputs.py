@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,11 +9,10 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, open_dict
 
-from nbr_contrast.app import cli
 from nbr_contrast.app.reliability import ConfigError, validate_config
 
-from ..runs import last_wins, run_cli
-from .conftest import SMALL, TINY
+from ..runs import run_cli
+from .conftest import SMALL, TINY, error_lines
 
 # (overrides, expected substring of the one-line message); {train}/{test}/{corrupt}/{empty}
 # are filled in with real paths.
@@ -169,23 +167,17 @@ def test_bad_input_exits_2_with_one_line(
     tiny_data: list[str],
     paths: dict[str, str],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    main_cli: Callable[[list[str]], tuple[int, str]],
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     filled = [o.format(**paths) for o in overrides]
     argv = [*TINY, *tiny_data, *SMALL, *filled, f"hydra.run.dir={tmp_path / 'run'}"]
     if any(o.startswith("data=") for o in filled):
         argv = [a for a in argv if not a.startswith(("data.train_path", "data.test_path"))]
         argv.remove("data=npz")
-    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *last_wins(argv)])
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2, err
+    code, err = main_cli(argv)
+    assert code == 2, err
     assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("Error: ")]
+    lines = error_lines(err)
     assert len(lines) == 1 and message.format(**paths) in lines[0], err
     assert not (tmp_path / "run").exists()  # no empty run folder left behind
 

@@ -3,22 +3,19 @@ ends like one that fails while composing: one ``Error:`` line, exit code 2, no r
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pytest
-from omegaconf import DictConfig
 
-from nbr_contrast.app import cli, tasks
 from nbr_contrast.app.reliability import ConfigError
 from nbr_contrast.data.datamodule import ViewsDataModule
 from nbr_contrast.data.image_source import DataSourceError
 from nbr_contrast.methods.base import BaseMethod
 
-from ..runs import last_wins
-from .conftest import SMALL, TINY
+from .conftest import SMALL, TINY, error_lines, with_callback
 
 MESSAGE = "data.train_path: image 3 cannot be decoded; fix or remove it"
 
@@ -40,14 +37,7 @@ class BrokenLoader:
 
 def _fail_at(stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if stage == "setup":
-        build = tasks.build_trainer
-
-        def build_with(cfg: DictConfig, **overrides: Any) -> L.Trainer:
-            trainer = build(cfg, **overrides)
-            trainer.callbacks.append(FailInSetup())
-            return trainer
-
-        monkeypatch.setattr(tasks, "build_trainer", build_with)
+        with_callback(monkeypatch, FailInSetup())
     elif stage == "first batch":
         monkeypatch.setattr(ViewsDataModule, "train_dataloader", lambda self: BrokenLoader())
     else:
@@ -64,19 +54,12 @@ def test_an_error_after_the_trainer_is_built_ends_in_one_line_and_no_folder(
     tiny_data: list[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    main_cli: Callable[[list[str]], tuple[int, str]],
 ) -> None:
     _fail_at(stage, monkeypatch)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     argv = [*TINY, *tiny_data, *SMALL, "knn_report=false", f"hydra.run.dir={tmp_path / 'run'}"]
-    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *last_wins(argv)])
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2, err
+    code, err = main_cli(argv)
+    assert code == 2, err
     assert "Traceback" not in err
-    assert [line for line in err.splitlines() if line.startswith("Error: ")] == [
-        f"Error: {MESSAGE}"
-    ]
+    assert error_lines(err) == [f"Error: {MESSAGE}"]
     assert not (tmp_path / "run").exists()

@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 from nbr_contrast import api
 from nbr_contrast.app.reliability import RunInterrupted
 
-from .test_resume import RUN, SignalAt, _with_callback
+from .conftest import with_callback
+from .test_resume import RUN, SignalAt
 
 TB = "logger.tensorboard=true"
 
@@ -46,7 +47,7 @@ def test_resume_after_sigterm_keeps_csv_rows_and_tensorboard_events(
     api.fit(run_cfg(tmp_path / "straight", *RUN, TB))
     run = tmp_path / "stopped"
     with monkeypatch.context() as m:
-        _with_callback(m, SignalAt(4, signal.SIGTERM))
+        with_callback(m, SignalAt(4, signal.SIGTERM))
         with pytest.raises(RunInterrupted):
             api.fit(run_cfg(run, *RUN, TB))
     before = _steps(run)

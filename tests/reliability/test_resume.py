@@ -14,9 +14,11 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from nbr_contrast.app import api, tasks
+from nbr_contrast.app import api
 from nbr_contrast.app.reliability import ConfigError, RunInterrupted, resolve_checkpoint
 from nbr_contrast.data.sampling import ResumableSampler
+
+from .conftest import with_callback
 
 RUN = ["trainer.max_epochs=2", "trainer.limit_train_batches=3"]
 
@@ -31,17 +33,6 @@ class SignalAt(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
-
-
-def _with_callback(monkeypatch: pytest.MonkeyPatch, callback: L.Callback) -> None:
-    build = tasks.build_trainer
-
-    def build_with(cfg: DictConfig, **overrides: Any) -> L.Trainer:
-        trainer = build(cfg)
-        trainer.callbacks.append(callback)
-        return trainer
-
-    monkeypatch.setattr(tasks, "build_trainer", build_with)
 
 
 def _final_state(run: Path) -> dict[str, torch.Tensor]:
@@ -73,7 +64,7 @@ def test_sigterm_mid_epoch_then_resume_matches_uninterrupted_run_bitwise(
 
     run = tmp_path / "stopped"
     with monkeypatch.context() as m:
-        _with_callback(m, SignalAt(1, signal.SIGTERM))
+        with_callback(m, SignalAt(1, signal.SIGTERM))
         with pytest.raises(RunInterrupted) as stop:
             api.fit(run_cfg(run, *RUN, loader))
     assert stop.value.step == 2 and stop.value.signum == signal.SIGTERM
@@ -114,7 +105,7 @@ def test_resume_from_an_epoch_end_checkpoint_with_loader_workers_is_exact(
     """
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     with monkeypatch.context() as m:
-        _with_callback(m, KeepEpochEndCheckpoint(straight, resumed))
+        with_callback(m, KeepEpochEndCheckpoint(straight, resumed))
         api.fit(run_cfg(straight, *RUN, "data.num_workers=2"))
     api.fit(run_cfg(resumed, *RUN, "data.num_workers=2", "resume=true"))
     a, b = _final_state(straight), _final_state(resumed)
@@ -134,7 +125,7 @@ def test_augmentations_do_not_depend_on_the_number_of_loader_workers(
 def test_sigint_stops_at_the_batch_boundary_with_a_loadable_checkpoint(
     run_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _with_callback(monkeypatch, SignalAt(0, signal.SIGINT))
+    with_callback(monkeypatch, SignalAt(0, signal.SIGINT))
     with pytest.raises(RunInterrupted) as stop:
         api.fit(run_cfg(tmp_path / "run", "trainer.limit_train_batches=2"))
     assert stop.value.signum == signal.SIGINT and stop.value.step == 1

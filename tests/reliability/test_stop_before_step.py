@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,10 @@ import lightning as L
 import pytest
 from omegaconf import DictConfig
 
-from nbr_contrast.app import api, cli, tasks
+from nbr_contrast.app import api, tasks
 from nbr_contrast.app.reliability import StopOnSignal, StoppedBeforeStep
 
-from ..runs import last_wins
-from .conftest import SMALL, TINY
+from .conftest import SMALL, TINY, with_callback
 
 
 class SignalInSetup(L.Callback):
@@ -31,36 +29,15 @@ class SignalInSetup(L.Callback):
         os.kill(os.getpid(), self.signum)
 
 
-def _signal_in_setup(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
-    build = tasks.build_trainer
-
-    def build_with(cfg: DictConfig, **overrides: Any) -> L.Trainer:
-        trainer = build(cfg, **overrides)
-        trainer.callbacks.append(SignalInSetup(signum))
-        return trainer
-
-    monkeypatch.setattr(tasks, "build_trainer", build_with)
-
-
 def test_a_signal_during_setup_stops_the_fit_at_once(
     run_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _signal_in_setup(monkeypatch, signal.SIGTERM)
+    with_callback(monkeypatch, SignalInSetup(signal.SIGTERM))
     with pytest.raises(StoppedBeforeStep) as stop:
         api.fit(run_cfg(tmp_path / "run"))
     assert stop.value.signum == signal.SIGTERM
     assert not list((tmp_path / "run").rglob("*.ckpt"))
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers put back
-
-
-def _cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_data: list[str]) -> int:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    argv = [*TINY, *tiny_data, *SMALL, f"hydra.run.dir={tmp_path / 'run'}"]
-    monkeypatch.setattr(sys, "argv", ["nbr_contrast", *last_wins(argv)])
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    return int(exit_.value.code)
 
 
 @pytest.mark.parametrize("where", ["setup", "before the trainer"])
@@ -69,10 +46,10 @@ def test_ctrl_c_before_the_first_step_exits_130_and_leaves_no_folder(
     tiny_data: list[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    main_cli: Callable[[list[str]], tuple[int, str]],
 ) -> None:
     if where == "setup":
-        _signal_in_setup(monkeypatch, signal.SIGINT)
+        with_callback(monkeypatch, SignalInSetup(signal.SIGINT))
     else:  # Python's own SIGINT handler: KeyboardInterrupt while the data and model are built
         prepare = tasks.prepare_fit
 
@@ -82,8 +59,7 @@ def test_ctrl_c_before_the_first_step_exits_130_and_leaves_no_folder(
             return parts
 
         monkeypatch.setattr(tasks, "prepare_fit", interrupted)
-    code = _cli(tmp_path, monkeypatch, tiny_data)
-    err = capsys.readouterr().err
+    code, err = main_cli([*TINY, *tiny_data, *SMALL, f"hydra.run.dir={tmp_path / 'run'}"])
     assert code == 130, err
     assert "Stopped on SIGINT before anything was saved; the run folder is removed." in err
     assert "Traceback" not in err and "graceful shutdown" not in err

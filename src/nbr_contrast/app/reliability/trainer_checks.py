@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig, ListConfig
 
-from nbr_contrast.app.reliability.errors import ConfigError
+from nbr_contrast.app.reliability.errors import fail
 
 PRECISIONS = (
     "auto",
@@ -43,10 +43,6 @@ AT_LEAST_1 = (
 AT_LEAST_0 = ("checkpoint_every_n_steps", "finite_check_every_n_steps", "progress_every_n_logs")
 
 
-def _fail(message: str) -> None:
-    raise ConfigError(message)
-
-
 def check_trainer(t: DictConfig, gpus: int) -> None:
     """Check every ``trainer.*`` setting (``gpus``: GPUs visible to this process).
 
@@ -55,30 +51,30 @@ def check_trainer(t: DictConfig, gpus: int) -> None:
     """
     _check_hardware(t, gpus)
     if str(t.precision) not in PRECISIONS:
-        _fail(f"trainer.precision={t.precision!r} is invalid; valid: {', '.join(PRECISIONS)}.")
+        fail(f"trainer.precision={t.precision!r} is invalid; valid: {', '.join(PRECISIONS)}.")
     if str(t.compile_mode) not in COMPILE_MODES:
-        _fail(
+        fail(
             f"trainer.compile_mode={t.compile_mode!r} is unknown; "
             f"valid: {', '.join(COMPILE_MODES)}."
         )
     for name in AT_LEAST_1:
         if int(t[name]) < 1:
-            _fail(f"trainer.{name}={t[name]} must be at least 1; change trainer.{name}.")
+            fail(f"trainer.{name}={t[name]} must be at least 1; change trainer.{name}.")
     for name in AT_LEAST_0:
         if int(t[name]) < 0:
-            _fail(f"trainer.{name}={t[name]} must be >= 0; change trainer.{name}.")
+            fail(f"trainer.{name}={t[name]} must be >= 0; change trainer.{name}.")
     _check_length(t)
     for name in ("limit_train_batches", "limit_val_batches"):
         _check_limit(name, t[name])
     if t.gradient_clip_val is not None and float(t.gradient_clip_val) < 0:
-        _fail(f"trainer.gradient_clip_val={t.gradient_clip_val} must be >= 0 (or null for none).")
+        fail(f"trainer.gradient_clip_val={t.gradient_clip_val} must be >= 0 (or null for none).")
 
 
 def _check_hardware(t: DictConfig, gpus: int) -> None:
     """The accelerator, the strategy and the devices: known, well formed and present."""
     accelerator = str(t.accelerator)
     if accelerator not in ACCELERATORS:
-        _fail(f"trainer.accelerator={accelerator!r} is unknown; valid: {', '.join(ACCELERATORS)}.")
+        fail(f"trainer.accelerator={accelerator!r} is unknown; valid: {', '.join(ACCELERATORS)}.")
     missing = {
         "gpu": gpus == 0 and not torch.backends.mps.is_available(),
         "cuda": gpus == 0,
@@ -86,16 +82,16 @@ def _check_hardware(t: DictConfig, gpus: int) -> None:
         "tpu": importlib.util.find_spec("torch_xla") is None,
     }
     if missing.get(accelerator, False):
-        _fail(
+        fail(
             f"trainer.accelerator={accelerator} is not available on this machine; use "
             "trainer.accelerator=auto (or cpu)."
         )
     strategies = ("auto", *StrategyRegistry.available_strategies())
     if str(t.strategy) not in strategies:
         shown = ", ".join(s for s in strategies if "find_unused" not in s)
-        _fail(f"trainer.strategy={t.strategy!r} is unknown; valid: {shown}.")
+        fail(f"trainer.strategy={t.strategy!r} is unknown; valid: {shown}.")
     if str(t.devices).strip() not in ("auto", "-1") and requested_devices(t.devices) is None:
-        _fail(
+        fail(
             f"trainer.devices={t.devices!r} is not a device count; use a positive number, "
             "auto, -1 (all), or a list of device ids such as [0,1]."
         )
@@ -145,13 +141,13 @@ def validate_devices(trainer: DictConfig, gpus: int) -> None:
     if wanted is None or accelerator == "cpu" or wanted <= max(gpus, 1):
         return
     if gpus == 0:
-        _fail(
+        fail(
             f"trainer.devices={wanted} asks for {wanted} GPUs but no GPU is present, so it "
             f"would start {wanted} CPU processes: use trainer.devices=1 to train on the CPU, "
             f"or trainer=ddp_cpu trainer.devices={wanted} for distributed CPU processes (gloo)."
         )
     if accelerator in ("auto", "gpu", "cuda") and wanted > gpus:
-        _fail(
+        fail(
             f"trainer.devices={wanted} asks for {wanted} GPUs but {gpus} are visible; set "
             f"trainer.devices={gpus} (the learning rate follows the global batch)."
         )
@@ -160,14 +156,14 @@ def validate_devices(trainer: DictConfig, gpus: int) -> None:
 def _check_length(t: DictConfig) -> None:
     """``max_epochs`` and ``max_steps``: each at least 1 or -1 (no limit), not both -1."""
     if int(t.max_steps) == 0 or int(t.max_steps) < -1:
-        _fail(f"trainer.max_steps={t.max_steps} must be at least 1, or -1 for no step limit.")
+        fail(f"trainer.max_steps={t.max_steps} must be at least 1, or -1 for no step limit.")
     if int(t.max_epochs) == -1 and int(t.max_steps) == -1:
-        _fail(
+        fail(
             "trainer.max_epochs=-1 (no epoch limit) needs a step limit; set trainer.max_steps "
             "or trainer.max_epochs to at least 1."
         )
     if int(t.max_epochs) == 0 or int(t.max_epochs) < -1:
-        _fail(
+        fail(
             f"trainer.max_epochs={t.max_epochs} must be at least 1 (or -1 for no epoch limit, "
             "with trainer.max_steps set)."
         )
@@ -178,12 +174,12 @@ def _check_limit(name: str, value: Any) -> None:
     fraction = isinstance(value, float) and 0 <= value <= 1
     count = isinstance(value, int) and not isinstance(value, bool) and value >= 0
     if not (fraction or count):
-        _fail(
+        fail(
             f"trainer.{name}={value!r} must be a fraction in [0, 1] or a number of batches; "
             f"change trainer.{name}."
         )
     if name == "limit_train_batches" and value == 0:
-        _fail(
+        fail(
             "trainer.limit_train_batches=0 trains on no batch; give a fraction in (0, 1] or a "
             "number of batches."
         )

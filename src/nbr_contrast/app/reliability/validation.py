@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nbr_contrast.app.reliability.errors import ConfigError
+from nbr_contrast.app.reliability.errors import ConfigError, fail
 from nbr_contrast.app.reliability.trainer_checks import check_trainer
 from nbr_contrast.data.config import check_view
 from nbr_contrast.data.image_source import DataSourceError
@@ -51,10 +51,6 @@ def is_user_error(error: BaseException) -> bool:
     return isinstance(error, ValueError | FileNotFoundError) and bool(SETTING.search(str(error)))
 
 
-def _fail(message: str) -> None:
-    raise ConfigError(message)
-
-
 def validate_config(cfg: DictConfig) -> None:
     """Check the settings that can be checked without loading data or building a model.
 
@@ -73,26 +69,26 @@ def validate_config(cfg: DictConfig) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     if str(cfg.search.backend) not in BACKENDS:
-        _fail(f"search.backend={cfg.search.backend!r} is unknown; valid: {', '.join(BACKENDS)}.")
+        fail(f"search.backend={cfg.search.backend!r} is unknown; valid: {', '.join(BACKENDS)}.")
     for name in ("ivf_threshold", "ivf_nprobe"):
         if int(cfg.search[name]) < 1:
-            _fail(f"search.{name}={cfg.search[name]} must be at least 1; change search.{name}.")
+            fail(f"search.{name}={cfg.search[name]} must be at least 1; change search.{name}.")
     if int(d.num_workers) < 0:
-        _fail(f"data.num_workers={d.num_workers} must be >= 0.")
+        fail(f"data.num_workers={d.num_workers} must be >= 0.")
     if int(d.eval_batch_size) < 1:
-        _fail(f"data.eval_batch_size={d.eval_batch_size} must be at least 1.")
+        fail(f"data.eval_batch_size={d.eval_batch_size} must be at least 1.")
     for name in ("mean", "std"):
         if len(d[name]) != 3:
-            _fail(f"data.{name}={list(d[name])} needs one value per colour channel (3).")
+            fail(f"data.{name}={list(d[name])} needs one value per colour channel (3).")
     for name in ("k", "temperature"):
         if not len(cfg.task[name]):
-            _fail(f"task.{name} is empty; give at least one value, e.g. task.{name}=[20].")
+            fail(f"task.{name} is empty; give at least one value, e.g. task.{name}=[20].")
     _check_ranges(cfg)
     if str(cfg.task.name) != "fit":
         return
     _check_views(cfg)
     if int(d.batch_size) < 2:
-        _fail(
+        fail(
             f"data.batch_size={d.batch_size} is too small to train: BatchNorm layers and "
             "in-batch negatives need at least 2 samples; set data.batch_size >= 2."
         )
@@ -101,13 +97,13 @@ def validate_config(cfg: DictConfig) -> None:
 def _check_run(cfg: DictConfig) -> None:
     """The run-level settings: the task, the seed and the checkpoint."""
     if str(cfg.task.name) not in TASKS:
-        _fail(
+        fail(
             f"task.name={cfg.task.name!r} is unknown; choose a task with task=<{'|'.join(TASKS)}>."
         )
     if not 0 <= int(cfg.seed) < 2**32:
-        _fail(f"seed={cfg.seed} must be between 0 and 2**32 - 1.")
+        fail(f"seed={cfg.seed} must be between 0 and 2**32 - 1.")
     if cfg.ckpt is not None and not str(cfg.ckpt).strip():
-        _fail(
+        fail(
             "ckpt is empty; pass a checkpoint path, ckpt=last for the newest run, or leave "
             "ckpt out."
         )
@@ -118,7 +114,7 @@ def _check_views(cfg: DictConfig) -> None:
     views = cfg.data.views
     needed = 1 if str(cfg.method.name) in SINGLE_VIEW_METHODS else 2
     if len(views) < needed:
-        _fail(
+        fail(
             f"data.views has {len(views)} view(s) but method={cfg.method.name} needs at "
             f"least {needed}; add views to data.views."
         )
@@ -152,7 +148,7 @@ def _check_finite(cfg: DictConfig) -> None:
     """Reject NaN and infinite values in every group, naming the first."""
     for key, _, value in _numbers(cfg, (*CHECKED_GROUPS, "trainer")):
         if isinstance(value, float) and not math.isfinite(value):
-            _fail(f"{key}={value} is not a finite number; set {key} to a number.")
+            fail(f"{key}={value} is not a finite number; set {key} to a number.")
 
 
 def _check_ranges(cfg: DictConfig) -> None:
@@ -164,9 +160,9 @@ def _check_ranges(cfg: DictConfig) -> None:
     for key, name, value in _numbers(cfg, CHECKED_GROUPS):
         for rule in RULES:
             if rule.applies(name) and not rule.valid(value):
-                _fail(f"{key}={value} {rule.requirement}; change {key}.")
+                fail(f"{key}={value} {rule.requirement}; change {key}.")
         if key.startswith("task.k[") and value < 1:
-            _fail(f"{key}={value} must be at least 1; change task.k.")
+            fail(f"{key}={value} must be at least 1; change task.k.")
 
 
 def validate_neighbour_counts(setting: str, ks: Iterable[int], num_train: int) -> None:
@@ -182,7 +178,7 @@ def validate_neighbour_counts(setting: str, ks: Iterable[int], num_train: int) -
     """
     for k in ks:
         if int(k) < 1 or int(k) > num_train:
-            _fail(
+            fail(
                 f"{setting}: k={k} must be between 1 and the {num_train} training images; "
                 f"lower {setting}."
             )
@@ -199,7 +195,7 @@ def validate_labels(cfg: DictConfig, unlabelled: int) -> None:
         ConfigError: Naming ``method`` and the fix.
     """
     if unlabelled and str(cfg.method.name) in SUPERVISED_METHODS:
-        _fail(
+        fail(
             f"method={cfg.method.name} trains on labels but {unlabelled} training image(s) of "
             f"data={cfg.data.name} have none; use a self-supervised method (e.g. "
             "method=nnclr) or labelled training data."
