@@ -14,7 +14,8 @@ from nbr_contrast.app.build import datamodule_of
 from nbr_contrast.app.reliability import ConfigError, RunInterrupted
 from nbr_contrast.data.datamodule import ViewsDataModule
 
-from ..reliability.test_resume import SignalAt, _final_state, _with_callback
+from ..reliability.conftest import with_callback
+from ..reliability.test_resume import SignalAt, _final_state
 from ..runs import PX16, SMALL_NNCLR, TINY
 from .shard_files import write_shards
 
@@ -95,7 +96,7 @@ def test_sigterm_mid_epoch_then_resume_matches_the_uninterrupted_run(
     run = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "knn_report=false"]
     api.fit(_cfg(tmp_path / "straight", pattern, *run))
     with monkeypatch.context() as m:
-        _with_callback(m, SignalAt(1, signal.SIGTERM))
+        with_callback(m, SignalAt(1, signal.SIGTERM))
         with pytest.raises(RunInterrupted):
             api.fit(_cfg(tmp_path / "stopped", pattern, *run))
     workers = _cfg(tmp_path / "stopped", pattern, *run, "resume=true", "data.num_workers=2")
